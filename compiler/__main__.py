@@ -1,0 +1,5 @@
+import sys
+
+from lwc.cli import main
+
+sys.exit(main())

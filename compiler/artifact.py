@@ -1,0 +1,221 @@
+"""Load and run an exported artifact (``NAME.so`` + manifest ``NAME.json``).
+
+Host artifacts run in-process on TVM's Relax VM; aarch64 artifacts on an x86 machine run
+under qemu-aarch64 through :mod:`lwc.cross_runtime`. Before anything is loaded the
+manifest's recorded versions are compared with the running runtime (case F4): a module
+built against one tvm-ffi and loaded with another can crash silently, so a mismatch is
+refused with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lwc.errors import LwcError
+
+_RUNTIME_PACKAGES = ("apache-tvm", "apache-tvm-ffi")
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest beside ``path`` (``x.so`` -> ``x.json``).
+
+    Raises:
+        LwcError: artifact or manifest missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LwcError(f"artifact {str(path)!r} not found")
+    manifest = path.with_suffix(".json")
+    if not manifest.is_file():
+        raise LwcError(
+            f"manifest {manifest.name} not found beside {path.name}; lwc artifacts are "
+            "NAME.so plus NAME.json (recompile with `lwc compile`)"
+        )
+    try:
+        return json.loads(manifest.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise LwcError(f"manifest {manifest.name} is unreadable: {err}") from None
+
+
+def check_versions(manifest: dict, runtime: dict[str, str] | None = None) -> None:
+    """Refuse to load an artifact built with other TVM runtime versions (case F4).
+
+    Args:
+        runtime: the runtime's versions; defaults to the installed packages.
+    Raises:
+        LwcError: naming the package, the version the artifact was built with and the
+            version present.
+    """
+    from lwc import tvm_compat
+
+    runtime = runtime or tvm_compat.versions()
+    built = manifest.get("versions", {})
+    for pkg in _RUNTIME_PACKAGES:
+        want, have = built.get(pkg), runtime.get(pkg)
+        if want is None:
+            raise LwcError(f"manifest records no {pkg} version; refusing to load (recompile)")
+        if want != have:
+            raise LwcError(
+                f"artifact was built with {pkg} {want} but this runtime has {have}; "
+                f"loading it could crash: install {pkg}=={want} or recompile the model"
+            )
+
+
+def random_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs for manifest input specs.
+
+    Floats ~ N(0, 1) (what a mean/std-normalised image or feature looks like), ints in
+    [0, 10), bools fair coin flips.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in specs:
+        dtype = np.dtype(spec["dtype"])
+        shape = tuple(spec["shape"])
+        if dtype.kind == "f":
+            out[spec["name"]] = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
+        elif dtype.kind == "b":
+            out[spec["name"]] = rng.integers(0, 2, shape).astype(dtype)
+        else:
+            out[spec["name"]] = rng.integers(0, 10, shape).astype(dtype)
+    return out
+
+
+@dataclass
+class Artifact:
+    """A loaded artifact: its path and manifest; :meth:`run` executes it."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def inputs(self) -> list[dict]:
+        return self.manifest["inputs"]
+
+    @property
+    def outputs(self) -> list[dict]:
+        return self.manifest["outputs"]
+
+    @property
+    def arch(self) -> str:
+        return self.manifest["target"]["arch"]
+
+    @property
+    def runs_natively(self) -> bool:
+        return self.arch == platform.machine() and self.manifest["target"]["tvm"].get("kind") == "llvm"
+
+    def check_inputs(self, inputs: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+        """Inputs in manifest order, converted and checked.
+
+        Raises:
+            LwcError: unknown input name, missing input, or wrong shape.
+        """
+        names = [s["name"] for s in self.inputs]
+        extra = sorted(set(inputs) - set(names))
+        if extra:
+            raise LwcError(f"unknown input(s) {', '.join(extra)}; the model's inputs: {', '.join(names)}")
+        ordered = []
+        for spec in self.inputs:
+            if spec["name"] not in inputs:
+                raise LwcError(f"input {spec['name']!r} is missing")
+            array = np.ascontiguousarray(np.asarray(inputs[spec["name"]]))
+            if list(array.shape) != list(spec["shape"]):
+                raise LwcError(
+                    f"input {spec['name']!r} has shape {list(array.shape)}, the artifact was "
+                    f"compiled for {spec['shape']}"
+                )
+            if array.dtype != np.dtype(spec["dtype"]):
+                if array.dtype.kind != np.dtype(spec["dtype"]).kind:
+                    raise LwcError(
+                        f"input {spec['name']!r} has dtype {array.dtype}, expected {spec['dtype']}"
+                    )
+                array = array.astype(spec["dtype"])
+            ordered.append((spec["name"], array))
+        return ordered
+
+    def run(
+        self, inputs: dict[str, np.ndarray] | None = None, seed: int = 0
+    ) -> list[np.ndarray]:
+        """Run once. Inputs not given get :func:`random_inputs` data (seeded).
+
+        Returns:
+            outputs in manifest order.
+        Raises:
+            LwcError: bad inputs, or the artifact cannot run on this machine.
+        """
+        outputs, _ = self.timed_run(inputs, seed=seed)
+        return outputs
+
+    def full_inputs(self, inputs: dict[str, np.ndarray] | None, seed: int = 0) -> dict:
+        given = dict(inputs or {})
+        missing = [s for s in self.inputs if s["name"] not in given]
+        given.update(random_inputs(missing, seed))
+        return given
+
+    def timed_run(
+        self, inputs: dict[str, np.ndarray] | None = None, *, repeat: int = 0, seed: int = 0
+    ) -> tuple[list[np.ndarray], float | None]:
+        """Run once, then ``repeat`` more times timed; returns (outputs, mean ms or None)."""
+        ordered = self.check_inputs(self.full_inputs(inputs, seed))
+        if self.runs_natively:
+            return self._run_in_process(ordered, repeat)
+        if self.arch == "aarch64":
+            from lwc import cross_runtime
+
+            return cross_runtime.run_aarch64(self.path, ordered, repeat=repeat)
+        raise LwcError(
+            f"{self.path.name} is a {self.manifest['target']['preset']} artifact "
+            f"({self.arch}, {self.manifest['target']['tvm'].get('kind')}); this machine "
+            f"({platform.machine()}) cannot run it"
+        )
+
+    def _run_in_process(self, ordered, repeat: int) -> tuple[list[np.ndarray], float | None]:
+        from lwc import tvm_compat
+
+        vm = self.vm()
+        args = [tvm_compat.tensor(a) for _, a in ordered]
+        result = vm["main"](*args)
+        outputs = [np.asarray(t.numpy()) for t in _flatten(result)]
+        mean_ms = None
+        if repeat > 0:
+            start = time.perf_counter()
+            for _ in range(repeat):
+                vm["main"](*args)
+            mean_ms = (time.perf_counter() - start) * 1e3 / repeat
+        return outputs, mean_ms
+
+    def vm(self):
+        """A Relax VM over this artifact (host artifacts only)."""
+        from lwc import tvm_compat
+
+        try:
+            lib = tvm_compat.load_module(str(self.path))
+        except Exception as err:
+            raise LwcError(f"cannot load {self.path.name}: {str(err).splitlines()[-1]}") from None
+        return tvm_compat.virtual_machine(lib)
+
+
+def _flatten(result) -> list:
+    if hasattr(result, "numpy"):
+        return [result]
+    out = []
+    for item in result:
+        out.extend(_flatten(item))
+    return out
+
+
+def load(path: str | Path) -> Artifact:
+    """Read the manifest, check runtime versions (case F4) and return the artifact.
+
+    Raises:
+        LwcError: missing files, unreadable manifest or a version mismatch.
+    """
+    manifest = read_manifest(path)
+    check_versions(manifest)
+    return Artifact(Path(path), manifest)

@@ -1,0 +1,261 @@
+"""The ``lwc`` command: a thin argparse layer over the library.
+
+Every subcommand parses arguments, calls one library function and prints. Errors caused
+by input or environment (:class:`lwc.errors.LwcError`) print one line,
+``lwc: error: ...``, and exit 2. Anything else prints ``lwc: internal error: ...`` and
+exits 1 (``LWC_DEBUG=1`` shows the Python traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lwc.errors import LwcError
+
+
+def _log(args, message: str) -> None:
+    if not getattr(args, "quiet", False) and not getattr(args, "json", False):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _input_shapes(values: list[str] | None) -> dict[str, list[int]]:
+    from lwc.frontend import parse_input_shape
+
+    shapes = {}
+    for text in values or []:
+        name, shape = parse_input_shape(text)
+        shapes[name] = shape
+    return shapes
+
+
+def load_input_files(values: list[str] | None) -> dict[str, np.ndarray]:
+    """``--input NAME=FILE.npy`` (repeatable) -> arrays; a folder of NAME.npy also works.
+
+    Raises:
+        LwcError: malformed flag, missing or unreadable file.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for text in values or []:
+        if "=" not in text:
+            path = Path(text)
+            if path.is_dir():
+                for f in sorted(path.glob("*.npy")):
+                    arrays[f.stem] = np.load(f)
+                continue
+            raise LwcError(f"--input {text!r}: expected NAME=FILE.npy or a folder of NAME.npy files")
+        name, _, file = text.partition("=")
+        try:
+            arrays[name] = np.load(file, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise LwcError(f"--input {text!r}: cannot read {file}: {err}") from None
+    return arrays
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_compile(args) -> int:
+    from lwc import driver
+
+    out = Path(args.output) if args.output else Path(Path(args.model).stem + ".so")
+    _log(args, f"lwc: compiling {args.model} for {args.target} ...")
+    result = driver.compile(
+        args.model,
+        args.target,
+        _input_shapes(args.input_shape),
+        cross_compiler=args.cross_compiler,
+        disabled_passes=tuple(args.disable_pass or ()),
+    )
+    path = result.export(out)
+    manifest = result.describe()
+    if args.json:
+        print(json.dumps({"artifact": str(path), "manifest": str(path.with_suffix(".json")), **manifest}, indent=2))
+        return 0
+    for note in result.notes:
+        _log(args, f"lwc: note: {note}")
+    size = path.stat().st_size
+    print(
+        f"wrote {path} ({size / 1e6:.2f} MB, {result.preset.arch}, target {result.preset.name}) "
+        f"and {path.with_suffix('.json').name} in {result.build_time_s:.1f} s"
+    )
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from lwc.verify import verify
+
+    report = verify(
+        args.model, args.artifact, load_input_files(args.input),
+        atol=args.atol, rtol=args.rtol, seed=args.seed,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for w in report["warnings"]:
+            print(f"lwc: warning: {w}", file=sys.stderr)
+        print(f"{'output':<24} {'shape':<20} {'max abs':>10} {'max rel':>10} {'cosine':>10}  result")
+        for o in report["outputs"]:
+            print(
+                f"{o['name'][:24]:<24} {str(o['shape']):<20} {o['max_abs']:>10.3g} "
+                f"{o['max_rel']:>10.3g} {o['cosine']:>10.6f}  {'ok' if o['ok'] else 'MISMATCH'}"
+            )
+        verdict = "PASS" if report["ok"] else "FAIL"
+        print(f"{verdict}: {report['artifact']} ({report['target']}) vs onnxruntime "
+              f"(atol {args.atol:g}, rtol {args.rtol:g})")
+    return 0 if report["ok"] else 1
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "output"
+
+
+def cmd_run(args) -> int:
+    from lwc import artifact as art
+
+    artifact = art.load(args.artifact)
+    outputs = artifact.run(load_input_files(args.input), seed=args.seed)
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for spec, array in zip(artifact.outputs, outputs):
+        path = out_dir / f"{_safe_name(spec['name'])}.npy"
+        np.save(path, array)
+        written.append({"name": spec["name"], "file": str(path), "shape": list(array.shape), "dtype": str(array.dtype)})
+    if args.json:
+        print(json.dumps({"outputs": written}, indent=2))
+    else:
+        for w in written:
+            print(f"{w['name']}: {w['dtype']}{w['shape']} -> {w['file']}")
+    return 0
+
+
+def cmd_targets(args) -> int:
+    from lwc.targets import all_presets
+
+    presets = all_presets(include_cuda=True)
+    if args.json:
+        print(json.dumps([p.to_json() for p in presets], indent=2))
+        return 0
+    print(f"{'name':<18} {'triple':<20} {'cpu':<14} {'gpu':<7} {'features':<34} description")
+    for p in presets:
+        gpu = p.target.get("arch", "-") if p.is_gpu else "-"
+        print(f"{p.name:<18} {p.triple:<20} {p.cpu:<14} {gpu:<7} {','.join(p.features):<34} {p.description}")
+    print("\nAlso accepted: old-style TVM strings ('llvm -mtriple=aarch64-linux-gnu -mattr=+neon')"
+          " and JSON target dicts.")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from lwc.summary import describe_model, format_summary
+
+    info = describe_model(args.model)
+    print(json.dumps(info, indent=2) if args.json else format_summary(info))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lwc",
+        description="Compile ONNX models into deployable shared libraries for edge CPUs and "
+        "Jetson GPUs, on Apache TVM.",
+        epilog="Example: lwc compile model.onnx --target arm64 --input-shape x:1,3,224,224 -o model.so",
+    )
+    from lwc import __version__
+
+    parser.add_argument("--version", action="version", version=f"lwc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("compile", help="compile an ONNX model into NAME.so + NAME.json",
+                       description="Import an ONNX model, run lwc's passes, lower with TVM for "
+                       "the target and export a shared library plus its manifest (written atomically).")
+    p.add_argument("model", help="ONNX model file (external data is read from its folder)")
+    p.add_argument("--target", "-t", default="host",
+                   help="preset name (see `lwc targets`), old-style TVM string or JSON dict (default: host)")
+    p.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
+                   help="static shape for an input; repeat for several inputs")
+    p.add_argument("-o", "--output", help="artifact path (default: MODEL.so in the current folder)")
+    p.add_argument("--cross-compiler", metavar="CXX", help="C++ compiler that links the artifact "
+                   "(default: the preset's, e.g. aarch64-linux-gnu-g++)")
+    p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip an lwc pass (repeatable)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("verify", help="run an artifact and compare with onnxruntime",
+                       description="Run ARTIFACT (in-process for host, under qemu-aarch64 for arm64) "
+                       "and onnxruntime on MODEL with the same inputs; compare every output. "
+                       "Exit status 1 on mismatch.")
+    p.add_argument("model", help="the ONNX model the artifact was compiled from")
+    p.add_argument("artifact", help="NAME.so (its NAME.json must be beside it)")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="input data (default: seeded N(0,1) random)")
+    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
+    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--seed", type=int, default=0, help="seed for generated inputs")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("run", help="run an artifact on .npy inputs, write outputs as .npy",
+                       description="Run ARTIFACT once and write each output to OUTPUT/<name>.npy.")
+    p.add_argument("artifact")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
+                   help="input data (default: seeded random)")
+    p.add_argument("--output", "-o", default="out", help="folder for the outputs (default: out/)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("targets", help="list target presets",
+                       description="List the target presets with triple, CPU, GPU arch and ISA features.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_targets)
+
+    p = sub.add_parser("inspect", help="summarise an ONNX model",
+                       description="Inputs/outputs (dynamic dims marked), op histogram, "
+                       "parameters and the ops TVM cannot import.")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    for extra in _EXTRA_COMMANDS:
+        extra(sub)
+    return parser
+
+
+#: Callables that add more subcommands (tune, bench, ...) to the subparsers object.
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LwcError as err:
+        print(f"lwc: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lwc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # never show a C++ stack trace to a user
+        if os.environ.get("LWC_DEBUG"):
+            raise
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        print(f"lwc: internal error: {type(err).__name__}: {lines[-1] if lines else ''} "
+              "(set LWC_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

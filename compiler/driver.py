@@ -1,0 +1,211 @@
+"""The compile driver: ONNX model + target preset -> Relax executable -> artifact.
+
+``lwc.compile(model, target="arm64", input_shapes={"x": [1, 3, 640, 640]})`` returns a
+:class:`CompileResult` that can export itself (``NAME.so`` + manifest ``NAME.json``),
+run on inputs and describe itself. The CLI (``lwc compile``) is a thin layer over it.
+
+Flow: cross-compiler check (before any long work; case F2) -> :func:`lwc.frontend.import_model`
+-> lwc's passes (:mod:`lwc.pipeline`) -> TVM's default lowering for the target ->
+``tvm.compile``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lwc import tvm_compat
+from lwc.errors import LwcError
+from lwc.frontend import ImportedModel, import_model
+from lwc.targets import Preset, resolve
+
+MANIFEST_FORMAT = 1
+
+
+def _install_hint(cxx: str) -> str:
+    base = os.path.basename(cxx)
+    if base.startswith("aarch64-linux-gnu-"):
+        return "apt-get install g++-aarch64-linux-gnu"
+    if base.startswith("arm-linux-gnueabihf-"):
+        return "apt-get install g++-arm-linux-gnueabihf"
+    return "apt-get install g++"
+
+
+def check_cross_compiler(preset: Preset, override: str | None = None) -> str:
+    """The C++ compiler that links artifacts for ``preset``, checked to exist.
+
+    Args:
+        override: ``--cross-compiler`` (a name on PATH or a path).
+
+    Raises:
+        LwcError: the compiler is not found; the message names it, the package to
+            install and the ``--cross-compiler`` flag (case F2).
+    """
+    cxx = override or preset.cross_compiler
+    if shutil.which(cxx) is None:
+        raise LwcError(
+            f"cross compiler {cxx!r} for {preset.arch} ({preset.name}) not found; install it "
+            f"with `{_install_hint(cxx)}` or point at one with --cross-compiler PATH"
+        )
+    return cxx
+
+
+@dataclass
+class CompileResult:
+    """A compiled model: the Relax executable plus everything the manifest records.
+
+    Attributes:
+        executable: TVM ``relax.Executable``.
+        preset: the target preset it was built for.
+        model: the imported model (inputs/outputs with static shapes, sha256).
+        cross_compiler: compiler used to link exported artifacts.
+        passes: names of the passes applied, in order.
+        build_time_s: import + passes + lowering + codegen time in seconds.
+    """
+
+    executable: object
+    preset: Preset
+    model: ImportedModel
+    cross_compiler: str
+    passes: list[str]
+    build_time_s: float
+    notes: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """The manifest (JSON-serialisable dict) written beside the artifact."""
+        return {
+            "format": MANIFEST_FORMAT,
+            "inputs": [s.to_json() for s in self.model.inputs],
+            "outputs": [s.to_json() for s in self.model.outputs],
+            "target": {
+                "preset": self.preset.name,
+                "tvm": self.preset.target,
+                "triple": self.preset.triple,
+                "arch": self.preset.arch,
+                "cpu": self.preset.cpu,
+                "features": list(self.preset.features),
+                "cross_compiler": self.cross_compiler,
+            },
+            "versions": tvm_compat.versions(),
+            "source_model": {
+                "file": self.model.source.name if self.model.source else None,
+                "sha256": self.model.sha256,
+            },
+            "passes": self.passes,
+            "build_time_s": round(self.build_time_s, 3),
+            "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "built_on": platform.node() and platform.machine(),
+            "notes": self.notes,
+            **self.extra,
+        }
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Write ``path`` (.so) and its manifest (same name, .json) atomically.
+
+        Both are written to temporary files in the destination folder and renamed into
+        place only when both are complete; on any failure neither file is left behind.
+
+        Returns:
+            the artifact path.
+        Raises:
+            LwcError: linking failed (the linker's last line is kept).
+        """
+        path = Path(path)
+        if path.suffix != ".so":
+            path = path.with_name(path.name + ".so")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        manifest_path = path.with_suffix(".json")
+        fd, tmp_so = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".so", dir=path.parent)
+        os.close(fd)
+        tmp_json = tmp_so[:-3] + ".json"
+        try:
+            fcompile = None if self.preset.is_native and self.cross_compiler == "g++" else (
+                tvm_compat.cc.cross_compiler(self.cross_compiler)
+            )
+            try:
+                self.executable.export_library(tmp_so, fcompile=fcompile)
+            except Exception as err:
+                lines = [ln for ln in str(err).splitlines() if ln.strip()]
+                raise LwcError(
+                    f"linking {path.name} with {self.cross_compiler} failed: "
+                    f"{lines[-1] if lines else err!r}"
+                ) from None
+            Path(tmp_json).write_text(json.dumps(self.describe(), indent=2) + "\n")
+            os.replace(tmp_so, path)
+            os.replace(tmp_json, manifest_path)
+        finally:
+            for tmp in (tmp_so, tmp_json):
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return path
+
+    def run(self, inputs: dict[str, np.ndarray] | None = None, seed: int = 0) -> list[np.ndarray]:
+        """Run the model once; missing inputs get seeded random data.
+
+        Host artifacts run in-process; others are exported to a temporary folder and run
+        the way :func:`lwc.artifact.load` runs them (qemu-aarch64 for aarch64).
+        """
+        from lwc import artifact
+
+        with tempfile.TemporaryDirectory(prefix="lwc-run-") as tmp:
+            path = self.export(Path(tmp) / "model.so")
+            return artifact.load(path).run(inputs, seed=seed)
+
+
+def compile(  # noqa: A001  (the product's verb)
+    model,
+    target: str | Preset = "host",
+    input_shapes: dict[str, list[int]] | None = None,
+    *,
+    cross_compiler: str | None = None,
+    disabled_passes: tuple[str, ...] = (),
+) -> CompileResult:
+    """Compile an ONNX model for a target.
+
+    Args:
+        model: path to an .onnx file or an ``onnx.ModelProto``.
+        target: preset name, old-style TVM target string, JSON target dict or a Preset.
+        input_shapes: ``{input name: [d0, ...]}``; required for inputs with dynamic dims.
+        cross_compiler: overrides the preset's C++ compiler (``--cross-compiler``).
+        disabled_passes: registered names of lwc passes to skip (``--disable-pass``).
+
+    Returns:
+        a :class:`CompileResult`.
+    Raises:
+        LwcError: unknown target, missing cross compiler, bad model or shapes,
+            unsupported ops, or a TVM build failure (one line each).
+    """
+    from lwc import pipeline
+
+    start = time.perf_counter()
+    preset = target if isinstance(target, Preset) else resolve(target)
+    cxx = check_cross_compiler(preset, cross_compiler)
+    tvm_target = preset.tvm_target()
+    imported = import_model(model, input_shapes)
+    mod, applied = pipeline.run_lwc_passes(imported.mod, preset, disabled=disabled_passes)
+    try:
+        executable = tvm_compat.build(mod, tvm_target)
+    except LwcError:
+        raise
+    except Exception as err:
+        lines = [ln for ln in str(err).splitlines() if ln.strip()]
+        raise LwcError(f"TVM build for {preset.name} failed: {lines[-1] if lines else err!r}") from None
+    return CompileResult(
+        executable=executable,
+        preset=preset,
+        model=imported,
+        cross_compiler=cxx,
+        passes=["onnx.checker", "onnxsim", "relax.frontend.from_onnx", *applied, "tvm.default_pipeline"],
+        build_time_s=time.perf_counter() - start,
+        notes=list(imported.notes),
+    )

@@ -1,0 +1,379 @@
+"""ONNX import: file -> checked, shape-fixed, simplified ModelProto -> Relax IRModule.
+
+Stages (each a function, data flows one way):
+
+1. :func:`load_onnx` reads the file, resolves external data relative to the model's
+   folder (never outside it; case F1) and runs ``onnx.checker``.
+2. :func:`resolve_input_shapes` fixes every graph input to a static shape from
+   ``--input-shape NAME:D0,D1,...`` (dynamic dims without one are an error; case F5).
+3. :func:`check_supported` lists every op TVM's ONNX importer lacks, with node names,
+   before any compile work.
+4. :func:`simplify` folds constants and shape computations at the ONNX level with onnxsim,
+   which turns Shape -> Slice -> Concat -> Reshape chains into constants (case F5).
+5. :func:`to_relax` calls TVM's ``from_onnx``.
+
+:func:`import_model` runs all five.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import external_data_helper, helper
+
+from lwc.errors import LwcError
+
+ONNX_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, shape (ints; str for a symbolic dim), numpy dtype."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d > 0 for d in self.shape)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass
+class ImportedModel:
+    """Result of :func:`import_model`.
+
+    Attributes:
+        source: path of the ONNX file (None when given a ModelProto).
+        sha256: hex digest of the ONNX file bytes (of the serialized proto otherwise).
+        onnx_model: the simplified ModelProto with static input shapes.
+        inputs, outputs: specs with static shapes, in graph order.
+        mod: the Relax IRModule from ``from_onnx`` (parameters bound as constants).
+        notes: human-readable notes from import (e.g. simplifier fallbacks).
+    """
+
+    source: Path | None
+    sha256: str
+    onnx_model: onnx.ModelProto
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    mod: object
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _check_external_locations(model: onnx.ModelProto, base_dir: Path) -> None:
+    base = base_dir.resolve()
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        location = info.get("location", "")
+        target = (base / location).resolve()
+        if os.path.isabs(location) or base not in target.parents:
+            raise LwcError(
+                f"initializer {tensor.name!r}: external data location {location!r} "
+                f"points outside the model's folder {base}; refusing to read it"
+            )
+        if not target.is_file():
+            raise LwcError(
+                f"initializer {tensor.name!r}: external data file {location!r} not found "
+                f"beside the model (looked in {base})"
+            )
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read and check an ONNX model, with external data resolved beside the file.
+
+    Raises:
+        LwcError: missing file, not a protobuf / truncated file, external data missing or
+            escaping the model's folder, or a model the ONNX checker rejects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LwcError(f"model file {str(path)!r} not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:
+        raise LwcError(
+            f"{path.name} is not a valid ONNX model (protobuf parse failed: {_one_line(err)})"
+        ) from None
+    if not model.HasField("graph") or not model.graph.node:
+        raise LwcError(f"{path.name} is not a valid ONNX model (no graph; truncated file?)")
+    _check_external_locations(model, path.parent)
+    external_data_helper.load_external_data_for_model(model, str(path.parent))
+    check_model(model, path.name)
+    return model
+
+
+def check_model(model: onnx.ModelProto, label: str = "model") -> None:
+    """Run the ONNX checker (full check incl. shape inference where < 2 GiB).
+
+    Raises:
+        LwcError: the checker's first complaint.
+    """
+    try:
+        if model.ByteSize() < 2**31 - 1:
+            onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, Exception) as err:
+        raise LwcError(f"{label} fails the ONNX checker: {_one_line(err)}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) < 300 else text[:297] + "..."
+
+
+def model_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex digest of a file's bytes (external data files not included)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> tuple:
+    dims = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or "?")
+    return tuple(dims)
+
+
+def _dtype(value_info: onnx.ValueInfoProto) -> str:
+    elem = value_info.type.tensor_type.elem_type
+    return np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name if elem else "float32"
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Real inputs (initializers listed as inputs, as in opset < 9 models, excluded)."""
+    inits = {t.name for t in model.graph.initializer}
+    return [
+        TensorSpec(v.name, _dims(v), _dtype(v)) for v in model.graph.input if v.name not in inits
+    ]
+
+
+def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    return [TensorSpec(v.name, _dims(v), _dtype(v)) for v in model.graph.output]
+
+
+def parse_input_shape(text: str) -> tuple[str, list[int]]:
+    """Parse ``NAME:D0,D1,...`` (``--input-shape``). The name may itself contain ':'.
+
+    Raises:
+        LwcError: no ':' or a dim that is not a positive integer.
+    """
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name:
+        raise LwcError(f"--input-shape {text!r}: expected NAME:D0,D1,... e.g. x:1,3,224,224")
+    try:
+        shape = [int(d) for d in dims.split(",")]
+    except ValueError:
+        raise LwcError(f"--input-shape {text!r}: dims must be integers, e.g. x:1,3,224,224") from None
+    if any(d <= 0 for d in shape):
+        raise LwcError(f"--input-shape {text!r}: dims must be positive")
+    return name, shape
+
+
+def resolve_input_shapes(
+    model: onnx.ModelProto, overrides: dict[str, list[int]] | None = None
+) -> list[TensorSpec]:
+    """Static input specs: the model's shapes with ``overrides`` applied.
+
+    Raises:
+        LwcError: an override names no input or has the wrong rank, or an input keeps a
+            dynamic dim (the message names it and shows the ``--input-shape`` to use).
+    """
+    overrides = dict(overrides or {})
+    inputs = graph_inputs(model)
+    names = [i.name for i in inputs]
+    for name in overrides:
+        if name not in names:
+            raise LwcError(
+                f"--input-shape names {name!r}, which is not a model input; inputs: "
+                + ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
+            )
+    resolved = []
+    for spec in inputs:
+        shape = overrides.get(spec.name)
+        if shape is not None:
+            if spec.shape and len(shape) != len(spec.shape):
+                raise LwcError(
+                    f"--input-shape {spec.name}:{','.join(map(str, shape))} has rank "
+                    f"{len(shape)}, but input {spec.name!r} has rank {len(spec.shape)} "
+                    f"{list(spec.shape)}"
+                )
+            for want, have in zip(shape, spec.shape):
+                if isinstance(have, int) and have != want:
+                    raise LwcError(
+                        f"--input-shape {spec.name}:{','.join(map(str, shape))} conflicts "
+                        f"with the model's fixed shape {list(spec.shape)}"
+                    )
+            spec = TensorSpec(spec.name, tuple(shape), spec.dtype)
+        if not spec.is_static:
+            example = ",".join(str(d) if isinstance(d, int) else "N" for d in spec.shape)
+            raise LwcError(
+                f"input {spec.name!r} has dynamic shape {list(spec.shape)}; fix it with "
+                f"--input-shape {spec.name}:{example} (numbers for every dim)"
+            )
+        resolved.append(spec)
+    return resolved
+
+
+# --------------------------------------------------------------------------- op support
+
+
+def _all_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _all_nodes(g)
+
+
+def op_histogram(model: onnx.ModelProto) -> Counter:
+    """Count of nodes per op type (``domain::Op`` for non-default domains), subgraphs included."""
+    return Counter(
+        n.op_type if n.domain in ONNX_DOMAINS else f"{n.domain}::{n.op_type}"
+        for n in _all_nodes(model.graph)
+    )
+
+
+def supported_op_types() -> set[str]:
+    """ONNX op types TVM's Relax ONNX importer converts."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return set(onnx_frontend._get_convert_map()) | {"If", "Constant"}
+
+
+def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(op type, first node name) for each op type the importer cannot convert."""
+    supported = supported_op_types()
+    found: dict[str, str] = {}
+    for i, node in enumerate(_all_nodes(model.graph)):
+        custom = node.domain not in ONNX_DOMAINS
+        op = f"{node.domain}::{node.op_type}" if custom else node.op_type
+        if (custom or node.op_type not in supported) and op not in found:
+            found[op] = node.name or f"<node #{i}>"
+    return sorted(found.items())
+
+
+def check_supported(model: onnx.ModelProto) -> None:
+    """Raises LwcError listing every unsupported op type with a node name each."""
+    missing = unsupported_nodes(model)
+    if missing:
+        listed = ", ".join(f"{op} (node {name!r})" for op, name in missing)
+        raise LwcError(f"{len(missing)} unsupported op type(s): {listed}")
+
+
+# --------------------------------------------------------------------------- simplify / import
+
+
+def simplify(model: onnx.ModelProto, inputs: list[TensorSpec]) -> tuple[onnx.ModelProto, list[str]]:
+    """Fix input shapes and fold constants/shape chains with onnxsim.
+
+    Returns the simplified model and notes. If onnxsim fails, the model is returned
+    with its input shapes fixed and shape inference run, and the failure noted.
+    """
+    import onnxsim
+
+    shapes = {spec.name: list(spec.shape) for spec in inputs}
+    try:
+        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes)
+        if ok:
+            return simplified, []
+        note = "onnxsim's self-check failed; using the unsimplified model"
+    except Exception as err:  # onnxsim raises assorted C++/python errors
+        note = f"onnxsim failed ({_one_line(err)}); using the unsimplified model"
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for vi in fixed.graph.input:
+        if vi.name in shapes:
+            vi.type.tensor_type.shape.Clear()
+            for d in shapes[vi.name]:
+                vi.type.tensor_type.shape.dim.add().dim_value = d
+    return onnx.shape_inference.infer_shapes(fixed), [note]
+
+
+def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
+    """TVM's ``from_onnx`` with static shapes and input dtypes; params become constants.
+
+    Raises:
+        LwcError: the importer fails (its last message line is kept).
+    """
+    from lwc import tvm_compat
+
+    shape_dict = {s.name: list(s.shape) for s in inputs}
+    dtype_dict = {s.name: s.dtype for s in inputs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return tvm_compat.from_onnx(
+                model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False
+            )
+        except Exception as err:
+            lines = [ln for ln in str(err).splitlines() if ln.strip()]
+            raise LwcError(f"TVM's ONNX importer failed: {lines[-1] if lines else err!r}") from None
+
+
+def import_model(
+    model: str | os.PathLike | onnx.ModelProto,
+    input_shapes: dict[str, list[int]] | None = None,
+) -> ImportedModel:
+    """Load, check, fix shapes, check op support, simplify and convert to Relax.
+
+    Args:
+        model: path to an .onnx file, or a ModelProto (external data already loaded).
+        input_shapes: ``{input name: [d0, d1, ...]}`` for inputs with dynamic dims.
+
+    Raises:
+        LwcError: any failure of the stages above, as one line.
+    """
+    if isinstance(model, onnx.ModelProto):
+        source, proto = None, model
+        check_model(proto)
+        sha = hashlib.sha256(proto.SerializeToString()).hexdigest()
+    else:
+        source = Path(model)
+        proto = load_onnx(source)
+        sha = model_sha256(source)
+    inputs = resolve_input_shapes(proto, input_shapes)
+    check_supported(proto)
+    simplified, notes = simplify(proto, inputs)
+    check_supported(simplified)
+    mod = to_relax(simplified, inputs)
+    outputs = _relax_outputs(mod, graph_outputs(simplified))
+    return ImportedModel(source, sha, simplified, inputs, outputs, mod, notes)
+
+
+def _relax_outputs(mod, onnx_outputs: list[TensorSpec]) -> list[TensorSpec]:
+    """Output specs with the static shapes and dtypes Relax inferred for ``main``."""
+    from lwc import tvm_compat
+
+    types = tvm_compat.return_tensor_types(mod["main"])
+    return [
+        TensorSpec(spec.name, shape or spec.shape, dtype)
+        for spec, (shape, dtype) in zip(onnx_outputs, types)
+    ]

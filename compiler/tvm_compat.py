@@ -1,0 +1,101 @@
+"""The one place that knows where TVM 0.27 keeps things.
+
+TVM's Python API moves between releases (``tvm.tir`` -> ``tvm.tirx``,
+``tvm.meta_schedule`` -> ``tvm.s_tir.meta_schedule``, ``tvm.contrib.cc`` ->
+``tvm.support.cc``, ``tvm.nd.array`` -> ``tvm.runtime.tensor``). Every other lwc module
+reaches TVM through the names here, so the next TVM release is a one-file change.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from functools import cache
+
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.relax.frontend.onnx import from_onnx  # noqa: F401  (re-exported)
+from tvm.support import cc  # noqa: F401  (re-exported)
+
+Target = tvm.target.Target
+IRModule = tvm.IRModule
+
+
+def global_func(name: str):
+    """A registered TVM global function (``tvm`` is imported first so all are registered)."""
+    return tvm_ffi.get_global_func(name)
+
+
+def system_cpu() -> str:
+    """LLVM's name for this machine's CPU (e.g. ``znver4``); gives AVX-512 when used as mcpu."""
+    return str(global_func("target.llvm_get_system_cpu")())
+
+
+def system_triple() -> str:
+    """LLVM's target triple of this machine (e.g. ``x86_64-pc-linux-gnu``)."""
+    return str(global_func("target.llvm_get_system_triple")())
+
+
+def llvm_is_valid_cpu(cpu: str, triple: str) -> bool:
+    """True when the bundled LLVM knows ``cpu`` for ``triple``."""
+    return bool(global_func("target.llvm_is_valid_cpu")(cpu, triple))
+
+
+@cache
+def versions() -> dict[str, str]:
+    """Installed versions of the packages an artifact depends on at run time."""
+    out = {}
+    for dist in ("lwc", "apache-tvm", "apache-tvm-ffi"):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "unknown"
+    return out
+
+
+def tensor(array, device=None):
+    """numpy array -> TVM runtime tensor on ``device`` (CPU by default)."""
+    return tvm.runtime.tensor(array, device or tvm.cpu())
+
+
+def default_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """TVM's default Relax lowering pipeline for ``target``."""
+    return relax.pipeline.get_default_pipeline(target)
+
+
+def load_module(path: str):
+    return tvm.runtime.load_module(path)
+
+
+def virtual_machine(executable, device=None):
+    return relax.VirtualMachine(executable, device or tvm.cpu())
+
+
+def return_tensor_types(func) -> list[tuple[tuple | None, str]]:
+    """(static shape or None, dtype) of each tensor a Relax function returns, flattened.
+
+    TVM 0.27 calls struct info ``ty`` (``relax.TensorType``/``relax.TupleType``).
+    """
+    out: list[tuple[tuple | None, str]] = []
+
+    def visit(ty):
+        if hasattr(ty, "fields"):
+            for f in ty.fields:
+                visit(f)
+            return
+        shape = None
+        if getattr(ty, "shape", None) is not None:
+            try:
+                shape = tuple(int(d) for d in ty.shape.values)
+            except (TypeError, AttributeError):
+                shape = None
+        out.append((shape, str(ty.dtype)))
+
+    visit(func.ret_ty)
+    return out
+
+
+def build(mod, target: tvm.target.Target):
+    """Lower and code-generate a Relax module with TVM's default pipeline for ``target``."""
+    with target:
+        return tvm.compile(mod, target=target, relax_pipeline=default_pipeline(target))

@@ -1,0 +1,105 @@
+"""Compare an artifact's outputs with onnxruntime on the source model.
+
+Metrics per output (both arrays as float64): max absolute error, max relative error
+(|a - r| / max(|r|, 1e-12) over elements), cosine similarity, and whether
+``|a - r| <= atol + rtol * |r|`` holds everywhere (numpy.allclose's rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lwc.errors import LwcError
+
+
+@dataclass
+class OutputComparison:
+    name: str
+    shape: list
+    max_abs: float
+    max_rel: float
+    cosine: float
+    ok: bool
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def compare(name: str, actual: np.ndarray, reference: np.ndarray, atol: float, rtol: float) -> OutputComparison:
+    """Compare one output. Shapes must match, else LwcError."""
+    if actual.shape != reference.shape:
+        raise LwcError(
+            f"output {name!r}: artifact gives shape {list(actual.shape)}, onnxruntime "
+            f"{list(reference.shape)}"
+        )
+    a = actual.astype(np.float64).ravel()
+    r = reference.astype(np.float64).ravel()
+    diff = np.abs(a - r)
+    nan_mismatch = bool(np.any(np.isnan(a) != np.isnan(r)))
+    diff = np.where(np.isnan(a) & np.isnan(r), 0.0, diff)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    max_rel = float((diff / np.maximum(np.abs(r), 1e-12)).max()) if diff.size else 0.0
+    norm = np.linalg.norm(a) * np.linalg.norm(r)
+    cosine = float(np.dot(a, r) / norm) if norm > 0 else float(np.array_equal(a, r))
+    ok = (not nan_mismatch) and bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(r))))
+    return OutputComparison(name, list(actual.shape), max_abs, max_rel, cosine, ok)
+
+
+def onnxruntime_outputs(model_path: str, inputs: dict[str, np.ndarray], threads: int | None = None) -> list[np.ndarray]:
+    """Run the ONNX model on onnxruntime's CPU provider.
+
+    Raises:
+        LwcError: onnxruntime cannot load or run the model.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(model_path), opts, providers=["CPUExecutionProvider"])
+        return sess.run(None, inputs)
+    except Exception as err:
+        raise LwcError(f"onnxruntime failed on {model_path}: {str(err).splitlines()[0]}") from None
+
+
+def verify(model_path: str, artifact_path: str, inputs: dict[str, np.ndarray] | None = None,
+           *, atol: float = 1e-4, rtol: float = 1e-4, seed: int = 0) -> dict:
+    """Run the artifact and onnxruntime on the same inputs and compare every output.
+
+    Args:
+        inputs: arrays by input name; missing inputs get seeded N(0,1) data (:func:`lwc.artifact.random_inputs`).
+    Returns:
+        ``{"ok": bool, "outputs": [OutputComparison.to_json()...], "artifact": ..., "model": ...,
+        "target": preset name, "warnings": [...]}``.
+    Raises:
+        LwcError: loading, running or shape mismatches.
+    """
+    from lwc import artifact as art
+    from lwc.frontend import model_sha256
+
+    artifact = art.load(artifact_path)
+    feed = artifact.full_inputs(inputs, seed)
+    warnings = []
+    recorded = artifact.manifest.get("source_model", {}).get("sha256")
+    if recorded and recorded != model_sha256(model_path):
+        warnings.append(f"{model_path} is not the model {artifact.path.name} was compiled from (sha256 differs)")
+    actual = artifact.run(feed)
+    reference = onnxruntime_outputs(model_path, feed)
+    if len(actual) != len(reference):
+        raise LwcError(f"artifact has {len(actual)} outputs, the model {len(reference)}")
+    names = [o["name"] for o in artifact.outputs]
+    results = [compare(n, a, r, atol, rtol) for n, a, r in zip(names, actual, reference)]
+    return {
+        "ok": all(r.ok for r in results),
+        "model": str(model_path),
+        "artifact": str(artifact_path),
+        "target": artifact.manifest["target"]["preset"],
+        "atol": atol,
+        "rtol": rtol,
+        "outputs": [r.to_json() for r in results],
+        "warnings": warnings,
+    }
