@@ -9,6 +9,7 @@ exits 1 (``LWC_DEBUG=1`` shows the Python traceback).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -228,13 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    for module_name in _EXTRA_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
-#: Callables that add more subcommands (tune, bench, ...) to the subparsers object.
-_EXTRA_COMMANDS: list = []
+#: Modules that add subcommands: each has ``register(subparsers)``.
+_EXTRA_MODULES: list[str] = []
 
 
 def main(argv: list[str] | None = None) -> int:

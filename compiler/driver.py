@@ -169,6 +169,8 @@ def compile(  # noqa: A001  (the product's verb)
     *,
     cross_compiler: str | None = None,
     disabled_passes: tuple[str, ...] = (),
+    tuning_log: str | None = None,
+    use_tuning_logs: bool = True,
 ) -> CompileResult:
     """Compile an ONNX model for a target.
 
@@ -178,6 +180,9 @@ def compile(  # noqa: A001  (the product's verb)
         input_shapes: ``{input name: [d0, ...]}``; required for inputs with dynamic dims.
         cross_compiler: overrides the preset's C++ compiler (``--cross-compiler``).
         disabled_passes: registered names of lwc passes to skip (``--disable-pass``).
+        tuning_log: a tuning_logs/ folder to apply (``--tuning-log``); default: the
+            matching one under tuning_logs/ if any.
+        use_tuning_logs: False skips tuning records entirely (``--no-tuning-log``).
 
     Returns:
         a :class:`CompileResult`.
@@ -185,7 +190,7 @@ def compile(  # noqa: A001  (the product's verb)
         LwcError: unknown target, missing cross compiler, bad model or shapes,
             unsupported ops, or a TVM build failure (one line each).
     """
-    from lwc import pipeline
+    from lwc import pipeline, tuning
 
     start = time.perf_counter()
     preset = target if isinstance(target, Preset) else resolve(target)
@@ -193,6 +198,9 @@ def compile(  # noqa: A001  (the product's verb)
     tvm_target = preset.tvm_target()
     imported = import_model(model, input_shapes)
     mod, applied = pipeline.run_lwc_passes(imported.mod, preset, disabled=disabled_passes)
+    mod, tuning_info = tuning.apply_records(
+        mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs
+    )
     try:
         executable = tvm_compat.build(mod, tvm_target)
     except LwcError:
@@ -208,4 +216,5 @@ def compile(  # noqa: A001  (the product's verb)
         passes=["onnx.checker", "onnxsim", "relax.frontend.from_onnx", *applied, "tvm.default_pipeline"],
         build_time_s=time.perf_counter() - start,
         notes=list(imported.notes),
+        extra={"tuning": tuning_info},
     )
