@@ -74,6 +74,7 @@ def cmd_compile(args) -> int:
         _input_shapes(args.input_shape),
         cross_compiler=args.cross_compiler,
         disabled_passes=tuple(args.disable_pass or ()),
+        sparsity=args.sparsity,
     )
     path = result.export(out)
     manifest = result.describe()
@@ -189,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-compiler", metavar="CXX", help="C++ compiler that links the artifact "
                    "(default: the preset's, e.g. aarch64-linux-gnu-g++)")
     p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip an lwc pass (repeatable)")
+    p.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
+                   help="exploit zero weights: remove all-zero channels, sparse kernels where faster "
+                   "(auto, default), never (off), or always where possible (force)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
     p.set_defaults(func=cmd_compile)
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that add subcommands: each has ``register(subparsers)``.
-_EXTRA_MODULES: list[str] = []
+_EXTRA_MODULES: list[str] = ["lwc.cli_sparsity"]
 
 
 def main(argv: list[str] | None = None) -> int:

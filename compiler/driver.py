@@ -171,6 +171,7 @@ def compile(  # noqa: A001  (the product's verb)
     disabled_passes: tuple[str, ...] = (),
     tuning_log: str | None = None,
     use_tuning_logs: bool = True,
+    sparsity: str = "auto",
 ) -> CompileResult:
     """Compile an ONNX model for a target.
 
@@ -183,6 +184,7 @@ def compile(  # noqa: A001  (the product's verb)
         tuning_log: a tuning_logs/ folder to apply (``--tuning-log``); default: the
             matching one under tuning_logs/ if any.
         use_tuning_logs: False skips tuning records entirely (``--no-tuning-log``).
+        sparsity: ``auto``, ``off`` or ``force`` (``--sparsity``; :mod:`lwc.sparse_compile`).
 
     Returns:
         a :class:`CompileResult`.
@@ -190,13 +192,14 @@ def compile(  # noqa: A001  (the product's verb)
         LwcError: unknown target, missing cross compiler, bad model or shapes,
             unsupported ops, or a TVM build failure (one line each).
     """
-    from lwc import pipeline, tuning
+    from lwc import pipeline, sparse_compile, tuning
 
     start = time.perf_counter()
     preset = target if isinstance(target, Preset) else resolve(target)
     cxx = check_cross_compiler(preset, cross_compiler)
     tvm_target = preset.tvm_target()
     imported = import_model(model, input_shapes)
+    imported, sparsity_info = sparse_compile.apply(imported, sparsity)
     mod, applied = pipeline.run_lwc_passes(imported.mod, preset, disabled=disabled_passes)
     mod, tuning_info = tuning.apply_records(
         mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs
@@ -213,8 +216,9 @@ def compile(  # noqa: A001  (the product's verb)
         preset=preset,
         model=imported,
         cross_compiler=cxx,
-        passes=["onnx.checker", "onnxsim", "relax.frontend.from_onnx", *applied, "tvm.default_pipeline"],
+        passes=["onnx.checker", "onnxsim", *sparsity_info["passes"], "relax.frontend.from_onnx", *applied,
+                "tvm.default_pipeline"],
         build_time_s=time.perf_counter() - start,
         notes=list(imported.notes),
-        extra={"tuning": tuning_info},
+        extra={"tuning": tuning_info, "sparsity": sparsity_info},
     )

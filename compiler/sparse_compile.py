@@ -1,0 +1,48 @@
+"""The ``--sparsity`` stage of ``lwc compile``: make the model's zeros pay.
+
+Runs between ONNX import and lwc's Relax passes:
+
+1. analysis (:mod:`lwc.sparsity`) of every constant conv/dense/matmul weight, for the
+   compile report;
+2. RemoveZeroChannels (``passes/remove_zero_channels.py``) on the simplified ModelProto:
+   exact, so it runs under ``auto`` and ``force``; when it removed anything the model is
+   re-imported to Relax.
+
+Modes: ``auto`` (exploit what is there where it pays), ``force`` (same, for tests and
+measurements), ``off`` (nothing; the report still carries the analysis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lwc import sparsity
+from lwc.errors import LwcError
+
+MODES = ("auto", "off", "force")
+
+
+def apply(imported, mode: str = "auto"):
+    """(imported model after the sparsity stage, report dict with the passes applied)."""
+    if mode not in MODES:
+        raise LwcError(f"--sparsity {mode!r}: expected one of {', '.join(MODES)}")
+    proto = imported.onnx_model
+    layers = sparsity.analyze(proto)
+    info = {"mode": mode, "analysis": sparsity.summarize(layers), "passes": []}
+    if mode == "off" or not layers:
+        return imported, info
+    from lwc.frontend import to_relax
+    from lwc.passes.remove_zero_channels import RemoveZeroChannels
+
+    pass_ = RemoveZeroChannels()
+    shrunk = pass_(proto)
+    report = pass_.last_report
+    info["remove_zero_channels"] = report.to_json()
+    if report.total_removed:
+        info["flops_before"] = sparsity.count_flops(proto)
+        info["flops_after"] = sparsity.count_flops(shrunk)
+        info["weight_bytes_before"] = sparsity.weight_bytes(proto)
+        info["weight_bytes_after"] = sparsity.weight_bytes(shrunk)
+        info["passes"].append(RemoveZeroChannels.name)
+        imported = dataclasses.replace(imported, onnx_model=shrunk, mod=to_relax(shrunk, imported.inputs))
+    return imported, info

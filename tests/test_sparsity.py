@@ -1,0 +1,120 @@
+"""Sparsity analysis (lwc inspect), the pruner (lwc prune) and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from lwc import cli, prune, sparsity
+from lwc.errors import LwcError
+from lwc.passes.remove_zero_channels import RemoveZeroChannels
+
+
+def mlp(hidden=64, seed=0):
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((32, hidden)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(hidden).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((hidden, 16)).astype(np.float32), "w2"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_block_and_two_four_measures():
+    m = np.zeros((8, 8), np.float32)
+    m[0, 0] = 1  # one non-zero: one 1x4 block of 16, one 4x4 block of 4
+    assert sparsity.block_occupancy(m, 1, 4) == pytest.approx(1 / 16)
+    assert sparsity.block_occupancy(m, 4, 4) == pytest.approx(1 / 4)
+    assert sparsity.block_occupancy(m, 8, 1) == pytest.approx(1 / 8)
+    assert sparsity.two_four_fraction(m) == 1.0
+    assert sparsity.two_four_fraction(np.ones((2, 8))) == 0.0
+    assert sparsity.block_occupancy(np.ones((3, 5)), 4, 4) == 1.0  # padded edges
+
+
+def test_analyze_reports_zero_channels():
+    model = mlp()
+    w1 = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w1[:, :8] = 0  # 8 output columns (channels) of MatMul B[K, N]
+    w1[5, :] = 0  # one input row
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w1, "w1"))
+    first = sparsity.analyze(model)[0]
+    assert first.op == "MatMul" and first.out_channels == 64 and first.in_channels == 32
+    assert first.zero_out_channels == 8 and first.zero_in_channels == 1
+    assert first.zero_fraction == pytest.approx((8 * 32 + 56) / (32 * 64))
+
+
+@pytest.mark.parametrize("method", ["unstructured", "unstructured:layer", "block:1x4", "block:4x4", "block:8x1"])
+def test_prune_reaches_amount(method):
+    result = prune.prune(mlp(), method, 0.75)
+    assert result.to_json()["zero_fraction"] == pytest.approx(0.75, abs=0.02)
+    onnx.checker.check_model(result.model)
+    assert result.deviation and 0 < result.deviation[0]["cosine"] < 1
+    assert any("fine-tuning" in n for n in result.notes)
+    if method.startswith("block:1x4"):
+        assert all(layer["block_1x4"] == pytest.approx(0.25, abs=0.02) for layer in result.layers)
+
+
+def test_prune_keeps_names_and_graph():
+    original = mlp()
+    pruned = prune.prune(original, "block:1x4", 0.5, measure=False).model
+    assert [n.op_type for n in pruned.graph.node] == [n.op_type for n in original.graph.node]
+    assert {t.name for t in pruned.graph.initializer} == {t.name for t in original.graph.initializer}
+
+
+def test_channel_prune_is_physically_removable():
+    result = prune.prune(mlp(), "channel:l2", 0.5)
+    layer = result.layers[0]
+    assert layer["channels_pruned"] == 32 and layer["zero_out_channels"] == 32
+    assert result.layers[1]["channels_pruned"] == 0  # produces the graph output
+    p = RemoveZeroChannels()
+    shrunk = p(result.model)
+    assert p.last_report.total_removed == 32
+    assert sparsity.count_flops(shrunk) < sparsity.count_flops(result.model)
+
+
+def test_errors():
+    with pytest.raises(LwcError, match=r"outside \[0, 1\)"):
+        prune.prune(mlp(), "unstructured", 1.0)
+    with pytest.raises(LwcError, match=r"outside \[0, 1\)"):
+        prune.prune(mlp(), "unstructured", -0.1)
+    with pytest.raises(LwcError, match="unknown pruning method 'magic'.*block:RxC"):
+        prune.prune(mlp(), "magic", 0.5)
+    with pytest.raises(LwcError, match="unknown pruning method"):
+        prune.prune(mlp(), "block:0x4", 0.5)
+    relu_only = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]))
+    with pytest.raises(LwcError, match="no prunable weights"):
+        prune.prune(relu_only, "unstructured", 0.5)
+
+
+def test_cli_prune_and_inspect(tmp_path, capsys):
+    src, dst = tmp_path / "model.onnx", tmp_path / "pruned.onnx"
+    onnx.save(mlp(), src)
+    assert cli.main(["prune", str(src), "--method", "block:1x4", "--amount", "0.8", "-o", str(dst)]) == 0
+    text = capsys.readouterr().out
+    assert "cosine vs unpruned" in text and "fine-tuning" in text and dst.is_file()
+    assert cli.main(["inspect", str(dst), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["sparsity"][0]["blocks"]["1x4"] == pytest.approx(0.2, abs=0.02)
+    assert cli.main(["inspect", str(dst)]) == 0
+    assert "1x4" in capsys.readouterr().out
+    assert cli.main(["prune", str(src), "--method", "channel:l1", "--amount", "1.5", "-o", str(dst)]) == 2
+    assert "outside [0, 1)" in capsys.readouterr().err
+    assert cli.main(["prune", str(src), "--method", "bogus", "--amount", "0.3", "-o", str(dst)]) == 2
+    assert "unknown pruning method" in capsys.readouterr().err
