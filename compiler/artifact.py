@@ -108,7 +108,16 @@ class Artifact:
 
     @property
     def runs_natively(self) -> bool:
-        return self.arch == platform.machine() and self.manifest["target"]["tvm"].get("kind") == "llvm"
+        kind = self.manifest["target"]["tvm"].get("kind")
+        return self.arch == platform.machine() and (kind == "llvm" or (kind == "cuda" and _have_gpu()))
+
+    @property
+    def device(self):
+        """The TVM device the artifact's kernels run on (CPU, or CUDA GPU 0)."""
+        from lwc import tvm_compat
+
+        is_cuda = self.manifest["target"]["tvm"].get("kind") == "cuda"
+        return tvm_compat.cuda_device() if is_cuda else None
 
     def check_inputs(self, inputs: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
         """Inputs in manifest order, converted and checked.
@@ -179,7 +188,7 @@ class Artifact:
         from lwc import tvm_compat
 
         vm = self.vm()
-        args = [tvm_compat.tensor(a) for _, a in ordered]
+        args = [tvm_compat.tensor(a, self.device) for _, a in ordered]
         result = vm["main"](*args)
         outputs = [np.asarray(t.numpy()) for t in _flatten(result)]
         mean_ms = None
@@ -198,7 +207,13 @@ class Artifact:
             lib = tvm_compat.load_module(str(self.path))
         except Exception as err:
             raise LwcError(f"cannot load {self.path.name}: {str(err).splitlines()[-1]}") from None
-        return tvm_compat.virtual_machine(lib)
+        return tvm_compat.virtual_machine(lib, self.device)
+
+
+def _have_gpu() -> bool:
+    from lwc import cuda
+
+    return cuda.gpu_available()
 
 
 def _flatten(result) -> list:

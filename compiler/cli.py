@@ -75,6 +75,8 @@ def cmd_compile(args) -> int:
         cross_compiler=args.cross_compiler,
         disabled_passes=tuple(args.disable_pass or ()),
         sparsity=args.sparsity,
+        precision=args.precision,
+        nvcc=args.nvcc,
     )
     path = result.export(out)
     manifest = result.describe()
@@ -91,8 +93,32 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _verify_structure(args) -> int | None:
+    """A CUDA artifact on a machine without a GPU: check its structure only (lwc.cuda)."""
+    from lwc import artifact as art
+    from lwc import cuda
+
+    manifest = art.read_manifest(args.artifact)
+    machine, arch = cuda.expected_layout(manifest)
+    if arch is None or cuda.runs_here(machine):
+        return None
+    report = cuda.inspect_artifact(args.artifact, machine=machine, arch=arch)
+    if args.json:
+        print(json.dumps({"ok": report.ok, "structural_only": True, **report.to_json()}, indent=2))
+    else:
+        print(f"no GPU here: structural check only (expected {machine} host code, SASS for {arch})")
+        for line in report.lines():
+            print(f"  {line}")
+        print(f"{'PASS' if report.ok else 'FAIL'} (structure): {args.artifact}")
+    return 0 if report.ok else 1
+
+
 def cmd_verify(args) -> int:
     from lwc.verify import verify
+
+    structural = _verify_structure(args)
+    if structural is not None:
+        return structural
 
     report = verify(
         args.model, args.artifact, load_input_files(args.input),
@@ -190,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-compiler", metavar="CXX", help="C++ compiler that links the artifact "
                    "(default: the preset's, e.g. aarch64-linux-gnu-g++)")
     p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip an lwc pass (repeatable)")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                   help="cuda targets: fp16 runs conv/matmul in fp16 (fp32 accumulation), "
+                   "softmax and norms in fp32 (default fp32)")
+    p.add_argument("--nvcc", metavar="PATH", help="cuda targets: the nvcc that compiles the "
+                   "kernels (default: $CUDA_PATH/bin/nvcc or nvcc on PATH)")
     p.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
                    help="exploit zero weights: remove all-zero channels, sparse kernels where faster "
                    "(auto, default), never (off), or always where possible (force)")

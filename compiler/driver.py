@@ -80,6 +80,7 @@ class CompileResult:
     build_time_s: float
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    pack_imports: object = None  # export_library's fpack_imports (CUDA: lwc.cuda.pack_imports)
 
     def describe(self) -> dict:
         """The manifest (JSON-serialisable dict) written beside the artifact."""
@@ -133,7 +134,7 @@ class CompileResult:
                 tvm_compat.cc.cross_compiler(self.cross_compiler)
             )
             try:
-                self.executable.export_library(tmp_so, fcompile=fcompile)
+                self.executable.export_library(tmp_so, fcompile=fcompile, fpack_imports=self.pack_imports)
             except Exception as err:
                 lines = [ln for ln in str(err).splitlines() if ln.strip()]
                 raise LwcError(
@@ -172,6 +173,8 @@ def compile(  # noqa: A001  (the product's verb)
     tuning_log: str | None = None,
     use_tuning_logs: bool = True,
     sparsity: str = "auto",
+    precision: str = "fp32",
+    nvcc: str | None = None,
 ) -> CompileResult:
     """Compile an ONNX model for a target.
 
@@ -185,6 +188,8 @@ def compile(  # noqa: A001  (the product's verb)
             matching one under tuning_logs/ if any.
         use_tuning_logs: False skips tuning records entirely (``--no-tuning-log``).
         sparsity: ``auto``, ``off`` or ``force`` (``--sparsity``; :mod:`lwc.sparse_compile`).
+        precision: ``fp32`` or ``fp16`` (cuda targets; ``--precision``, :mod:`lwc.cuda`).
+        nvcc: the CUDA compiler for cuda targets (``--nvcc``; default: found on PATH).
 
     Returns:
         a :class:`CompileResult`.
@@ -192,11 +197,12 @@ def compile(  # noqa: A001  (the product's verb)
         LwcError: unknown target, missing cross compiler, bad model or shapes,
             unsupported ops, or a TVM build failure (one line each).
     """
-    from lwc import pipeline, sparse_compile, tuning
+    from lwc import cuda, pipeline, sparse_compile, tuning
 
     start = time.perf_counter()
     preset = target if isinstance(target, Preset) else resolve(target)
     cxx = check_cross_compiler(preset, cross_compiler)
+    cuda_build = cuda.prepare(preset, precision, nvcc)  # None for CPU targets
     tvm_target = preset.tvm_target()
     imported = import_model(model, input_shapes)
     imported, sparsity_info = sparse_compile.apply(imported, sparsity)
@@ -204,6 +210,8 @@ def compile(  # noqa: A001  (the product's verb)
     mod, tuning_info = tuning.apply_records(
         mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs
     )
+    if cuda_build:
+        mod = cuda_build.apply_precision(mod)
     try:
         executable = tvm_compat.build(mod, tvm_target)
     except LwcError:
@@ -220,5 +228,7 @@ def compile(  # noqa: A001  (the product's verb)
                 "tvm.default_pipeline"],
         build_time_s=time.perf_counter() - start,
         notes=list(imported.notes),
-        extra={"tuning": tuning_info, "sparsity": sparsity_info},
+        extra={"tuning": tuning_info, "sparsity": sparsity_info,
+               **({"cuda": cuda_build.describe()} if cuda_build else {})},
+        pack_imports=cuda_build.pack_imports() if cuda_build else None,
     )

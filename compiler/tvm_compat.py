@@ -8,6 +8,7 @@ reaches TVM through the names here, so the next TVM release is a one-file change
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 from functools import cache
 
@@ -99,3 +100,49 @@ def build(mod, target: tvm.target.Target):
     """Lower and code-generate a Relax module with TVM's default pipeline for ``target``."""
     with target:
         return tvm.compile(mod, target=target, relax_pipeline=default_pipeline(target))
+
+
+# --------------------------------------------------------------------------- CUDA
+
+
+def cuda_device(index: int = 0):
+    """TVM's CUDA device ``index`` (``.exist`` is False without a GPU)."""
+    return tvm.cuda(index)
+
+
+@contextlib.contextmanager
+def mixed_precision_never(op_names):
+    """Within the block, ToMixedPrecision keeps these Relax ops in fp32 (policy kNever)."""
+    key, never = "TMixedPrecisionPolicy", 2
+    saved = []
+    for name in op_names:
+        op = tvm.ir.Op.get(name)
+        saved.append((op, op.get_attr(key)))
+        op.set_attr(key, never, plevel=100)
+    try:
+        yield
+    finally:
+        for op, value in saved:
+            op.reset_attr(key)
+            if value is not None:
+                op.set_attr(key, value)
+
+
+def to_mixed_precision(mod, accumulate: str = "float32"):
+    """TVM's automatic mixed precision (fp16) on a Relax module's dataflow blocks."""
+    seq = tvm.transform.Sequential(
+        [relax.transform.ConvertToDataflow(), relax.transform.ToMixedPrecision(out_dtype=accumulate)]
+    )
+    return seq(mod)
+
+
+def packed_imports_blob(mod, is_system_lib: bool, prefix: str) -> bytes:
+    """The ``__tvm_ffi__library_bin`` blob ``export_library`` would link into a library.
+
+    TVM 0.27 only hands it out as C source (``ModulePackImportsToC``); the array is parsed back.
+    """
+    from tvm.runtime import _ffi_api
+
+    src = str(_ffi_api.ModulePackImportsToC(mod, is_system_lib, prefix))
+    body = src[src.index("= {") + 3:src.rindex("};")]
+    return bytes(int(tok, 16) for tok in body.replace("\n", "").split(",") if tok.strip())

@@ -1,0 +1,197 @@
+"""CUDA targets: Jetson builds on a GPU-less x86 machine, the structural check, fp16.
+
+Compiling is slow on CI's 2 cores (cls ~65 s with nvcc, det/rec minutes), so the small cls
+model is compiled for every Jetson preset and det/rec for jetson-orin only. Presets whose
+GPU the local nvcc cannot target (CUDA 13 dropped sm_53/sm_62/sm_72) must fail early with
+the message that names a toolkit that can. Tests that run kernels are marked ``gpu`` and
+skip where there is no GPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lwc import cuda, driver
+from lwc.errors import LwcError
+from lwc.targets import resolve
+
+JETSONS = ["jetson-nano", "jetson-tx2", "jetson-xavier", "jetson-orin", "jetson-orin-nano"]
+MODELS = {
+    "det": ("ch_PP-OCRv4_det_infer.onnx", [1, 3, 640, 640]),
+    "rec": ("ch_PP-OCRv4_rec_infer.onnx", [1, 3, 48, 320]),
+    "cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", [1, 3, 48, 192]),
+}
+
+
+def _model(key: str) -> tuple[str, dict]:
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None:
+        pytest.skip("rapidocr-onnxruntime (PP-OCR models) is not installed")
+    name, shape = MODELS[key]
+    return str(Path(spec.origin).parent / "models" / name), {"x": shape}
+
+
+TOOLKIT = cuda.find_toolkit()
+needs_nvcc = pytest.mark.skipif(TOOLKIT is None, reason="no nvcc on this machine")
+needs_gpu = pytest.mark.skipif(not cuda.gpu_available(), reason="no CUDA GPU here (nvidia-smi / tvm.cuda().exist)")
+
+
+# --------------------------------------------------------------------------- toolkit checks
+
+
+def test_missing_nvcc_is_one_clear_error(monkeypatch, tmp_path):
+    for var in ("LWC_NVCC", "CUDA_PATH", "CUDA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(cuda, "_nvcc_candidates", lambda explicit: [])
+    with pytest.raises(LwcError, match=r"no CUDA compiler \(nvcc\) for jetson-orin \(sm_87\).*install"):
+        cuda.check_toolkit(resolve("jetson-orin"))
+
+
+def test_explicit_nvcc_that_does_not_exist():
+    with pytest.raises(LwcError, match="--nvcc '/nonexistent/nvcc' not found"):
+        cuda.check_toolkit(resolve("jetson-orin"), "/nonexistent/nvcc")
+
+
+def test_fp16_only_for_cuda_targets():
+    with pytest.raises(LwcError, match="--precision fp16 is for cuda targets"):
+        cuda.prepare(resolve("arm64"), "fp16")
+    with pytest.raises(LwcError, match="choose one of fp32, fp16"):
+        cuda.prepare(resolve("jetson-orin"), "int4")
+    assert cuda.prepare(resolve("arm64")) is None
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name", JETSONS)
+def test_toolkit_supports_arch_or_says_which_does(name):
+    preset = resolve(name)
+    arch = preset.target["arch"]
+    if TOOLKIT.supports(arch):
+        assert cuda.check_toolkit(preset).supports(arch)
+    else:
+        with pytest.raises(LwcError, match=rf"cannot compile for {arch} \({name}\).*Install CUDA 12"):
+            cuda.check_toolkit(preset)
+
+
+# --------------------------------------------------------------------------- structural check helpers
+
+
+def _fatbin(entries: list[tuple[int, int]]) -> bytes:
+    body = b""
+    for kind, sm in entries:
+        elf = b"\x7fELF" + bytes(14) + struct.pack("<H", cuda.EM_CUDA) + bytes(44)
+        payload = elf if kind == 2 else b".version 7.0\n.target sm_%d\n" % sm
+        header = struct.pack("<HHIQIII", kind, 1, 64, len(payload), 0, len(payload), 0)
+        header += struct.pack("<I", sm).ljust(64 - len(header), b"\0")
+        body += header + payload
+    return struct.pack("<IHHQ", 0xBA55ED50, 1, 16, len(body)) + body
+
+
+def test_fatbin_entries_are_read():
+    images = cuda._device_images(b"junk" + _fatbin([(2, 87), (1, 87)]))
+    assert [str(i) for i in images] == ["sass sm_87 (fatbin)", "ptx sm_87 (fatbin)"]
+
+
+def test_source_only_cuda_module_is_a_problem():
+    report = cuda.StructuralReport("x.so", "aarch64", ["cuda"], cuda_format="cuda")
+    cuda._check_device_code(report, "sm_87")
+    assert not report.ok
+    assert any("kernel source" in p for p in report.problems)
+
+
+def test_recompile_library_bin_replaces_source():
+    source = b'extern "C" __global__ void k() {}\n'
+    fmap = struct.pack("<Q", 0)
+    payload = cuda._lpstr(b"cuda") + fmap + cuda._lpstr(source)
+    tree = struct.pack("<Q", 2) + struct.pack("<QQ", 0, 1) + struct.pack("<Q", 0)
+    body = tree + cuda._lpstr(b"_lib") + cuda._lpstr(b"cuda") + cuda._lpstr(payload)
+    blob = struct.pack("<Q", len(body)) + body
+    seen = []
+    out = cuda.recompile_library_bin(blob, lambda src: seen.append(src) or b"FATBIN")
+    assert seen == [source.decode()]
+    modules = cuda._unpack_library_bin(out, 0)
+    assert [k for k, _ in modules] == ["_lib", "cuda"]
+    assert modules[1][1] == cuda._lpstr(b"fatbin") + fmap + cuda._lpstr(b"FATBIN")
+
+
+# --------------------------------------------------------------------------- real models
+
+
+def _compile_and_check(key: str, target: str, tmp_path: Path, precision: str = "fp32"):
+    path, shapes = _model(key)
+    preset = resolve(target)
+    arch = preset.target["arch"]
+    if not TOOLKIT.supports(arch):
+        with pytest.raises(LwcError, match=rf"cannot compile for {arch}"):
+            driver.compile(path, preset, shapes, precision=precision)
+        pytest.skip(f"CUDA {TOOLKIT.release}'s nvcc has no {arch}; the clear error was checked")
+    result = driver.compile(path, preset, shapes, precision=precision)
+    artifact = result.export(tmp_path / f"{key}-{target}.so")
+    report = cuda.inspect_artifact(artifact, machine="aarch64", arch=arch)
+    assert report.ok, report.problems
+    assert report.cuda_format == "fatbin"
+    assert {"sass", "ptx"} <= {i.kind for i in report.images if i.arch == arch}
+    assert result.describe()["cuda"]["precision"] == precision
+    return result
+
+
+@pytest.mark.slow
+@needs_nvcc
+@pytest.mark.parametrize("target", JETSONS)
+def test_cls_compiles_for_every_jetson(target, tmp_path):
+    _compile_and_check("cls", target, tmp_path)
+
+
+@pytest.mark.slow
+@needs_nvcc
+@pytest.mark.parametrize("key", ["det", "rec"])
+def test_det_rec_compile_for_orin(key, tmp_path):
+    _compile_and_check(key, "jetson-orin", tmp_path)
+
+
+@pytest.mark.slow
+@needs_nvcc
+def test_cls_fp16_for_orin(tmp_path):
+    _compile_and_check("cls", "jetson-orin", tmp_path, precision="fp16")
+
+
+def test_mixed_precision_keeps_softmax_fp32():
+    from tvm.script import ir as I
+    from tvm.script import relax as R
+
+    @I.ir_module
+    class Mod:
+        @R.function
+        def main(x: R.Tensor((1, 8), "float32"), w: R.Tensor((8, 8), "float32")):
+            with R.dataflow():
+                y = R.matmul(x, w)
+                z = R.nn.softmax(y)
+                n = R.nn.layer_norm(z, R.const(np.ones(8, "float32")), R.const(np.zeros(8, "float32")), [1])
+                R.output(n)
+            return n
+
+    text = cuda.to_mixed_precision(Mod).script()
+    assert 'R.matmul(' in text and '"float16"' in text
+    for op in ("softmax", "layer_norm"):
+        line = next(ln for ln in text.splitlines() if f"R.nn.{op}(" in ln)
+        assert "float16" not in line.split("=")[0], line
+
+
+# --------------------------------------------------------------------------- on a GPU
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cls_on_local_gpu_matches_onnxruntime(tmp_path):
+    from lwc.verify import verify
+
+    path, shapes = _model("cls")
+    result = driver.compile(path, "cuda", shapes)
+    artifact = result.export(tmp_path / "cls-cuda.so")
+    report = verify(path, str(artifact), atol=1e-3, rtol=1e-3)
+    assert report["ok"], report["outputs"]
