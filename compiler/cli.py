@@ -74,6 +74,7 @@ def cmd_compile(args) -> int:
         _input_shapes(args.input_shape),
         cross_compiler=args.cross_compiler,
         disabled_passes=tuple(args.disable_pass or ()),
+        quantize=_quantize_options(args),
         sparsity=args.sparsity,
         precision=args.precision,
         nvcc=args.nvcc,
@@ -85,6 +86,10 @@ def cmd_compile(args) -> int:
         return 0
     for note in result.notes:
         _log(args, f"lwc: note: {note}")
+    if result.quantization:
+        from lwc.quantize import format_report
+
+        _log(args, format_report(result.quantization))
     size = path.stat().st_size
     print(
         f"wrote {path} ({size / 1e6:.2f} MB, {result.preset.arch}, target {result.preset.name}) "
@@ -113,9 +118,45 @@ def _verify_structure(args) -> int | None:
     return 0 if report.ok else 1
 
 
+def _quantize_options(args):
+    """``--quantize int8`` and the calibration flags -> QuantizeOptions (None: fp32)."""
+    from lwc.quantize import QuantizeOptions
+
+    calib_flags = args.calib or args.calib_random or args.max_accuracy_drop is not None
+    if args.quantize is None:
+        if calib_flags:
+            raise LwcError("--calib/--calib-random/--max-accuracy-drop need --quantize int8")
+        return None
+    return QuantizeOptions(calib=args.calib, calib_random=args.calib_random, method=args.calib_method,
+                           max_accuracy_drop=args.max_accuracy_drop,
+                           progress=not (args.quiet or args.json))
+
+
+def _verify_samples(args) -> int:
+    from lwc.quantize import verify_samples
+
+    report = verify_samples(args.model, args.artifact, args.inputs, min_cosine=args.min_cosine)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["ok"] else 1
+    for w in report["warnings"]:
+        print(f"lwc: warning: {w}", file=sys.stderr)
+    print(f"{'output':<28} {'cosine mean':>12} {'cosine min':>11} {'max abs':>10} {'top-1 agree':>12}  result")
+    for o in report["outputs"]:
+        agree = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
+        print(f"{o['name'][:28]:<28} {o['cosine_mean']:>12.6f} {o['cosine_min']:>11.6f} "
+              f"{o['max_abs']:>10.3g} {agree:>12}  {'ok' if o['ok'] else 'FAIL'}")
+    print(f"{'PASS' if report['ok'] else 'FAIL'}: {report['artifact']} ({report['target']}) vs "
+          f"onnxruntime fp32 on {report['samples']} samples from {args.inputs} "
+          f"(mean cosine >= {report['min_cosine']:g})")
+    return 0 if report["ok"] else 1
+
+
 def cmd_verify(args) -> int:
     from lwc.verify import verify
 
+    if args.inputs:
+        return _verify_samples(args)
     structural = _verify_structure(args)
     if structural is not None:
         return structural
@@ -216,6 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-compiler", metavar="CXX", help="C++ compiler that links the artifact "
                    "(default: the preset's, e.g. aarch64-linux-gnu-g++)")
     p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip an lwc pass (repeatable)")
+    p.add_argument("--quantize", choices=("int8",), help="int8 post-training quantization "
+                   "(needs --calib DIR or --calib-random N)")
+    p.add_argument("--calib", metavar="DIR", help="calibration samples: .npy/.npz files (or images "
+                   "with Pillow: RGB, resized, mean=std=0.5, NCHW)")
+    p.add_argument("--calib-method", default="percentile:99.99", metavar="METHOD",
+                   help="minmax, percentile:P or entropy (TensorRT's KL) (default percentile:99.99)")
+    p.add_argument("--calib-random", type=int, metavar="N",
+                   help="calibrate on N random inputs (poor accuracy; for smoke tests)")
+    p.add_argument("--max-accuracy-drop", type=float, metavar="X",
+                   help="keep the most sensitive layers in fp32 until every output's "
+                   "1 - cosine vs fp32 is <= X (e.g. 0.01)")
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="cuda targets: fp16 runs conv/matmul in fp16 (fp32 accumulation), "
                    "softmax and norms in fp32 (default fp32)")
@@ -239,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
     p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
     p.add_argument("--seed", type=int, default=0, help="seed for generated inputs")
+    p.add_argument("--inputs", metavar="DIR", help="a folder of samples (.npy/.npz, as --calib): "
+                   "compare with the fp32 model per output (cosine, top-1 agreement); for int8 artifacts")
+    p.add_argument("--min-cosine", type=float, default=None, help="pass bound for --inputs "
+                   "(default: 1 - the artifact's --max-accuracy-drop, else 0.99)")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(func=cmd_verify)
 

@@ -80,6 +80,7 @@ class CompileResult:
     build_time_s: float
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)
     pack_imports: object = None  # export_library's fpack_imports (CUDA: lwc.cuda.pack_imports)
 
     def describe(self) -> dict:
@@ -108,6 +109,7 @@ class CompileResult:
             "built_on": platform.node() and platform.machine(),
             "notes": self.notes,
             **self.extra,
+            **({"quantization": self.quantization} if self.quantization else {}),
         }
 
     def export(self, path: str | os.PathLike) -> Path:
@@ -172,6 +174,7 @@ def compile(  # noqa: A001  (the product's verb)
     disabled_passes: tuple[str, ...] = (),
     tuning_log: str | None = None,
     use_tuning_logs: bool = True,
+    quantize=None,
     sparsity: str = "auto",
     precision: str = "fp32",
     nvcc: str | None = None,
@@ -187,6 +190,9 @@ def compile(  # noqa: A001  (the product's verb)
         tuning_log: a tuning_logs/ folder to apply (``--tuning-log``); default: the
             matching one under tuning_logs/ if any.
         use_tuning_logs: False skips tuning records entirely (``--no-tuning-log``).
+        quantize: a :class:`lwc.quantize.QuantizeOptions` for int8 post-training
+            quantization (``--quantize int8``); pre-quantized QDQ models go on integer
+            kernels without it.
         sparsity: ``auto``, ``off`` or ``force`` (``--sparsity``; :mod:`lwc.sparse_compile`).
         precision: ``fp32`` or ``fp16`` (cuda targets; ``--precision``, :mod:`lwc.cuda`).
         nvcc: the CUDA compiler for cuda targets (``--nvcc``; default: found on PATH).
@@ -204,9 +210,20 @@ def compile(  # noqa: A001  (the product's verb)
     cxx = check_cross_compiler(preset, cross_compiler)
     cuda_build = cuda.prepare(preset, precision, nvcc)  # None for CPU targets
     tvm_target = preset.tvm_target()
-    imported = import_model(model, input_shapes)
+    from lwc import quantize as quant
+
+    if quantize is not None:
+        imported, quant_report = quant.import_quantized(model, input_shapes, quantize)
+    else:
+        imported, quant_report = import_model(model, input_shapes), None
     imported, sparsity_info = sparse_compile.apply(imported, sparsity)
-    mod, applied = pipeline.run_lwc_passes(imported.mod, preset, disabled=disabled_passes)
+    fp32_disabled = tuple(n for n in disabled_passes if n not in quant.LOWERING_PASS_NAMES)
+    mod, applied = pipeline.run_lwc_passes(imported.mod, preset, disabled=fp32_disabled)
+    # QDQ -> integer kernels after lwc's fp32 passes: those fold constants into weights
+    # and must not meet int8 weights and int32 accumulators
+    mod, qdq_passes, quant_info = quant.lower_qdq(mod, disabled_passes)
+    quant_info = quant.describe(quant_report, quant_info, preset)
+    applied = applied + qdq_passes
     mod, tuning_info = tuning.apply_records(
         mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs
     )
@@ -227,7 +244,8 @@ def compile(  # noqa: A001  (the product's verb)
         passes=["onnx.checker", "onnxsim", *sparsity_info["passes"], "relax.frontend.from_onnx", *applied,
                 "tvm.default_pipeline"],
         build_time_s=time.perf_counter() - start,
-        notes=list(imported.notes),
+        notes=list(imported.notes) + quant_info.get("notes", []),
+        quantization=quant_info,
         extra={"tuning": tuning_info, "sparsity": sparsity_info,
                **({"cuda": cuda_build.describe()} if cuda_build else {})},
         pack_imports=cuda_build.pack_imports() if cuda_build else None,
