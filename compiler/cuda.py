@@ -343,7 +343,11 @@ def to_mixed_precision(mod):
     from lwc import tvm_compat
 
     with tvm_compat.mixed_precision_never(KEEP_FP32):
-        return tvm_compat.to_mixed_precision(mod, accumulate="float32")
+        try:
+            return tvm_compat.to_mixed_precision(mod, accumulate="float32")
+        except Exception as err:  # TVM raises InternalError with C++ context
+            last = [ln for ln in str(err).splitlines() if ln.strip()][-1:] or [repr(err)]
+            raise LwcError(f"--precision fp16: TVM's ToMixedPrecision failed on this model: {last[0]}") from None
 
 
 # --------------------------------------------------------------------------- structural check
