@@ -67,6 +67,12 @@ def cmd_compile(args) -> int:
     from lwc import driver
 
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".so")
+    if args.bundle:
+        from lwc import bundle
+        from lwc.targets import resolve
+
+        bundle.check_bundle_target(resolve(args.target))  # before the long work
+        out = bundle.bundle_dir_for(args.output, args.model)
     _log(args, f"lwc: compiling {args.model} for {args.target} ...")
     result = driver.compile(
         args.model,
@@ -79,6 +85,8 @@ def cmd_compile(args) -> int:
         precision=args.precision,
         nvcc=args.nvcc,
     )
+    if args.bundle:
+        return _write_bundle(args, result, out)
     path = result.export(out)
     manifest = result.describe()
     if args.json:
@@ -150,6 +158,26 @@ def _verify_samples(args) -> int:
           f"onnxruntime fp32 on {report['samples']} samples from {args.inputs} "
           f"(mean cosine >= {report['min_cosine']:g})")
     return 0 if report["ok"] else 1
+
+
+def _write_bundle(args, result, out: Path) -> int:
+    from lwc import bundle
+
+    _log(args, f"lwc: writing bundle {out}/ ...")
+    written = bundle.write_bundle(result, out)
+    if args.json:
+        print(json.dumps({"bundle": str(written.path), "artifact": str(written.artifact),
+                          "size_bytes": written.size_bytes, "files": list(written.files),
+                          **result.describe()}, indent=2))
+        return 0
+    for note in result.notes:
+        _log(args, f"lwc: note: {note}")
+    print(
+        f"wrote bundle {written.path}/ ({written.size_bytes / 1e6:.2f} MB: {written.artifact.name} "
+        f"{written.artifact.stat().st_size / 1e6:.2f} MB + runtime, {result.preset.arch}, "
+        f"target {result.preset.name}) in {result.build_time_s:.1f} s"
+    )
+    return 0
 
 
 def cmd_verify(args) -> int:
@@ -276,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
                    help="exploit zero weights: remove all-zero channels, sparse kernels where faster "
                    "(auto, default), never (off), or always where possible (force)")
+    p.add_argument("--bundle", action="store_true",
+                   help="write a deployable folder (-o DIR): NAME.so + NAME.json, lib/ with the "
+                   "target's TVM runtime and liblwc_runtime.so, include/lwc_runtime.h, example/, "
+                   "lwc_runtime.py")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
     p.set_defaults(func=cmd_compile)

@@ -1,0 +1,859 @@
+// lwc_runtime.cc: the C API of lwc_runtime.h over the tvm-ffi C++ API.
+//
+// Built by lwc (lwc.bundle.build_runtime_library) for the target with its C++ compiler:
+//   CXX -std=c++17 -O2 -fPIC -shared -fvisibility=hidden -I<tvm_ffi include>
+//       -DLWC_VERSION=\"..\" -DLWC_TVM_VERSION=\"..\" -DLWC_TVM_FFI_VERSION=\"..\"
+//       lwc_runtime.cc -L<runtime lib> -Wl,--no-as-needed -ltvm_runtime -ltvm_ffi
+// libtvm_runtime.so must stay linked (--no-as-needed): it registers the Relax VM builtins.
+// Only tvm_ffi headers are used; the wheel's tvm/runtime headers do not compile (case D1).
+//
+// Every exported function catches every exception and turns it into a status code plus a
+// thread-local message, so no failure inside TVM or here can abort the caller.
+#include "lwc_runtime.h"
+
+#include <tvm/ffi/c_api.h>
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/extra/module.h>
+#include <tvm/ffi/function.h>
+
+#include <stdlib.h>
+
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <new>
+#include <set>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#if defined(__linux__) && defined(__aarch64__)
+#include <sys/auxv.h>
+#endif
+
+#ifndef LWC_VERSION
+#error "build with -DLWC_VERSION=\"x.y.z\" (lwc.bundle.build_runtime_library does)"
+#endif
+#ifndef LWC_TVM_VERSION
+#error "build with -DLWC_TVM_VERSION=\"...\" (the apache-tvm version of libtvm_runtime.so)"
+#endif
+#ifndef LWC_TVM_FFI_VERSION
+#error "build with -DLWC_TVM_FFI_VERSION=\"...\" (the apache-tvm-ffi version of libtvm_ffi.so)"
+#endif
+
+#if defined(__aarch64__)
+#define LWC_ARCH "aarch64"
+#define LWC_GENERIC_PRESET "arm64"
+#elif defined(__x86_64__)
+#define LWC_ARCH "x86_64"
+#define LWC_GENERIC_PRESET "x86_64"
+#else
+#define LWC_ARCH "unknown"
+#define LWC_GENERIC_PRESET "host"
+#endif
+
+namespace ffi = tvm::ffi;
+
+namespace {
+
+constexpr int kManifestFormat = 1;
+
+thread_local std::string g_last_error;
+
+// A failure with its status code; thrown inside, caught at the API boundary.
+struct Failure {
+  lwc_status status;
+  std::string message;
+};
+
+[[noreturn]] void Fail(lwc_status status, std::string message) {
+  throw Failure{status, std::move(message)};
+}
+
+std::string OneLine(std::string s) {
+  for (char& c : s) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  return s;
+}
+
+// ------------------------------------------------------------------------ tiny JSON
+// Enough of RFC 8259 for lwc manifests: objects, arrays, strings, numbers, literals.
+struct Json {
+  enum Kind { kNull, kBool, kNumber, kString, kArray, kObject } kind = kNull;
+  bool boolean = false;
+  double number = 0;
+  std::string str;
+  std::vector<Json> items;
+  std::map<std::string, Json> fields;
+
+  const Json* Get(const std::string& key) const {
+    if (kind != kObject) return nullptr;
+    auto it = fields.find(key);
+    return it == fields.end() ? nullptr : &it->second;
+  }
+};
+
+class JsonParser {
+ public:
+  explicit JsonParser(const std::string& text) : s_(text) {}
+
+  Json Parse() {
+    Json v = Value(0);
+    Space();
+    if (pos_ != s_.size()) Error("trailing characters");
+    return v;
+  }
+
+ private:
+  [[noreturn]] void Error(const char* what) {
+    Fail(LWC_ERR_MANIFEST, std::string("malformed JSON (") + what + " at byte " +
+                               std::to_string(pos_) + ")");
+  }
+  void Space() {
+    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+  }
+  bool Eat(char c) {
+    Space();
+    if (pos_ < s_.size() && s_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  void Expect(char c) {
+    if (!Eat(c)) Error("unexpected character");
+  }
+  Json Value(int depth) {
+    if (depth > 64) Error("nesting too deep");
+    Space();
+    if (pos_ >= s_.size()) Error("unexpected end");
+    char c = s_[pos_];
+    Json v;
+    if (c == '{') {
+      ++pos_;
+      v.kind = Json::kObject;
+      if (Eat('}')) return v;
+      do {
+        Space();
+        std::string key = String();
+        Expect(':');
+        v.fields[key] = Value(depth + 1);
+      } while (Eat(','));
+      Expect('}');
+    } else if (c == '[') {
+      ++pos_;
+      v.kind = Json::kArray;
+      if (Eat(']')) return v;
+      do {
+        v.items.push_back(Value(depth + 1));
+      } while (Eat(','));
+      Expect(']');
+    } else if (c == '"') {
+      v.kind = Json::kString;
+      v.str = String();
+    } else if (Literal("true")) {
+      v.kind = Json::kBool;
+      v.boolean = true;
+    } else if (Literal("false")) {
+      v.kind = Json::kBool;
+    } else if (Literal("null")) {
+      v.kind = Json::kNull;
+    } else {
+      v.kind = Json::kNumber;
+      v.number = Number();
+    }
+    return v;
+  }
+  bool Literal(const char* word) {
+    size_t n = std::strlen(word);
+    if (s_.compare(pos_, n, word) == 0) {
+      pos_ += n;
+      return true;
+    }
+    return false;
+  }
+  double Number() {
+    size_t start = pos_;
+    while (pos_ < s_.size() && std::strchr("+-0123456789.eE", s_[pos_]) != nullptr) ++pos_;
+    if (pos_ == start) Error("unexpected character");
+    std::string text = s_.substr(start, pos_ - start);
+    char* end = nullptr;
+    double d = std::strtod(text.c_str(), &end);
+    if (end == nullptr || *end != '\0') Error("bad number");
+    return d;
+  }
+  void AppendUtf8(unsigned cp, std::string* out) {
+    if (cp < 0x80) {
+      out->push_back(static_cast<char>(cp));
+    } else if (cp < 0x800) {
+      out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    } else {
+      out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
+      out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+      out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+    }
+  }
+  std::string String() {
+    if (pos_ >= s_.size() || s_[pos_] != '"') Error("expected a string");
+    ++pos_;
+    std::string out;
+    while (true) {
+      if (pos_ >= s_.size()) Error("unterminated string");
+      char c = s_[pos_++];
+      if (c == '"') return out;
+      if (c != '\\') {
+        out.push_back(c);
+        continue;
+      }
+      if (pos_ >= s_.size()) Error("unterminated string");
+      char e = s_[pos_++];
+      switch (e) {
+        case '"': case '\\': case '/': out.push_back(e); break;
+        case 'b': out.push_back('\b'); break;
+        case 'f': out.push_back('\f'); break;
+        case 'n': out.push_back('\n'); break;
+        case 'r': out.push_back('\r'); break;
+        case 't': out.push_back('\t'); break;
+        case 'u': {
+          if (pos_ + 4 > s_.size()) Error("bad \\u escape");
+          unsigned cp = 0;
+          for (int i = 0; i < 4; ++i) {
+            char h = s_[pos_++];
+            cp <<= 4;
+            if (h >= '0' && h <= '9') cp |= static_cast<unsigned>(h - '0');
+            else if (h >= 'a' && h <= 'f') cp |= static_cast<unsigned>(h - 'a' + 10);
+            else if (h >= 'A' && h <= 'F') cp |= static_cast<unsigned>(h - 'A' + 10);
+            else Error("bad \\u escape");
+          }
+          AppendUtf8(cp, &out);  // surrogate pairs are kept as two 3-byte sequences
+          break;
+        }
+        default: Error("bad escape");
+      }
+    }
+  }
+
+  const std::string& s_;
+  size_t pos_ = 0;
+};
+
+// ------------------------------------------------------------------------ dtypes
+
+struct DtypeEntry {
+  lwc_dtype dtype;
+  const char* name;
+  size_t size;
+  DLDataType dl;
+};
+
+const DtypeEntry kDtypes[] = {
+    {LWC_FLOAT16, "float16", 2, {kDLFloat, 16, 1}},
+    {LWC_FLOAT32, "float32", 4, {kDLFloat, 32, 1}},
+    {LWC_FLOAT64, "float64", 8, {kDLFloat, 64, 1}},
+    {LWC_INT8, "int8", 1, {kDLInt, 8, 1}},
+    {LWC_INT16, "int16", 2, {kDLInt, 16, 1}},
+    {LWC_INT32, "int32", 4, {kDLInt, 32, 1}},
+    {LWC_INT64, "int64", 8, {kDLInt, 64, 1}},
+    {LWC_UINT8, "uint8", 1, {kDLUInt, 8, 1}},
+    {LWC_UINT16, "uint16", 2, {kDLUInt, 16, 1}},
+    {LWC_UINT32, "uint32", 4, {kDLUInt, 32, 1}},
+    {LWC_UINT64, "uint64", 8, {kDLUInt, 64, 1}},
+    {LWC_BOOL, "bool", 1, {kDLBool, 8, 1}},
+};
+
+const DtypeEntry* FindDtype(lwc_dtype dtype) {
+  for (const DtypeEntry& e : kDtypes) {
+    if (e.dtype == dtype) return &e;
+  }
+  return nullptr;
+}
+
+const DtypeEntry* FindDtype(const std::string& name) {
+  for (const DtypeEntry& e : kDtypes) {
+    if (name == e.name) return &e;
+  }
+  return nullptr;
+}
+
+const DtypeEntry* FindDtype(DLDataType dl) {
+  for (const DtypeEntry& e : kDtypes) {
+    if (e.dl.code == dl.code && e.dl.bits == dl.bits && e.dl.lanes == dl.lanes) return &e;
+  }
+  return nullptr;
+}
+
+// ------------------------------------------------------------------------ manifest
+
+struct TensorSpec {
+  std::string name;
+  lwc_dtype dtype = LWC_DTYPE_UNKNOWN;
+  std::vector<int64_t> shape;
+  size_t nbytes = 0;
+};
+
+std::string ShapeText(const int64_t* shape, int64_t ndim) {
+  std::string s = "[";
+  for (int64_t i = 0; i < ndim; ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+size_t SizeOf(const std::vector<int64_t>& shape, lwc_dtype dtype) {
+  size_t n = FindDtype(dtype)->size;
+  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  return n;
+}
+
+const std::string& StringField(const Json& obj, const std::string& key, const std::string& where) {
+  const Json* v = obj.Get(key);
+  if (v == nullptr || v->kind != Json::kString) {
+    Fail(LWC_ERR_MANIFEST, "manifest " + where + " has no string field '" + key + "'");
+  }
+  return v->str;
+}
+
+std::vector<TensorSpec> ReadSpecs(const Json& root, const std::string& key) {
+  const Json* list = root.Get(key);
+  if (list == nullptr || list->kind != Json::kArray || list->items.empty()) {
+    Fail(LWC_ERR_MANIFEST, "manifest has no '" + key + "' list");
+  }
+  std::vector<TensorSpec> specs;
+  for (const Json& item : list->items) {
+    std::string where = "'" + key + "' entry " + std::to_string(specs.size());
+    TensorSpec spec;
+    spec.name = StringField(item, "name", where);
+    const std::string& dtype = StringField(item, "dtype", where);
+    const DtypeEntry* e = FindDtype(dtype);
+    if (e == nullptr) Fail(LWC_ERR_UNSUPPORTED, key + " '" + spec.name + "' has unsupported dtype " + dtype);
+    spec.dtype = e->dtype;
+    const Json* shape = item.Get("shape");
+    if (shape == nullptr || shape->kind != Json::kArray) {
+      Fail(LWC_ERR_MANIFEST, "manifest " + where + " has no shape list");
+    }
+    for (const Json& d : shape->items) {
+      if (d.kind != Json::kNumber || d.number < 0 || d.number != static_cast<double>(static_cast<int64_t>(d.number))) {
+        Fail(LWC_ERR_MANIFEST, key + " '" + spec.name + "' has a non-static shape in the manifest");
+      }
+      spec.shape.push_back(static_cast<int64_t>(d.number));
+    }
+    spec.nbytes = SizeOf(spec.shape, spec.dtype);
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+std::string ManifestPath(const std::string& so_path) {
+  size_t slash = so_path.find_last_of('/');
+  size_t dot = so_path.find_last_of('.');
+  if (dot != std::string::npos && (slash == std::string::npos || dot > slash)) {
+    return so_path.substr(0, dot) + ".json";
+  }
+  return so_path + ".json";
+}
+
+Json ReadManifest(const std::string& so_path) {
+  std::string path = ManifestPath(so_path);
+  std::ifstream f(path, std::ios::binary);
+  if (!f) {
+    Fail(LWC_ERR_MANIFEST, "manifest " + path + " not found; an lwc model is NAME.so plus NAME.json "
+                           "(recompile with `lwc compile`)");
+  }
+  std::stringstream ss;
+  ss << f.rdbuf();
+  try {
+    return JsonParser(ss.str()).Parse();
+  } catch (const Failure& f) {
+    Fail(LWC_ERR_MANIFEST, "manifest " + path + ": " + f.message);
+  }
+}
+
+// ------------------------------------------------------------------------ load checks
+
+// "0.1.14.post0" -> "0.1.14"
+std::string NumericPrefix(const std::string& v) {
+  size_t dots = 0, i = 0;
+  for (; i < v.size(); ++i) {
+    if (v[i] == '.' && ++dots == 3) break;
+    if (v[i] != '.' && !std::isdigit(static_cast<unsigned char>(v[i]))) break;
+  }
+  return v.substr(0, i);
+}
+
+void CheckVersions(const Json& manifest) {
+  const Json* format = manifest.Get("format");
+  if (format == nullptr || format->kind != Json::kNumber || format->number != kManifestFormat) {
+    Fail(LWC_ERR_VERSION_MISMATCH,
+         "manifest format is not " + std::to_string(kManifestFormat) +
+             "; this lwc_runtime (" LWC_VERSION ") cannot read it: use the lwc_runtime of the "
+             "lwc that compiled the model");
+  }
+  const Json* versions = manifest.Get("versions");
+  if (versions == nullptr || versions->kind != Json::kObject) {
+    Fail(LWC_ERR_MANIFEST, "manifest records no versions; refusing to load (recompile)");
+  }
+  const std::pair<const char*, const char*> wanted[] = {
+      {"apache-tvm", LWC_TVM_VERSION}, {"apache-tvm-ffi", LWC_TVM_FFI_VERSION}};
+  for (const auto& w : wanted) {
+    const std::string& built = StringField(*versions, w.first, "versions");
+    if (built != w.second) {
+      Fail(LWC_ERR_VERSION_MISMATCH,
+           std::string("model was built with ") + w.first + " " + built + " but this runtime has " +
+               w.second + "; loading it could crash: use the runtime libraries of " + w.first +
+               " " + built + " (an `lwc compile --bundle` ships them) or recompile the model");
+    }
+  }
+  // The libtvm_ffi.so actually loaded must be the one this library was built against.
+  TVMFFIVersion v;
+  TVMFFIGetVersion(&v);
+  std::string loaded = std::to_string(v.major) + "." + std::to_string(v.minor) + "." +
+                       std::to_string(v.patch);
+  if (loaded != NumericPrefix(LWC_TVM_FFI_VERSION)) {
+    Fail(LWC_ERR_VERSION_MISMATCH, "the loaded libtvm_ffi.so is version " + loaded +
+                                       " but lwc_runtime was built for apache-tvm-ffi " LWC_TVM_FFI_VERSION
+                                       "; put the matching libtvm_ffi.so first on the library path");
+  }
+}
+
+std::set<std::string> ParseFeatureList(const char* text) {
+  std::set<std::string> out;
+  std::string item;
+  for (const char* p = text;; ++p) {
+    if (*p == ',' || *p == ' ' || *p == '\0') {
+      if (!item.empty()) out.insert(item);
+      item.clear();
+      if (*p == '\0') break;
+    } else {
+      item.push_back(*p);
+    }
+  }
+  return out;
+}
+
+std::set<std::string> CpuinfoFlags() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    std::string key = line.substr(0, colon);
+    while (!key.empty() && std::isspace(static_cast<unsigned char>(key.back()))) key.pop_back();
+    if (key == "flags" || key == "Features") {
+      std::set<std::string> flags;
+      std::istringstream ss(line.substr(colon + 1));
+      std::string w;
+      while (ss >> w) flags.insert(w);
+      return flags;
+    }
+  }
+  return {};
+}
+
+// lwc feature names (targets/__init__.py host_features) present on this CPU.
+std::set<std::string> CpuFeatures(std::string* source) {
+  if (const char* env = std::getenv("LWC_CPU_FEATURES")) {
+    *source = "LWC_CPU_FEATURES";
+    return ParseFeatureList(env);
+  }
+  std::set<std::string> out;
+#if defined(__linux__) && defined(__aarch64__)
+  unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+  if (hw != 0) {
+    *source = "AT_HWCAP";
+    if (hw & (1UL << 1)) out.insert("neon");      // HWCAP_ASIMD
+    if (hw & (1UL << 20)) out.insert("dotprod");  // HWCAP_ASIMDDP
+    if (hw & (1UL << 10)) out.insert("fp16");     // HWCAP_ASIMDHP
+    if (hw2 & (1UL << 13)) out.insert("i8mm");    // HWCAP2_I8MM
+    return out;
+  }
+#endif
+  *source = "/proc/cpuinfo";
+  std::set<std::string> flags = CpuinfoFlags();
+  const std::pair<const char*, const char*> table[] = {
+      {"avx2", "avx2"},   {"fma", "fma"},         {"avx512f", "avx512"}, {"avx512_vnni", "vnni"},
+      {"avx_vnni", "vnni"}, {"asimd", "neon"},    {"asimddp", "dotprod"}, {"asimdhp", "fp16"},
+      {"i8mm", "i8mm"}};
+  for (const auto& t : table) {
+    if (flags.count(t.first)) out.insert(t.second);
+  }
+  return out;
+}
+
+void CheckTarget(const Json& manifest) {
+  const Json* target = manifest.Get("target");
+  if (target == nullptr || target->kind != Json::kObject) Fail(LWC_ERR_MANIFEST, "manifest has no target");
+  const std::string& arch = StringField(*target, "arch", "target");
+  const std::string& preset = StringField(*target, "preset", "target");
+  if (arch != LWC_ARCH) {
+    Fail(LWC_ERR_UNSUPPORTED, "model was compiled for " + arch + " (target " + preset +
+                                  ") but this runtime runs on " LWC_ARCH
+                                  ": recompile with a matching --target");
+  }
+  const Json* tvm = target->Get("tvm");
+  if (tvm != nullptr && tvm->Get("kind") != nullptr && tvm->Get("kind")->str != "llvm") {
+    Fail(LWC_ERR_UNSUPPORTED, "model targets " + tvm->Get("kind")->str + " (" + preset +
+                                  "); this lwc_runtime runs CPU (llvm) models only");
+  }
+  const Json* features = target->Get("features");
+  if (features == nullptr || features->kind != Json::kArray) return;
+  static const std::set<std::string> kChecked = {"neon", "dotprod", "fp16", "i8mm",
+                                                 "avx2", "fma",     "avx512", "vnni"};
+  std::string source;
+  std::set<std::string> have = CpuFeatures(&source);
+  std::string missing;
+  for (const Json& f : features->items) {
+    if (f.kind == Json::kString && kChecked.count(f.str) && !have.count(f.str)) {
+      missing += (missing.empty() ? "" : ", ") + f.str;
+    }
+  }
+  if (!missing.empty()) {
+    Fail(LWC_ERR_UNSUPPORTED, "model was compiled for " + preset + " and uses " + missing +
+                                  ", which this CPU lacks (per " + source +
+                                  "); it would die with SIGILL: recompile for this board "
+                                  "(e.g. --target " LWC_GENERIC_PRESET ")");
+  }
+}
+
+// e_machine of an ELF file, or a failure with a clear message.
+void CheckElf(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) Fail(LWC_ERR_FILE_NOT_FOUND, "model " + path + " not found or unreadable");
+  unsigned char h[20] = {0};
+  f.read(reinterpret_cast<char*>(h), sizeof(h));
+  if (f.gcount() < 20 || std::memcmp(h, "\x7f" "ELF", 4) != 0) {
+    Fail(LWC_ERR_RUNTIME, "model " + path + " is not an ELF shared library");
+  }
+  unsigned machine = h[5] == 1 ? (h[18] | (h[19] << 8)) : ((h[18] << 8) | h[19]);
+#if defined(__aarch64__)
+  const unsigned expected = 183;
+#elif defined(__x86_64__)
+  const unsigned expected = 62;
+#else
+  const unsigned expected = machine;
+#endif
+  if (machine != expected) {
+    Fail(LWC_ERR_UNSUPPORTED, "model " + path + " holds code for ELF machine " +
+                                  std::to_string(machine) + ", not " LWC_ARCH);
+  }
+}
+
+// ------------------------------------------------------------------------ the model
+
+// TVM's generated code assumes 64-byte aligned buffers (kAllocAlignment): on x86-64 with
+// AVX-512 an input from plain malloc (16-byte aligned) faults in an aligned vector load.
+constexpr size_t kAlignment = 64;
+
+struct CPUAlloc {
+  void AllocData(DLTensor* t) {
+    size_t n = ffi::GetDataSize(*t);
+    n = (n + kAlignment - 1) / kAlignment * kAlignment;
+    t->data = std::aligned_alloc(kAlignment, n == 0 ? kAlignment : n);
+    if (t->data == nullptr) throw std::bad_alloc();
+  }
+  void FreeData(DLTensor* t) { std::free(t->data); }
+};
+
+ffi::Function GetFunc(const ffi::Module& mod, const std::string& name) {
+  ffi::Optional<ffi::Function> f = mod->GetFunction(name);
+  if (!f.has_value()) Fail(LWC_ERR_RUNTIME, "module has no function '" + name + "'");
+  return *f;
+}
+
+void Flatten(const ffi::Any& value, int depth, std::vector<ffi::Tensor>* out) {
+  if (auto t = value.as<ffi::Tensor>()) {
+    out->push_back(*t);
+  } else if (auto arr = value.as<ffi::Array<ffi::Any>>()) {
+    if (depth > 1) Fail(LWC_ERR_RUNTIME, "output tuple nested more than one level");
+    for (const ffi::Any& item : *arr) Flatten(item, depth + 1, out);
+  } else {
+    Fail(LWC_ERR_RUNTIME, "unsupported output type " + value.GetTypeKey());
+  }
+}
+
+}  // namespace
+
+struct lwc_model {
+  std::string path;
+  std::vector<TensorSpec> inputs, outputs;
+  std::vector<bool> input_set;
+  ffi::Module lib{ffi::UnsafeInit()};
+  ffi::Module vm{ffi::UnsafeInit()};
+  ffi::Function main_fn;
+  std::vector<ffi::Tensor> input_tensors;
+  std::vector<ffi::Tensor> output_tensors;  // of the last run
+  std::vector<std::vector<int64_t>> output_shapes;
+};
+
+namespace {
+
+template <typename F>
+lwc_status Guard(F&& body) {
+  try {
+    body();
+    return LWC_OK;
+  } catch (const Failure& f) {
+    g_last_error = OneLine(f.message);
+    return f.status;
+  } catch (const ffi::Error& e) {
+    g_last_error = OneLine("TVM: " + e.kind() + ": " + e.message());
+    return LWC_ERR_RUNTIME;
+  } catch (const std::bad_alloc&) {
+    g_last_error = "out of memory";
+    return LWC_ERR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    g_last_error = OneLine(e.what());
+    return LWC_ERR_RUNTIME;
+  } catch (...) {
+    g_last_error = "unknown C++ exception";
+    return LWC_ERR_RUNTIME;
+  }
+}
+
+void NotNull(const void* p, const char* what) {
+  if (p == nullptr) Fail(LWC_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
+}
+
+void CheckIndex(int32_t index, size_t count, const char* what) {
+  if (index < 0 || static_cast<size_t>(index) >= count) {
+    Fail(LWC_ERR_INVALID_ARGUMENT, std::string(what) + " index " + std::to_string(index) +
+                                       " out of range (the model has " + std::to_string(count) + ")");
+  }
+}
+
+void FillInfo(const TensorSpec& spec, const std::vector<int64_t>& shape, lwc_tensor_info* out) {
+  out->name = spec.name.c_str();
+  out->dtype = spec.dtype;
+  out->ndim = static_cast<int32_t>(shape.size());
+  out->shape = shape.data();
+  out->nbytes = SizeOf(shape, spec.dtype);
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* lwc_runtime_version(void) {
+  return "lwc_runtime " LWC_VERSION " (apache-tvm " LWC_TVM_VERSION ", apache-tvm-ffi " LWC_TVM_FFI_VERSION
+         ", " LWC_ARCH ")";
+}
+
+const char* lwc_last_error(void) { return g_last_error.c_str(); }
+
+const char* lwc_status_name(lwc_status status) {
+  switch (status) {
+    case LWC_OK: return "LWC_OK";
+    case LWC_ERR_INVALID_ARGUMENT: return "LWC_ERR_INVALID_ARGUMENT";
+    case LWC_ERR_FILE_NOT_FOUND: return "LWC_ERR_FILE_NOT_FOUND";
+    case LWC_ERR_MANIFEST: return "LWC_ERR_MANIFEST";
+    case LWC_ERR_VERSION_MISMATCH: return "LWC_ERR_VERSION_MISMATCH";
+    case LWC_ERR_UNSUPPORTED: return "LWC_ERR_UNSUPPORTED";
+    case LWC_ERR_SHAPE_MISMATCH: return "LWC_ERR_SHAPE_MISMATCH";
+    case LWC_ERR_DTYPE_MISMATCH: return "LWC_ERR_DTYPE_MISMATCH";
+    case LWC_ERR_SIZE_MISMATCH: return "LWC_ERR_SIZE_MISMATCH";
+    case LWC_ERR_NOT_READY: return "LWC_ERR_NOT_READY";
+    case LWC_ERR_RUNTIME: return "LWC_ERR_RUNTIME";
+    case LWC_ERR_OUT_OF_MEMORY: return "LWC_ERR_OUT_OF_MEMORY";
+  }
+  return "LWC_ERR_UNKNOWN_STATUS";
+}
+
+const char* lwc_dtype_name(lwc_dtype dtype) {
+  const DtypeEntry* e = FindDtype(dtype);
+  return e ? e->name : "unknown";
+}
+
+size_t lwc_dtype_size(lwc_dtype dtype) {
+  const DtypeEntry* e = FindDtype(dtype);
+  return e ? e->size : 0;
+}
+
+lwc_status lwc_model_load(const char* path, lwc_model** out) {
+  if (out != nullptr) *out = nullptr;
+  return Guard([&] {
+    NotNull(out, "out");
+    NotNull(path, "path");
+    std::string so = path;
+    {
+      std::ifstream probe(so, std::ios::binary);
+      if (!probe) Fail(LWC_ERR_FILE_NOT_FOUND, "model " + so + " not found or unreadable");
+    }
+    Json manifest = ReadManifest(so);
+    CheckVersions(manifest);
+    CheckTarget(manifest);
+    CheckElf(so);
+
+    std::unique_ptr<lwc_model> m(new lwc_model());
+    m->path = so;
+    m->inputs = ReadSpecs(manifest, "inputs");
+    m->outputs = ReadSpecs(manifest, "outputs");
+    m->input_set.assign(m->inputs.size(), false);
+    for (const TensorSpec& s : m->outputs) m->output_shapes.push_back(s.shape);
+
+    // dlopen searches the library path for a name without '/': give it an absolute path.
+    char* real = realpath(so.c_str(), nullptr);
+    std::string resolved = real != nullptr ? real : so;
+    std::free(real);
+    m->lib = ffi::Module::LoadFromFile(resolved);
+    m->vm = GetFunc(m->lib, "vm_load_executable")().cast<ffi::Module>();
+    // One (device type, device id, allocator type) triple per device: CPU 0, pooled.
+    GetFunc(m->vm, "vm_initialization")(static_cast<int>(kDLCPU), 0, 2);
+    m->main_fn = GetFunc(m->vm, "main");
+    for (const TensorSpec& s : m->inputs) {
+      m->input_tensors.push_back(ffi::Tensor::FromNDAlloc(
+          CPUAlloc(), ffi::Shape(s.shape), FindDtype(s.dtype)->dl, DLDevice{kDLCPU, 0}));
+    }
+    *out = m.release();
+  });
+}
+
+lwc_status lwc_model_free(lwc_model* model) {
+  return Guard([&] { delete model; });
+}
+
+lwc_status lwc_model_num_inputs(const lwc_model* model, int32_t* out) {
+  return Guard([&] {
+    NotNull(model, "model");
+    NotNull(out, "out");
+    *out = static_cast<int32_t>(model->inputs.size());
+  });
+}
+
+lwc_status lwc_model_num_outputs(const lwc_model* model, int32_t* out) {
+  return Guard([&] {
+    NotNull(model, "model");
+    NotNull(out, "out");
+    *out = static_cast<int32_t>(model->outputs.size());
+  });
+}
+
+lwc_status lwc_model_input_info(const lwc_model* model, int32_t index, lwc_tensor_info* out) {
+  return Guard([&] {
+    NotNull(model, "model");
+    NotNull(out, "out");
+    CheckIndex(index, model->inputs.size(), "input");
+    FillInfo(model->inputs[index], model->inputs[index].shape, out);
+  });
+}
+
+lwc_status lwc_model_output_info(const lwc_model* model, int32_t index, lwc_tensor_info* out) {
+  return Guard([&] {
+    NotNull(model, "model");
+    NotNull(out, "out");
+    CheckIndex(index, model->outputs.size(), "output");
+    FillInfo(model->outputs[index], model->output_shapes[index], out);
+  });
+}
+
+lwc_status lwc_model_input_index(const lwc_model* model, const char* name, int32_t* out) {
+  return Guard([&] {
+    NotNull(model, "model");
+    NotNull(name, "name");
+    NotNull(out, "out");
+    std::string names;
+    for (size_t i = 0; i < model->inputs.size(); ++i) {
+      if (model->inputs[i].name == name) {
+        *out = static_cast<int32_t>(i);
+        return;
+      }
+      names += (i ? ", " : "") + model->inputs[i].name;
+    }
+    Fail(LWC_ERR_INVALID_ARGUMENT, std::string("no input named '") + name + "'; the model's inputs: " + names);
+  });
+}
+
+lwc_status lwc_model_set_input(lwc_model* model, int32_t index, lwc_dtype dtype, int32_t ndim,
+                               const int64_t* shape, const void* data, size_t nbytes) {
+  return Guard([&] {
+    NotNull(model, "model");
+    CheckIndex(index, model->inputs.size(), "input");
+    const TensorSpec& spec = model->inputs[index];
+    if (dtype != spec.dtype) {
+      Fail(LWC_ERR_DTYPE_MISMATCH, "input '" + spec.name + "' has dtype " +
+                                       lwc_dtype_name(spec.dtype) + ", got " + lwc_dtype_name(dtype));
+    }
+    if (ndim < 0) Fail(LWC_ERR_SHAPE_MISMATCH, "input '" + spec.name + "': ndim is negative");
+    if (ndim > 0) NotNull(shape, "shape");
+    if (static_cast<size_t>(ndim) != spec.shape.size() ||
+        (ndim > 0 && std::memcmp(shape, spec.shape.data(), sizeof(int64_t) * ndim) != 0)) {
+      Fail(LWC_ERR_SHAPE_MISMATCH, "input '" + spec.name + "' has shape " + ShapeText(shape, ndim) +
+                                       ", the model was compiled for " +
+                                       ShapeText(spec.shape.data(), static_cast<int64_t>(spec.shape.size())));
+    }
+    if (nbytes != spec.nbytes) {
+      Fail(LWC_ERR_SIZE_MISMATCH, "input '" + spec.name + "' needs " + std::to_string(spec.nbytes) +
+                                      " bytes, got " + std::to_string(nbytes));
+    }
+    if (nbytes > 0) NotNull(data, "data");
+    std::memcpy(model->input_tensors[index].data_ptr(), data, nbytes);
+    model->input_set[index] = true;
+  });
+}
+
+lwc_status lwc_model_run(lwc_model* model) {
+  return Guard([&] {
+    NotNull(model, "model");
+    for (size_t i = 0; i < model->inputs.size(); ++i) {
+      if (!model->input_set[i]) {
+        Fail(LWC_ERR_NOT_READY, "input '" + model->inputs[i].name + "' was not set (lwc_model_set_input)");
+      }
+    }
+    model->output_tensors.clear();
+    std::vector<ffi::AnyView> args(model->input_tensors.begin(), model->input_tensors.end());
+    ffi::Any result;
+    model->main_fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
+    std::vector<ffi::Tensor> outs;
+    Flatten(result, 0, &outs);
+    if (outs.size() != model->outputs.size()) {
+      Fail(LWC_ERR_RUNTIME, "model returned " + std::to_string(outs.size()) + " outputs, the manifest lists " +
+                                std::to_string(model->outputs.size()));
+    }
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const DLTensor& t = *outs[i].GetDLTensorPtr();
+      const DtypeEntry* e = FindDtype(t.dtype);
+      if (t.device.device_type != kDLCPU || !ffi::IsContiguous(t) || e == nullptr ||
+          e->dtype != model->outputs[i].dtype) {
+        Fail(LWC_ERR_RUNTIME, "output '" + model->outputs[i].name +
+                                  "' is not a contiguous CPU tensor of the manifest's dtype");
+      }
+      model->output_shapes[i].assign(t.shape, t.shape + t.ndim);
+    }
+    model->output_tensors = std::move(outs);
+  });
+}
+
+lwc_status lwc_model_borrow_output(const lwc_model* model, int32_t index, const void** data,
+                                   lwc_tensor_info* info) {
+  return Guard([&] {
+    NotNull(model, "model");
+    NotNull(data, "data");
+    CheckIndex(index, model->outputs.size(), "output");
+    if (model->output_tensors.empty()) Fail(LWC_ERR_NOT_READY, "no output yet: call lwc_model_run first");
+    const DLTensor& t = *model->output_tensors[index].GetDLTensorPtr();
+    *data = static_cast<const char*>(t.data) + t.byte_offset;
+    if (info != nullptr) FillInfo(model->outputs[index], model->output_shapes[index], info);
+  });
+}
+
+lwc_status lwc_model_get_output(const lwc_model* model, int32_t index, void* dst, size_t dst_nbytes) {
+  return Guard([&] {
+    NotNull(model, "model");
+    NotNull(dst, "dst");
+    CheckIndex(index, model->outputs.size(), "output");
+    if (model->output_tensors.empty()) Fail(LWC_ERR_NOT_READY, "no output yet: call lwc_model_run first");
+    const DLTensor& t = *model->output_tensors[index].GetDLTensorPtr();
+    size_t n = ffi::GetDataSize(t);
+    if (dst_nbytes < n) {
+      Fail(LWC_ERR_SIZE_MISMATCH, "output '" + model->outputs[index].name + "' has " + std::to_string(n) +
+                                      " bytes, the buffer " + std::to_string(dst_nbytes));
+    }
+    std::memcpy(dst, static_cast<const char*>(t.data) + t.byte_offset, n);
+  });
+}
+
+}  // extern "C"
