@@ -5,6 +5,8 @@ leave behind when the next op quantizes again::
 
     y = quantize(relu?(astype(acc, "float32") * s + b?), s_y, z_y)
 
+(relu also in PreserveNaN's guarded form ``where(isnan(x), x, relu(x))``)
+
 and replaces it with fixed-point arithmetic on the accumulator, as in TFLite/gemmlowp
 (Jacob et al., "Quantization and Training of Neural Networks for Efficient
 Integer-Arithmetic-Only Inference", CVPR 2018, section 2.2)::
@@ -45,7 +47,10 @@ def _pattern():
     with_bias = is_op("relax.add")(mul, bias)
     pre = with_bias | mul
     relu = is_op("relax.nn.relu")(pre)
-    quant = is_op("relax.quantize")(relu | pre, wildcard(), wildcard())
+    # lwc's PreserveNaN writes relu as where(isnan(x), x, relu(x)); an integer
+    # accumulator holds no NaN, so the guard goes away with the float epilogue
+    guarded = is_op("relax.where")(is_op("relax.isnan")(pre), pre, relu)
+    quant = is_op("relax.quantize")(guarded | relu | pre, wildcard(), wildcard())
     return {"acc": acc, "scale": scale, "bias": bias, "with_bias": with_bias, "relu": relu, "quant": quant}
 
 
