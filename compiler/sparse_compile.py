@@ -6,7 +6,10 @@ Runs between ONNX import and lwc's Relax passes:
    compile report;
 2. RemoveZeroChannels (``passes/remove_zero_channels.py``) on the simplified ModelProto:
    exact, so it runs under ``auto`` and ``force``; when it removed anything the model is
-   re-imported to Relax.
+   re-imported to Relax;
+3. DenseToSparse (``passes/dense_to_sparse.py``) on the Relax module: matmuls with a
+   block-sparse constant weight become a BSR TIR kernel where the block density is low
+   enough to beat the dense kernel (``auto``), or wherever a zero block exists (``force``).
 
 Modes: ``auto`` (exploit what is there where it pays), ``force`` (same, for tests and
 measurements), ``off`` (nothing; the report still carries the analysis).
@@ -28,7 +31,7 @@ def apply(imported, mode: str = "auto"):
         raise LwcError(f"--sparsity {mode!r}: expected one of {', '.join(MODES)}")
     proto = imported.onnx_model
     layers = sparsity.analyze(proto)
-    info = {"mode": mode, "analysis": sparsity.summarize(layers), "passes": []}
+    info = {"mode": mode, "analysis": sparsity.summarize(layers), "passes": [], "relax_passes": []}
     if mode == "off" or not layers:
         return imported, info
     from lwc.frontend import to_relax
@@ -45,4 +48,17 @@ def apply(imported, mode: str = "auto"):
         info["weight_bytes_after"] = sparsity.weight_bytes(shrunk)
         info["passes"].append(RemoveZeroChannels.name)
         imported = dataclasses.replace(imported, onnx_model=shrunk, mod=to_relax(shrunk, imported.inputs))
+    return _dense_to_sparse(imported, mode, info)
+
+
+def _dense_to_sparse(imported, mode: str, info: dict):
+    """Relax: block-sparse constant matmul weights -> the BSR TIR kernel, per layer."""
+    from lwc.passes.dense_to_sparse import DenseToSparse
+
+    pass_ = DenseToSparse(mode)
+    mod = pass_(imported.mod)
+    info["dense_to_sparse"] = [d.to_json() for d in pass_.decisions]
+    if mod is not imported.mod:
+        info["relax_passes"].append(DenseToSparse.name)
+        imported = dataclasses.replace(imported, mod=mod)
     return imported, info

@@ -1,0 +1,80 @@
+"""DenseToSparse: BSR kernel for block-sparse constant matmul weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from lwc import prune
+from lwc.frontend import import_model
+from lwc.passes.dense_to_sparse import DenseToSparse, to_bsr
+from tests.conftest import TOL
+
+
+def mlp(rows=4, d=32, h=64, seed=0):
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((d, h)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((h, d)).astype(np.float32), "w2"),
+    ]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, d])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, d])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def count_call_tir(mod, prefix="bsr_matmul"):
+    return sum(1 for gv in mod.functions if gv.name_hint.startswith(prefix))
+
+
+def test_to_bsr_roundtrip():
+    wt = np.zeros((8, 12), np.float32)
+    wt[2, 4:8] = [1, 2, 3, 4]
+    wt[5, 0] = 5
+    data, indices, indptr = to_bsr(wt, 1, 4)
+    assert indptr.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert indices.tolist() == [1, 0]
+    assert data.shape == (2, 1, 4) and data[0, 0].tolist() == [1, 2, 3, 4]
+
+
+def test_structural_force_rewrites_both_matmuls():
+    model = prune.prune(mlp(), "block:1x4", 0.8, measure=False).model
+    p = DenseToSparse("force")
+    mod = p(import_model(model).mod)
+    assert [d.used for d in p.decisions] == [True, True]
+    assert all(d.bytes_sparse < d.bytes_dense for d in p.decisions)
+    assert count_call_tir(mod) >= 1
+
+
+def test_negative_dense_weights_unchanged():
+    mod = import_model(mlp()).mod
+    p = DenseToSparse("force")
+    assert p(mod) is mod
+    assert all(d.reason == "no all-zero block" for d in p.decisions)
+
+
+def test_negative_auto_declines_dense_enough_layers():
+    model = prune.prune(mlp(), "block:1x4", 0.2, measure=False).model
+    mod = import_model(model).mod
+    p = DenseToSparse("auto")
+    assert p(mod) is mod
+    assert all("dense is faster" in d.reason for d in p.decisions)
+
+
+@pytest.mark.parametrize("rows,method", [(1, "block:1x4"), (8, "block:1x4"), (3, "block:4x1")])
+def test_numerical_matches_onnxruntime(rows, method):
+    import lwc.driver
+    from lwc import pipeline
+
+    model = prune.prune(mlp(rows=rows), method, 0.85, measure=False).model
+    result = lwc.driver.compile(model, "host", sparsity="force", disabled_passes=tuple(pipeline.pass_names()))
+    assert "DenseToSparse" in result.passes
+    x = np.random.default_rng(1).standard_normal((rows, 32)).astype(np.float32)
+    (y,) = result.run({"x": x})
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, ref, **TOL["fp32"])
