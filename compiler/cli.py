@@ -89,6 +89,10 @@ def cmd_compile(args) -> int:
         return _write_bundle(args, result, out)
     path = result.export(out)
     manifest = result.describe()
+    if args.report:
+        from lwc.report import write_html
+
+        _log(args, f"lwc: report written to {write_html(manifest, args.report)}")
     if args.json:
         print(json.dumps({"artifact": str(path), "manifest": str(path.with_suffix(".json")), **manifest}, indent=2))
         return 0
@@ -285,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cross-compiler", metavar="CXX", help="C++ compiler that links the artifact "
                    "(default: the preset's, e.g. aarch64-linux-gnu-g++)")
     p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip an lwc pass (repeatable)")
+    p.add_argument("--report", metavar="REPORT.html", help="write an HTML compile report (passes, "
+                   "kernels with their ONNX nodes, graph); the same data is in the manifest's \"report\"")
     p.add_argument("--quantize", choices=("int8",), help="int8 post-training quantization "
                    "(needs --calib DIR or --calib-random N)")
     p.add_argument("--calib", metavar="DIR", help="calibration samples: .npy/.npz files (or images "

@@ -203,7 +203,7 @@ def compile(  # noqa: A001  (the product's verb)
         LwcError: unknown target, missing cross compiler, bad model or shapes,
             unsupported ops, or a TVM build failure (one line each).
     """
-    from lwc import cuda, pipeline, sparse_compile, tuning
+    from lwc import cuda, pipeline, report, sparse_compile, tuning
 
     start = time.perf_counter()
     preset = target if isinstance(target, Preset) else resolve(target)
@@ -218,12 +218,14 @@ def compile(  # noqa: A001  (the product's verb)
         imported, quant_report = import_model(model, input_shapes), None
     imported, sparsity_info = sparse_compile.apply(imported, sparsity)
     fp32_disabled = tuple(n for n in disabled_passes if n not in quant.LOWERING_PASS_NAMES)
-    mod, applied = pipeline.run_lwc_passes(imported.mod, preset, disabled=fp32_disabled)
+    mod, pass_records = pipeline.run_passes(imported.mod, preset, disabled=fp32_disabled)
+    applied = [r.name for r in pass_records if not r.disabled]
     # QDQ -> integer kernels after lwc's fp32 passes: those fold constants into weights
     # and must not meet int8 weights and int32 accumulators
     mod, qdq_passes, quant_info = quant.lower_qdq(mod, disabled_passes)
     quant_info = quant.describe(quant_report, quant_info, preset)
     applied = applied + qdq_passes
+    compile_report = report.collect_safely(imported, pass_records, imported.mod, mod, tvm_target)
     mod, tuning_info = tuning.apply_records(
         mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs
     )
@@ -247,7 +249,7 @@ def compile(  # noqa: A001  (the product's verb)
         build_time_s=time.perf_counter() - start,
         notes=list(imported.notes) + quant_info.get("notes", []),
         quantization=quant_info,
-        extra={"tuning": tuning_info, "sparsity": sparsity_info,
+        extra={"tuning": tuning_info, "sparsity": sparsity_info, "report": compile_report,
                **({"cuda": cuda_build.describe()} if cuda_build else {})},
         pack_imports=cuda_build.pack_imports() if cuda_build else None,
     )

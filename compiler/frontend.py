@@ -301,7 +301,8 @@ def simplify(model: onnx.ModelProto, inputs: list[TensorSpec]) -> tuple[onnx.Mod
 
     shapes = {spec.name: list(spec.shape) for spec in inputs}
     try:
-        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes)
+        # skip_fuse_bn: lwc's FoldBatchNorm pass folds BatchNormalization (and reports it).
+        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes, skip_fuse_bn=True)
         if ok:
             return simplified, []
         note = "onnxsim's self-check failed; using the unsimplified model"

@@ -1,0 +1,74 @@
+"""Elementwise TIR kernels that lwc's activation passes call as single ops.
+
+Relax has no HardSwish or HardSigmoid operator, so FuseHardSwish / FuseHardSigmoid
+replace the importer's elementwise chains with one ``call_tir`` to a kernel built here
+with TE. Each kernel is NaN-preserving (a NaN input gives a NaN output, as onnxruntime
+does). TVM's AnnotateTIROpPattern marks them elementwise, so FuseOps still fuses them
+into the producing conv.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tvm
+from tvm import relax, te, tirx
+
+
+def _float(value: float, dtype: str):
+    return tirx.const(value, dtype)
+
+
+def hard_swish_body(x, dtype: str):
+    """x * min(max(x + 3, 0), 6) / 6 (ONNX HardSwish; NaN in -> NaN out)."""
+    inner = tirx.Min(tirx.Max(x + _float(3.0, dtype), _float(0.0, dtype)), _float(6.0, dtype))
+    return x * inner / _float(6.0, dtype)
+
+
+def hard_sigmoid_body(alpha: float, beta: float):
+    """max(0, min(1, alpha * x + beta)) (ONNX HardSigmoid); NaN passes through."""
+
+    def body(x, dtype: str):
+        y = x * _float(alpha, dtype) + _float(beta, dtype)
+        clipped = tirx.Min(tirx.Max(y, _float(0.0, dtype)), _float(1.0, dtype))
+        return tirx.Select(tirx.isnan(y), y, clipped)
+
+    return body
+
+
+class KernelTable:
+    """Kernels created during one pass run, added to the module at the end."""
+
+    def __init__(self, prefix: str, mod: tvm.IRModule):
+        self.prefix = prefix
+        self.taken = {gv.name_hint for gv in mod.get_global_vars()}
+        self._builder = relax.BlockBuilder()
+        self.funcs: dict[tuple, tuple[relax.GlobalVar, tirx.PrimFunc]] = {}
+
+    def call(self, key: str, body: Callable, x, shape: tuple[int, ...], dtype: str):
+        """``call_tir`` of the kernel ``body`` on ``x`` (one kernel per key/shape/dtype)."""
+        full_key = (key, shape, dtype)
+        if full_key not in self.funcs:
+            dims = [tirx.IntImm("int64", d) for d in shape]
+            data = te.placeholder(dims, dtype, name="x")
+            out = te.compute(dims, lambda *i: body(data(*i), dtype), name=self.prefix)
+            func = te.create_prim_func([data, out])
+            index = len(self.funcs)
+            name = f"{self.prefix}{index or ''}"
+            while name in self.taken:
+                index += 1
+                name = f"{self.prefix}{index}"
+            self.taken.add(name)
+            func = func.with_attr("global_symbol", name)
+            gvar = self._builder.add_func(func, name)  # a GlobalVar with the callee's type
+            self.funcs[full_key] = (gvar, func)
+        gvar = self.funcs[full_key][0]
+        return relax.call_tir(gvar, relax.Tuple([x]), relax.TensorType(shape, dtype))
+
+    def add_to(self, mod: tvm.IRModule) -> tvm.IRModule:
+        if not self.funcs:
+            return mod
+        mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        for gvar, func in self.funcs.values():
+            mod[gvar] = func
+        return mod

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+from onnx import helper
+from support import assert_matches_onnxruntime, assert_unchanged, model, relax_module, tensor
+
+from lwc.passes._support import count_ops
+from lwc.passes.fold_batch_norm import FoldBatchNorm
+
+RNG = np.random.default_rng(0)
+
+
+def conv_bn(extra_nodes=(), bias=True, out="y"):
+    w = tensor("w", RNG.standard_normal((4, 3, 3, 3)))
+    params = [tensor(n, RNG.standard_normal(4)) for n in ("g", "be", "mu")]
+    params.append(tensor("v", RNG.uniform(0.5, 2.0, 4)))
+    inits = [w, *params] + ([tensor("b", RNG.standard_normal(4))] if bias else [])
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"] if bias else ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "v"], ["bn"]),
+        *extra_nodes,
+    ]
+    last = extra_nodes[-1].output[0] if extra_nodes else "bn"
+    return model(nodes, {"x": [1, 3, 8, 8]}, {last: [1, 4, 8, 8]}, inits)
+
+
+def test_folds_batch_norm_into_conv():
+    pass_obj = FoldBatchNorm()
+    mod = pass_obj(relax_module(conv_bn()))
+    assert count_ops(mod, "relax.nn.batch_norm") == 0
+    assert count_ops(mod, "relax.nn.conv2d") == 1
+    assert pass_obj.stats.changed["batch_norm folded"] == 1
+
+
+def test_folds_scale_shift_chain():
+    scale = helper.make_node("Mul", ["bn", "s"], ["m"])
+    shift = helper.make_node("Add", ["m", "t"], ["y"])
+    onnx_model = conv_bn([scale, shift])
+    onnx_model.graph.initializer.extend([
+        tensor("s", RNG.standard_normal((4, 1, 1))), tensor("t", RNG.standard_normal((1, 4, 1, 1)))
+    ])
+    pass_obj = FoldBatchNorm()
+    mod = pass_obj(relax_module(onnx_model))
+    assert count_ops(mod, "relax.multiply") == 0
+    assert count_ops(mod, "relax.add") == 1  # the folded bias
+    assert pass_obj.stats.changed["scale/shift folded"] == 2
+
+
+def test_declines_spatial_scale_and_says_why():
+    mul = helper.make_node("Mul", ["c", "s"], ["y"])
+    w = tensor("w", RNG.standard_normal((4, 3, 3, 3)))
+    onnx_model = model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), mul],
+                       {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]},
+                       [w, tensor("s", RNG.standard_normal((1, 1, 8, 8)))])
+    pass_obj = FoldBatchNorm()
+    assert_unchanged(pass_obj, relax_module(onnx_model))
+    assert "varies along non-channel axes" in pass_obj.stats.declined[0][1]
+
+
+def test_declines_when_conv_output_has_other_readers():
+    relu = helper.make_node("Relu", ["c"], ["r"])
+    add = helper.make_node("Add", ["bn", "r"], ["y"])
+    pass_obj = FoldBatchNorm()
+    assert_unchanged(pass_obj, relax_module(conv_bn([relu, add])))
+    assert "other readers" in pass_obj.stats.declined[0][1]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_numerics_match_onnxruntime(bias):
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    assert_matches_onnxruntime(conv_bn(bias=bias), {"x": x})

@@ -1,0 +1,35 @@
+"""The pass pipeline as data: registered names, --disable-pass, LWC_DUMP_IR, records."""
+
+import numpy as np
+import pytest
+from onnx import helper
+from support import model, relax_module, tensor
+
+from lwc import pipeline
+from lwc.errors import LwcError
+from lwc.targets import resolve
+
+
+def conv_relu():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    return model(nodes, {"x": [1, 2, 4, 4]}, {"y": [1, 2, 4, 4]}, [tensor("w", np.ones((2, 2, 1, 1)))])
+
+
+def test_registered_name_is_class_name():
+    for entry in pipeline.PASSES:
+        assert entry.factory(resolve("host")).info.name == entry.name
+
+
+def test_disable_pass_and_dump_ir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LWC_DUMP_IR", str(tmp_path))
+    _, records = pipeline.run_passes(relax_module(conv_relu()), resolve("host"), ("PreserveNaN",))
+    by_name = {r.name: r for r in records}
+    assert by_name["PreserveNaN"].disabled
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files[0] == "00_imported.py" and files[1] == "01_CanonicalizeClip.py"
+    assert not any("PreserveNaN" in f for f in files)
+
+
+def test_unknown_pass_is_an_error():
+    with pytest.raises(LwcError, match="no such pass"):
+        pipeline.run_passes(relax_module(conv_relu()), resolve("host"), ("FoldEverything",))
