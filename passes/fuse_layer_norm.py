@@ -65,7 +65,12 @@ class FuseLayerNorm:
         mean2 = is_op("relax.mean")(square)
         norm = is_op("relax.divide")(diff, is_op("relax.sqrt")(add(mean2, eps)))
         scaled = mul(norm, gamma)
-        root = add(scaled, beta) | scaled | norm
+        # longest form first: matching the bare chain first would leave Mul/Add outside
+        for root in (add(scaled, beta), scaled, norm):
+            func = self._rewrite_one(func, root, x, x2, eps, two, gamma, beta, mean1, mean2)
+        return func
+
+    def _rewrite_one(self, func, root, x, x2, eps, two, gamma, beta, mean1, mean2):
         bindings = Bindings(func)
 
         def replace(expr, m):
