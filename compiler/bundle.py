@@ -263,32 +263,36 @@ def _spec_line(spec) -> str:
 
 def _readme(name: str, result) -> str:
     preset = result.preset
-    cc = "gcc" if preset.arch == platform.machine() else f"{preset.arch}-linux-gnu-gcc"
     ins = "\n".join(_spec_line(s) for s in result.model.inputs)
     outs = "\n".join(_spec_line(s) for s in result.model.outputs)
+    in_files = " ".join(f"{_file_stem(s.name)}.bin" for s in result.model.inputs)
+    arrays = ", ".join(f"np.zeros({tuple(s.shape)}, np.{s.dtype})" for s in result.model.inputs)
     first = result.model.inputs[0]
+    cross = (
+        f"    # or cross-compile on a PC: make CC={preset.arch}-linux-gnu-gcc\n"
+        if preset.arch != platform.machine() else ""
+    )
     return f"""# {name}: an lwc bundle for {preset.name} ({preset.arch})
 
-Inputs (C-order, native-endian raw bytes in files; numpy arrays in Python):
+Inputs, in this order (C-order, native-endian raw bytes in files; numpy arrays in Python):
 {ins}
 
-Outputs:
+Outputs (output i > 0 of run_model goes to OUTPUT.<i>):
 {outs}
 
 ## C
-    cd example && make && ./run_model ../{name}.so input.bin output.bin
-    # cross-compiling on a PC instead: make CC={cc}
-    # or with CMake: cmake -S . -B build && cmake --build build && build/run_model ...
+    cd example && make && ./run_model ../{name}.so {in_files} output.bin
+{cross}    # or with CMake: cmake -S . -B build && cmake --build build
 
 `include/lwc_runtime.h` documents the API; `example/run_model.c` uses all of it. The
 example finds `lib/` through its rpath (`$ORIGIN/../lib`), no LD_LIBRARY_PATH needed.
-Make an input file with numpy: `x.astype(np.{first.dtype}).tofile("input.bin")`.
+Make an input file with numpy: `x.astype(np.{first.dtype}).tofile("{_file_stem(first.name)}.bin")`.
 
 ## Python (numpy only)
     import numpy as np, lwc_runtime
     m = lwc_runtime.load("{name}.so")
     print(m.inputs, m.outputs)
-    y = m(np.zeros({tuple(first.shape)}, np.{first.dtype}))
+    y = m({arrays})
 
 ## Checks at load time
 The runtime refuses, with a message, a model built for other apache-tvm /
@@ -296,3 +300,7 @@ apache-tvm-ffi versions than the libraries in `lib/`, for another architecture, 
 using ISA features this CPU lacks (model features: {', '.join(preset.features) or 'none'}).
 `LWC_CPU_FEATURES=neon,dotprod` overrides the CPU detection. Threads: `TVM_NUM_THREADS`.
 """
+
+
+def _file_stem(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "_-." else "_" for c in name) or "input"

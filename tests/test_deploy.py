@@ -24,6 +24,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,19 @@ def test_python_loader_matches_artifact_run(host_bundle):
     assert isinstance(got, tuple) and len(got) == 2
     _assert_close(list(got), artifact.load(host_bundle / "two.so").run(inputs))
     assert "apache-tvm-ffi" in lwc_runtime.runtime_version()
+
+
+def test_bundled_python_loader_needs_no_lwc(host_bundle):
+    """`import lwc_runtime` in the bundle folder: numpy + the bundle's lib/, not lwc."""
+    script = (
+        "import sys, numpy as np, lwc_runtime\n"
+        "m = lwc_runtime.load('two.so')\n"
+        "s, t = m(np.ones((1, 3, 8, 8), np.float32), np.ones((1, 4, 8, 8), np.float32))\n"
+        "assert 'lwc' not in sys.modules and 'tvm' not in sys.modules, sorted(sys.modules)\n"
+        "print(lwc_runtime.library_path(), s.shape, float(t))\n"
+    )
+    proc = _run([sys.executable, "-c", script], cwd=host_bundle, env=_env_without_ld_path())
+    assert proc.stdout.startswith(str(host_bundle.resolve() / "lib" / "liblwc_runtime.so"))
 
 
 def test_python_loader_errors(host_bundle, tmp_path):
