@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -31,13 +32,31 @@ from lwc.targets import Preset, resolve
 MANIFEST_FORMAT = 1
 
 
-def _install_hint(cxx: str) -> str:
-    base = os.path.basename(cxx)
-    if base.startswith("aarch64-linux-gnu-"):
+def _install_hint(preset: Preset) -> str:
+    """The Debian package with a C++ compiler for the preset's CPU side.
+
+    Keyed by the preset's architecture, not by the compiler's name: a mistyped
+    ``--cross-compiler`` must still be told the right package.
+    """
+    if preset.arch == platform.machine():
+        return "apt-get install g++"
+    if preset.arch in ("aarch64", "arm64"):
         return "apt-get install g++-aarch64-linux-gnu"
-    if base.startswith("arm-linux-gnueabihf-"):
+    if preset.arch.startswith("arm"):
         return "apt-get install g++-arm-linux-gnueabihf"
-    return "apt-get install g++"
+    return f"apt-get install g++-{preset.arch}-linux-gnu"
+
+
+def _linker_complaint(err: BaseException) -> str:
+    """The informative line of a failed link (TVM's message ends with the command line)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Compilation error", "Command line:"))]
+    errors = [ln for ln in useful if "error" in ln.lower() and not ln.startswith("collect2")]
+    if errors:
+        return errors[0]
+    if useful:
+        return useful[-1]
+    return lines[-1] if lines else repr(err)
 
 
 def check_cross_compiler(preset: Preset, override: str | None = None) -> str:
@@ -54,9 +73,30 @@ def check_cross_compiler(preset: Preset, override: str | None = None) -> str:
     if shutil.which(cxx) is None:
         raise LwcError(
             f"cross compiler {cxx!r} for {preset.arch} ({preset.name}) not found; install it "
-            f"with `{_install_hint(cxx)}` or point at one with --cross-compiler PATH"
+            f"with `{_install_hint(preset)}` or point at one with --cross-compiler PATH"
+        )
+    machine = _compiler_machine(cxx)
+    if machine and _normalize_arch(machine.split("-")[0]) != _normalize_arch(preset.arch):
+        raise LwcError(
+            f"compiler {cxx!r} builds for {machine}, but {preset.name} artifacts are "
+            f"{preset.arch}; install `{_install_hint(preset)}` or point at an {preset.arch} "
+            "compiler with --cross-compiler PATH"
         )
     return cxx
+
+
+def _normalize_arch(arch: str) -> str:
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
+
+
+def _compiler_machine(cxx: str) -> str | None:
+    """The target triple a GCC/Clang driver builds for (``-dumpmachine``), or None if unknown."""
+    try:
+        out = subprocess.run([cxx, "-dumpmachine"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = out.stdout.strip()
+    return text if out.returncode == 0 and text else None
 
 
 @dataclass
@@ -80,8 +120,8 @@ class CompileResult:
     build_time_s: float
     notes: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
-    quantization: dict = field(default_factory=dict)
     pack_imports: object = None  # export_library's fpack_imports (CUDA: lwc.cuda.pack_imports)
+    quantization: dict = field(default_factory=dict)
 
     def describe(self) -> dict:
         """The manifest (JSON-serialisable dict) written beside the artifact."""
@@ -138,10 +178,9 @@ class CompileResult:
             try:
                 self.executable.export_library(tmp_so, fcompile=fcompile, fpack_imports=self.pack_imports)
             except Exception as err:
-                lines = [ln for ln in str(err).splitlines() if ln.strip()]
                 raise LwcError(
                     f"linking {path.name} with {self.cross_compiler} failed: "
-                    f"{lines[-1] if lines else err!r}"
+                    f"{_linker_complaint(err)}"
                 ) from None
             Path(tmp_json).write_text(json.dumps(self.describe(), indent=2) + "\n")
             os.replace(tmp_so, path)
@@ -227,7 +266,8 @@ def compile(  # noqa: A001  (the product's verb)
     applied = applied + qdq_passes
     compile_report = report.collect_safely(imported, pass_records, imported.mod, mod, tvm_target)
     mod, tuning_info = tuning.apply_records(
-        mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs
+        mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs,
+        model_key=tuning.model_key(imported.sha256, imported.inputs),
     )
     if cuda_build:
         mod = cuda_build.apply_precision(mod)

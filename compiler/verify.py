@@ -7,6 +7,7 @@ Metrics per output (both arrays as float64): max absolute error, max relative er
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,8 @@ def verify(model_path: str, artifact_path: str, inputs: dict[str, np.ndarray] | 
     from lwc.frontend import model_sha256
 
     artifact = art.load(artifact_path)
+    if not os.path.isfile(model_path):
+        raise LwcError(f"model file {str(model_path)!r} not found")
     feed = artifact.full_inputs(inputs, seed)
     warnings = []
     recorded = artifact.manifest.get("source_model", {}).get("sha256")

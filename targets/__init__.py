@@ -308,7 +308,7 @@ def _preset_from_dict(target: dict, spec: str) -> Preset:
     features = host_features() if native else ()
     if triple and triple.startswith("aarch64"):
         names = {"+neon": "neon", "+dotprod": "dotprod", "+fullfp16": "fp16", "+i8mm": "i8mm"}
-        features = tuple(dict.fromkeys(["neon", *(names[a] for a in mattr if a in names)]))
+        features = tuple(dict.fromkeys(["neon", *(f for a, f in names.items() if a in mattr)]))
     return Preset(
         name="custom",
         description=f"translated from {spec!r}",
@@ -347,8 +347,26 @@ def resolve(spec: str) -> Preset:
     else:
         raise LwcError(f"unknown target {spec!r}; presets: {', '.join(preset_names())}")
     preset = _preset_from_dict(target, spec)
+    _check_cpu(preset, spec)
     preset.tvm_target()  # validate early
     return _equivalent_preset(preset) or preset
+
+
+def _check_cpu(preset: Preset, spec: str) -> None:
+    """Refuse an ``mcpu`` the bundled LLVM does not know for the triple.
+
+    TVM only logs a C++ warning for one and silently compiles for ``generic``.
+    """
+    cpu = preset.host_target.get("mcpu")
+    if cpu is None:
+        return
+    from lwc import tvm_compat
+
+    if not tvm_compat.llvm_is_valid_cpu(cpu, preset.triple):
+        raise LwcError(
+            f"target {spec!r}: LLVM does not know CPU {cpu!r} for {preset.triple}; use an "
+            f"LLVM CPU name (e.g. cortex-a72, x86-64-v3) or a preset: {', '.join(preset_names())}"
+        )
 
 
 def _cpu_key(target: dict) -> tuple:

@@ -33,10 +33,15 @@ namespace ffi = tvm::ffi;
 
 namespace {
 
+// TVM's generated kernels assume 64-byte aligned buffers (kAllocAlignment); plain malloc
+// gives 16 and crashes AVX-512 code.
+constexpr size_t kAlign = 64;
+
 struct CPUAlloc {
   void AllocData(DLTensor* t) {
     size_t n = ffi::GetDataSize(*t);
-    t->data = std::malloc(n == 0 ? 1 : n);
+    n = (n + kAlign - 1) / kAlign * kAlign;
+    t->data = std::aligned_alloc(kAlign, n == 0 ? kAlign : n);
     if (t->data == nullptr) throw std::runtime_error("out of memory");
   }
   void FreeData(DLTensor* t) { std::free(t->data); }
