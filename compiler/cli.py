@@ -84,6 +84,8 @@ def cmd_compile(args) -> int:
         sparsity=args.sparsity,
         precision=args.precision,
         nvcc=args.nvcc,
+        tuning_log=args.tuning_log,
+        use_tuning_logs=not args.no_tuning_log,
     )
     if args.bundle:
         return _write_bundle(args, result, out)
@@ -102,6 +104,8 @@ def cmd_compile(args) -> int:
         from lwc.quantize import format_report
 
         _log(args, format_report(result.quantization))
+    if not args.quiet and result.extra.get("tuning", {}).get("message"):
+        print(f"lwc: {result.extra['tuning']['message']}")
     size = path.stat().st_size
     print(
         f"wrote {path} ({size / 1e6:.2f} MB, {result.preset.arch}, target {result.preset.name}) "
@@ -314,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a deployable folder (-o DIR): NAME.so + NAME.json, lib/ with the "
                    "target's TVM runtime and liblwc_runtime.so, include/lwc_runtime.h, example/, "
                    "lwc_runtime.py")
+    p.add_argument("--tuning-log", metavar="PATH", help="apply this tuning log folder (from `lwc tune`); "
+                   "default: the one under tuning_logs/ matching model, shapes and target")
+    p.add_argument("--no-tuning-log", action="store_true", help="apply no tuning records")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the result line")
     p.set_defaults(func=cmd_compile)
@@ -364,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that add subcommands: each has ``register(subparsers)``.
-_EXTRA_MODULES: list[str] = ["lwc.cli_sparsity"]
+_EXTRA_MODULES: list[str] = ["lwc.cli_sparsity", "lwc.cli_tuning"]
 
 
 def main(argv: list[str] | None = None) -> int:

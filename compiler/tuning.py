@@ -1,8 +1,869 @@
-"""Tuning records: placeholder until the tuning work lands (see lwc tune)."""
+"""Tuning records: MetaSchedule tuning (``lwc tune``) and applying its records at compile.
+
+A tuning log is a folder ``tuning_logs/<model-key>-<target-name>/`` holding MetaSchedule's
+JSON database (``database_workload.json``, ``database_tuning_record.json``) and
+``manifest.json`` (apache-tvm and tvm-ffi versions, target dict, input shapes, trials,
+date, machine CPU, per-task results). ``logs/`` beside them holds MetaSchedule's own
+logs (not committed).
+
+Keys (case T1): the folder is found by model key (sha256 of the ONNX file plus the input
+shapes) and target name; its manifest must name the same target (kind, triple, CPU,
+attributes) and apache-tvm version, and each record's own target is checked again when
+it is loaded. Records are then matched to tasks by TVM's structural equality of the
+fused TIR function, so a pass change that alters some tasks leaves exactly those untuned.
+A mismatch is reported ("no tuning records for arm64; 12 tasks untuned"), never applied.
+
+Tuning (:func:`tune`): the module is prepared the way compile prepares it (lwc passes,
+then TVM's zero pipeline: legalize + fuse), tasks are extracted and tuned with
+evolutionary search and the XGBoost cost model. Trials are spread so every task gets
+some (``max_trials_per_task = ceil(trials / tasks)``; TVM's gradient scheduler otherwise
+starves later tasks). A measure callback reports progress, enforces the time budget and
+a first Ctrl-C by terminating the remaining tasks after the current batch; records are
+appended to the JSON database as they are measured, so an interrupted run leaves a valid
+database and a rerun resumes from it (tasks that already have their trials are skipped).
+"""
 
 from __future__ import annotations
 
+import contextvars
+import datetime as _dt
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import sys
+import time
+import types
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
 
-def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True):
-    """Return (module, info) — the module with tuning records applied, and a summary dict."""
-    return mod, {"status": "untuned", "tuned_tasks": 0}
+from lwc.errors import LwcError
+
+MANIFEST = "manifest.json"
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+_INVALID_SECS = 1e9  # MetaSchedule records failed runs as 1e10 s
+_TARGET_KEYS = ("kind", "mtriple", "mcpu", "mattr", "arch")
+_MS_LOGGER = "tvm.s_tir.meta_schedule"
+
+
+# --------------------------------------------------------------------------- TVM access
+
+
+def _ms():
+    """``tvm.s_tir.meta_schedule`` (tensor intrinsics are registered separately)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms
+
+
+_INTRIN_MODULES = {"x86_64": "x86", "aarch64": "arm_cpu"}
+
+
+def fast_tensor_intrin(arch: str) -> None:
+    """Register only the tensor intrinsics of ``arch`` (x86_64, aarch64).
+
+    ``import tvm.s_tir.tensor_intrin`` (which MetaSchedule's TuneContext and builder do)
+    parses hundreds of TVMScript functions for every backend; each parse calls
+    ``inspect.stack()``, which is slow with many modules loaded: 35-90 s on a 2-core
+    machine (TVM 0.27), so builder workers time out. The other backends' modules are
+    stubbed out first. Also the builder workers' initializer.
+    """
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+    import tvm  # noqa: F401
+
+    keep = _INTRIN_MODULES.get(arch)
+    for name in ("cuda", "rocm", "hexagon", "riscv_cpu", "arm_cpu", "x86", "metal"):
+        if name != keep:
+            full = f"tvm.s_tir.tensor_intrin.{name}"
+            sys.modules.setdefault(full, types.ModuleType(full))
+    import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def model_key(sha256: str, input_shapes: dict[str, list[int]] | list) -> str:
+    """12 hex digits naming (model bytes, input shapes): the workload part of a log name."""
+    if isinstance(input_shapes, list):  # TensorSpec list
+        input_shapes = {s.name: list(s.shape) for s in input_shapes}
+    text = json.dumps({"sha256": sha256, "shapes": input_shapes}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def target_name(preset) -> str:
+    """Folder-safe target name: preset name, with the CPU for ``host``, a hash for custom."""
+    if preset.name == "host":
+        return f"host-{preset.cpu}"
+    if preset.name in ("custom", "cuda"):
+        digest = hashlib.sha256(json.dumps(preset.target, sort_keys=True).encode()).hexdigest()
+        return f"{preset.name}-{digest[:8]}"
+    return preset.name
+
+
+def target_identity(target: dict) -> dict:
+    """The parts of a TVM target dict that decide whether a record is valid for it."""
+    out = {}
+    for key in _TARGET_KEYS:
+        value = target.get(key)
+        if value in (None, "", [], ()):
+            continue
+        out[key] = sorted(value) if isinstance(value, (list, tuple)) else value
+    if "host" in target and isinstance(target["host"], dict):
+        out["host"] = target_identity(target["host"])
+    return out
+
+
+def _target_dict(tvm_target) -> dict:
+    """``tvm.target.Target`` -> plain JSON dict (lists for tuples)."""
+    return json.loads(json.dumps(dict(tvm_target.export()), default=list))
+
+
+def search_roots() -> list[Path]:
+    """Where ``lwc compile`` looks for tuning logs: $LWC_TUNING_LOGS, ./tuning_logs, the repo's."""
+    roots = []
+    if os.environ.get("LWC_TUNING_LOGS"):
+        roots += [Path(p) for p in os.environ["LWC_TUNING_LOGS"].split(os.pathsep) if p]
+    roots.append(Path.cwd() / "tuning_logs")
+    roots.append(Path(__file__).resolve().parent.parent / "tuning_logs")
+    seen, out = set(), []
+    for root in roots:
+        key = str(root.resolve()) if root.exists() else str(root)
+        if key not in seen:
+            seen.add(key)
+            out.append(root)
+    return out
+
+
+def default_log_root() -> Path:
+    """Where ``lwc tune`` writes: $LWC_TUNING_LOGS (first entry) or ./tuning_logs."""
+    env = os.environ.get("LWC_TUNING_LOGS")
+    return Path(env.split(os.pathsep)[0]) if env else Path.cwd() / "tuning_logs"
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def machine_cpu() -> str:
+    """The machine's CPU model name (/proc/cpuinfo) plus LLVM's name for it."""
+    from lwc import tvm_compat
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} (LLVM {tvm_compat.system_cpu()}, {os.cpu_count()} cpus)"
+
+
+def read_manifest(folder: Path) -> dict | None:
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def manifest_mismatch(manifest: dict, preset, tvm_target) -> str | None:
+    """Why records in a folder with ``manifest`` must not be applied to this target (or None)."""
+    from lwc import tvm_compat
+
+    have = tvm_compat.versions().get("apache-tvm")
+    want = manifest.get("versions", {}).get("apache-tvm")
+    if want != have:
+        return f"tuned with apache-tvm {want}, this is {have}"
+    mine = target_identity(_target_dict(tvm_target))
+    theirs = target_identity(manifest.get("target", {}).get("tvm", {}))
+    if mine != theirs:
+        return f"tuned for {json.dumps(theirs)}, not {json.dumps(mine)}"
+    return None
+
+
+# --------------------------------------------------------------------------- database
+
+
+def repair_database(folder: Path) -> int:
+    """Drop unparseable lines (an interrupted write) from the JSON database; returns how many."""
+    dropped = 0
+    for name in (WORKLOAD_FILE, RECORD_FILE):
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines()
+        good = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+                good.append(line)
+            except json.JSONDecodeError:
+                dropped += 1
+        if len(good) != len([ln for ln in lines if ln.strip()]):
+            tmp = path.with_name(f".{name}.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in good))
+            os.replace(tmp, path)
+    return dropped
+
+
+def open_database(folder: Path):
+    """MetaSchedule's JSON database in ``folder`` (created if missing)."""
+    ms = _ms()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    repair_database(folder)
+    return ms.database.JSONDatabase(
+        path_workload=str(folder / WORKLOAD_FILE),
+        path_tuning_record=str(folder / RECORD_FILE),
+        module_equality="structural",
+    )
+
+
+def _record_secs(record) -> float:
+    secs = [float(s) for s in (record.run_secs or [])]
+    return sum(secs) / len(secs) if secs else math.inf
+
+
+def valid_records_for(folder: Path, tvm_target):
+    """An in-memory database of the records in ``folder`` that ran and match the target.
+
+    Returns:
+        (database, number of records kept, number dropped for another target).
+    """
+    ms = _ms()
+    records = Path(folder) / RECORD_FILE
+    if records.is_file() and "tensorize" in records.read_text(errors="replace").lower():
+        fast_tensor_intrin(_arch(tvm_target))  # records replay tensorize with named intrinsics
+    source = open_database(folder)
+    mine = target_identity(_target_dict(tvm_target))
+    memory = ms.database.MemoryDatabase(module_equality="structural")
+    kept = foreign = 0
+    for record in source.get_all_tuning_records():
+        if _record_secs(record) >= _INVALID_SECS:
+            continue
+        if target_identity(_target_dict(record.target)) != mine:
+            foreign += 1
+            continue
+        memory.commit_tuning_record(
+            ms.database.TuningRecord(
+                record.trace,
+                memory.commit_workload(record.workload.mod),
+                record.run_secs,
+                record.target,
+                record.args_info,
+            )
+        )
+        kept += 1
+    return memory, kept, foreign
+
+
+# --------------------------------------------------------------------------- compile side
+
+
+def prepare(mod, tvm_target, database=None):
+    """TVM's zero pipeline (legalize, fuse), applying ``database`` when given.
+
+    This is how both ``lwc tune`` (task extraction) and ``lwc compile`` see the module, so
+    the tasks tuned are exactly the functions compile looks up.
+    """
+    from tvm import relax
+
+    ms = _ms() if database is not None else None
+    with tvm_target:
+        if database is None:
+            return relax.get_pipeline("zero")(mod)
+        with database:
+            assert ms.Database.current() is not None
+            return relax.get_pipeline("zero")(mod)
+
+
+def _prim_funcs(mod) -> dict:
+    import tvm
+
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def count_tasks(mod) -> int:
+    """Tunable functions in a prepared module (what MetaSchedule extracts)."""
+    return len(_prim_funcs(mod))
+
+
+def _tuned_names(before, after) -> list[str]:
+    """Functions that MetaScheduleApplyDatabase replaced by a tuned schedule."""
+    import tvm_ffi
+
+    old, new = _prim_funcs(before), _prim_funcs(after)
+    out = []
+    for name, func in new.items():
+        if name in old and not tvm_ffi.structural_equal(old[name], func):
+            out.append(name)
+    return out
+
+
+def find_log(model_key_: str | None, preset, roots: list[Path] | None = None):
+    """The tuning log folder for (model, target), and the folders of other targets.
+
+    Returns:
+        (matching folder or None, other folders with the same model key).
+    """
+    if model_key_ is None:
+        return None, []
+    name = f"{model_key_}-{target_name(preset)}"
+    match, others = None, []
+    for root in roots or search_roots():
+        if not root.is_dir():
+            continue
+        if match is None and (root / name / MANIFEST).is_file():
+            match = root / name
+        others += [p for p in root.glob(f"{model_key_}-*") if p.name != name and p.is_dir()]
+    return match, others
+
+
+def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, model_key=None):
+    """Prepare ``mod`` for lowering with the matching tuning records applied.
+
+    Runs TVM's zero pipeline (legalize + fuse) and MetaScheduleApplyDatabase with the
+    records that match this target; the default lowering that follows keeps the tuned
+    schedules (it re-runs legalize/fuse, which leave the fused functions alone).
+
+    Args:
+        tuning_log: a tuning log folder to use (``--tuning-log``); its manifest must match
+            the target and apache-tvm version.
+        enabled: False skips records (``--no-tuning-log``).
+        model_key: :func:`model_key` of the model, to find its folder under tuning_logs/.
+    Returns:
+        (module, info): info has ``status`` (tuned/untuned), ``tasks``, ``tuned_tasks``,
+        ``untuned_tasks``, ``log`` (folder or None) and ``message`` (one line for the
+        compile output).
+    Raises:
+        LwcError: ``tuning_log`` does not exist or was tuned for another target/TVM.
+    """
+    if _CAPTURE.get():
+        raise _Prepared(mod, preset, tvm_target, model_key)
+    if preset.is_gpu:
+        return mod, _info(None, 0, 0, "tuning records are not applied to GPU targets yet")
+    fused = prepare(mod, tvm_target)
+    total = count_tasks(fused)
+    target = target_name(preset)
+    if not enabled:
+        return fused, _info(None, total, 0, f"tuning records disabled; {total} tasks untuned")
+    if tuning_log is not None:
+        folder = Path(tuning_log)
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise LwcError(f"--tuning-log {tuning_log}: no {MANIFEST} there (not a tuning log)")
+        why = manifest_mismatch(manifest, preset, tvm_target)
+        if why:
+            raise LwcError(f"--tuning-log {tuning_log} cannot be used for {target}: {why}")
+    else:
+        folder, others = find_log(model_key, preset)
+        if folder is None:
+            extra = ""
+            if others:
+                extra = f" (tuning_logs has {', '.join(sorted(p.name.split('-', 1)[1] for p in others))})"
+            return fused, _info(
+                None, total, 0, f"no tuning records for {target}{extra}; {total} tasks untuned"
+            )
+        why = manifest_mismatch(read_manifest(folder) or {}, preset, tvm_target)
+        if why:
+            return fused, _info(
+                folder, total, 0, f"tuning log {folder.name} not applied ({why}); {total} tasks untuned"
+            )
+    database, kept, foreign = valid_records_for(folder, tvm_target)
+    if kept == 0:
+        note = f" ({foreign} records for other targets ignored)" if foreign else ""
+        return fused, _info(folder, total, 0, f"no usable records in {folder}{note}; {total} tasks untuned")
+    applied = prepare(mod, tvm_target, database)
+    tuned = len(_tuned_names(fused, applied))
+    message = f"tuning: {tuned}/{total} tasks from {_short(folder)}; {total - tuned} untuned"
+    return applied, _info(folder, total, tuned, message)
+
+
+def _short(folder: Path) -> str:
+    try:
+        return str(Path(folder).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
+
+
+def _info(folder, total: int, tuned: int, message: str) -> dict:
+    return {
+        "status": "tuned" if tuned else "untuned",
+        "log": str(folder) if folder else None,
+        "tasks": total,
+        "tuned_tasks": tuned,
+        "untuned_tasks": total - tuned,
+        "message": message,
+    }
+
+
+# --------------------------------------------------------------------------- tuning
+
+_CAPTURE: contextvars.ContextVar[bool] = contextvars.ContextVar("lwc_tuning_capture", default=False)
+
+
+class _Prepared(Exception):
+    """Raised by :func:`apply_records` while :func:`prepared_module` captures its input."""
+
+    def __init__(self, mod, preset, tvm_target, model_key_):
+        super().__init__("prepared")
+        self.mod, self.preset, self.tvm_target, self.model_key = mod, preset, tvm_target, model_key_
+
+
+def prepared_module(model, target, input_shapes=None, **compile_options) -> _Prepared:
+    """The Relax module exactly as ``lwc compile`` hands it to :func:`apply_records`.
+
+    Runs :func:`lwc.driver.compile` up to the tuning step (import, lwc passes,
+    quantization lowering, ...) and stops there, so the tasks tuned are the ones compile
+    will look up whatever passes the driver runs.
+    """
+    from lwc import driver
+
+    token = _CAPTURE.set(True)
+    try:
+        driver.compile(model, target, input_shapes, **compile_options)
+    except _Prepared as prepared:
+        return prepared
+    finally:
+        _CAPTURE.reset(token)
+    raise LwcError("internal: lwc compile did not reach the tuning step")
+
+
+
+@dataclass
+class TaskStat:
+    """One tuning task: name, FLOPs, weight (uses in the model), best latency, trials."""
+
+    name: str
+    flops: float
+    weight: int
+    trials: int = 0
+    best_us: float | None = None
+
+    @property
+    def gflops(self) -> float | None:
+        if not self.best_us or not self.flops:
+            return None
+        return self.flops / (self.best_us * 1e3)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "gflops": self.gflops}
+
+
+@dataclass
+class TuneProgress:
+    """What a progress display needs; passed to the ``on_progress`` callback."""
+
+    tasks: list[TaskStat]
+    trials_done: int
+    trials_planned: int
+    tasks_done: int
+    elapsed_s: float
+    time_budget_s: float | None
+    stop_reason: str | None = None
+
+    @property
+    def estimated_ms(self) -> float | None:
+        """Sum over tuned tasks of weight x best latency (untuned tasks not counted)."""
+        vals = [t.best_us * t.weight for t in self.tasks if t.best_us]
+        return sum(vals) / 1e3 if vals else None
+
+
+@dataclass
+class TuneResult:
+    """Outcome of :func:`tune`: the log folder, per-task results and why it stopped."""
+
+    log_dir: Path
+    tasks: list[TaskStat]
+    trials_run: int
+    elapsed_s: float
+    stop_reason: str
+    resumed_trials: int = 0
+    manifest: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "log_dir": str(self.log_dir),
+            "trials_run": self.trials_run,
+            "resumed_trials": self.resumed_trials,
+            "elapsed_s": round(self.elapsed_s, 1),
+            "stop_reason": self.stop_reason,
+            "tasks": [t.to_json() for t in self.tasks],
+            "tuned_tasks": sum(1 for t in self.tasks if t.best_us),
+        }
+
+
+@dataclass(frozen=True)
+class RpcSettings:
+    """A TVM RPC tracker and device key to measure on (``--rpc-tracker host:port --rpc-key``)."""
+
+    tracker: str
+    key: str
+    session_timeout_s: int = 60
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.tracker.rpartition(":")
+        if not host or not port.isdigit():
+            raise LwcError(f"--rpc-tracker {self.tracker!r}: expected HOST:PORT")
+        return host, int(port)
+
+
+def _export_with(cxx: str, rt_mod) -> str:
+    """Builder export for cross targets: link with ``cxx`` (runs in the builder worker)."""
+    import tempfile
+
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="lwc-ms-"), "tvm_tmp_mod.so")
+    rt_mod.export_library(path, fcompile=cc.cross_compiler(cxx))
+    return path
+
+
+class _Interrupt:
+    """First Ctrl-C asks for a clean stop after the current batch; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nlwc: stopping after the current batch (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def _plan(tasks: list[TaskStat], trials: int) -> tuple[int, list[int]]:
+    """Per-task cap and the indices of tasks still below it, heaviest (FLOPs x weight) first.
+
+    The round-robin scheduler visits tasks in this order, so when a time budget cuts the
+    run short, the tasks left untuned are the cheap ones (reshapes, means).
+    """
+    per_task = max(1, math.ceil(trials / max(1, len(tasks))))
+    todo = [i for i, t in enumerate(tasks) if t.trials < per_task]
+    todo.sort(key=lambda i: -tasks[i].flops * max(1, tasks[i].weight))
+    return per_task, todo
+
+
+def _workload_key(mod) -> int:
+    import tvm_ffi
+
+    return int(tvm_ffi.structural_hash(mod))
+
+
+def _existing(database, contexts) -> list[tuple[int, float | None]]:
+    """(records, best seconds) already in the database for each task context."""
+    by_key: dict[int, list] = {}
+    for record in database.get_all_tuning_records():
+        by_key.setdefault(_workload_key(record.workload.mod), []).append(_record_secs(record))
+    out = []
+    for ctx in contexts:
+        secs = by_key.get(_workload_key(ctx.mod), [])
+        valid = [s for s in secs if s < _INVALID_SECS]
+        out.append((len(secs), min(valid) if valid else None))
+    return out
+
+
+def _quiet_metaschedule_console() -> None:
+    """MetaSchedule logs every trial to stdout; keep only its log files."""
+    for name in [_MS_LOGGER, *logging.root.manager.loggerDict]:
+        if not name.startswith(_MS_LOGGER):
+            continue
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                logger.removeHandler(handler)
+
+
+def tune(
+    model,
+    target="host",
+    input_shapes: dict[str, list[int]] | None = None,
+    *,
+    trials: int = 1000,
+    time_budget_s: float | None = None,
+    log_root: str | os.PathLike | None = None,
+    rpc: RpcSettings | None = None,
+    on_progress: Callable[[TuneProgress], None] | None = None,
+    runner_min_repeat_ms: int = 100,
+    population_size: int = 512,
+    seed: int | None = 0,
+) -> TuneResult:
+    """Tune a model's tasks with MetaSchedule and store records in a tuning log folder.
+
+    Args:
+        model: ONNX path or ModelProto.
+        target: preset name, target string or :class:`lwc.targets.Preset`.
+        trials: total trials this run (spread over the tasks still short of their share).
+        time_budget_s: stop cleanly after this many seconds (checked after each batch).
+        log_root: tuning_logs root (default :func:`default_log_root`).
+        rpc: measure on a device through a TVM RPC tracker instead of locally.
+        on_progress: called after each measured batch.
+        runner_min_repeat_ms: each measurement repeats for at least this long.
+        population_size: evolutionary search population (smaller is faster, for tests).
+
+    Returns:
+        a :class:`TuneResult`.
+    Raises:
+        LwcError: bad model/target, GPU target, or no tunable task.
+    """
+    from lwc.frontend import model_sha256
+    from lwc.targets import Preset, resolve
+
+    started = time.perf_counter()
+    preset = target if isinstance(target, Preset) else resolve(target)
+    if preset.is_gpu:
+        raise LwcError("lwc tune supports CPU targets only for now")
+    if rpc is None and not preset.is_native:
+        raise LwcError(
+            f"target {preset.name} ({preset.arch}) cannot be measured on this machine; tune on "
+            "the board with --rpc-tracker HOST:PORT --rpc-key KEY"
+        )
+    prepared = prepared_module(model, preset, input_shapes)
+    mod, tvm_target, key = prepared.mod, prepared.tvm_target, prepared.model_key
+    folder = Path(log_root or default_log_root()) / f"{key}-{target_name(preset)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    old_manifest = read_manifest(folder)
+    if old_manifest:
+        why = manifest_mismatch(old_manifest, preset, tvm_target)
+        if why:
+            raise LwcError(f"{folder} holds records that do not match ({why}); move it away first")
+
+    ms = _ms()
+    fast_tensor_intrin(_arch(tvm_target))
+    fused = prepare(mod, tvm_target)
+    extracted = ms.relax_integration.extract_tasks(fused, tvm_target)
+    if not extracted:
+        raise LwcError("the model has no tunable tasks")
+    # TVM's runtime halves the CPU count on x86 (assumes hyper-threading); measure with
+    # the cores the target is scheduled for (runner workers inherit the variable)
+    os.environ.setdefault("TVM_NUM_THREADS", str(_num_cores(tvm_target)))
+    strategy = ms.search_strategy.EvolutionarySearch(population_size=population_size)
+    # MetaSchedule (re)configures its loggers per run from the handlers present and
+    # gives its console handler the logger's level: start clean, at WARNING, so its
+    # INFO chatter (every trial) goes to the log files only
+    ms_logger = logging.getLogger(_MS_LOGGER)
+    for handler in list(ms_logger.handlers):
+        ms_logger.removeHandler(handler)
+        handler.close()
+    ms_logger.setLevel(logging.WARNING)
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted, work_dir=str(folder), strategy=strategy,
+        num_threads=_num_cores(tvm_target), seed=seed,
+    )
+    _quiet_metaschedule_console()
+    database = open_database(folder)
+    stats = [
+        TaskStat(name=c.task_name, flops=_flops(c.mod), weight=int(w))
+        for c, w in zip(contexts, weights)
+    ]
+    for stat, (count, best) in zip(stats, _existing(database, contexts)):
+        stat.trials = count
+        stat.best_us = best * 1e6 if best else None
+    resumed = sum(s.trials for s in stats)
+    per_task, todo = _plan(stats, trials)
+    source = {"file": Path(model).name, "sha256": model_sha256(model)} if isinstance(
+        model, (str, os.PathLike)) else {"file": None, "sha256": None}
+    manifest = _manifest(preset, tvm_target, source, input_shapes, key, old_manifest)
+    _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
+    if not todo:
+        return TuneResult(folder, stats, 0, time.perf_counter() - started, "every task already has "
+                          f"{per_task} trials (raise --trials to tune more)", resumed, manifest)
+
+    planned = sum(per_task - stats[i].trials for i in todo)
+    callback_state = _CallbackState(stats, todo, planned, started, time_budget_s, on_progress)
+    builder = ms.builder.LocalBuilder(
+        max_workers=_num_cores(tvm_target),
+        timeout_sec=60,
+        initializer=functools.partial(fast_tensor_intrin, _arch(tvm_target)),
+        f_export=None if preset.is_native else _partial_export(preset.cross_compiler),
+    )
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=runner_min_repeat_ms)
+    runner = _runner(ms, rpc, evaluator)
+    callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(ms, callback_state)]
+    per_iter = max(1, min(64, per_task))
+    with _Interrupt() as interrupt:
+        callback_state.interrupt = interrupt
+        try:
+            ms.tune_tasks(
+                tasks=[contexts[i] for i in todo],
+                task_weights=[weights[i] for i in todo],
+                work_dir=str(folder),
+                max_trials_global=planned,
+                max_trials_per_task=per_task - min(stats[i].trials for i in todo),
+                num_trials_per_iter=per_iter,
+                builder=builder,
+                runner=runner,
+                database=database,
+                cost_model=ms.cost_model.XGBModel(num_tuning_cores=_num_cores(tvm_target)),
+                measure_callbacks=callbacks,
+                # round-robin joins finished measurements at every step, so progress,
+                # the time budget and Ctrl-C act within one batch; "gradient" joins
+                # nothing until every task had its first batch (a 55-task model: an hour)
+                task_scheduler="round-robin",
+            )
+        finally:
+            elapsed = time.perf_counter() - started
+            manifest["trials"] = sum(s.trials for s in stats)
+            manifest["tuning_time_s"] = round((old_manifest or {}).get("tuning_time_s", 0) + elapsed, 1)
+            _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
+    reason = callback_state.stop_reason or "all planned trials done"
+    return TuneResult(folder, stats, callback_state.trials_done, elapsed, reason, resumed, manifest)
+
+
+def _partial_export(cxx: str):
+    import functools
+
+    return functools.partial(_export_with, cxx)
+
+
+def _runner(ms, rpc: RpcSettings | None, evaluator):
+    if rpc is None:
+        return ms.runner.LocalRunner(timeout_sec=30, evaluator_config=evaluator)
+    host, port = rpc.host_port
+    config = ms.runner.RPCConfig(
+        tracker_host=host, tracker_port=port, tracker_key=rpc.key,
+        session_timeout_sec=rpc.session_timeout_s,
+    )
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1)
+
+
+def _arch(tvm_target) -> str:
+    triple = str(tvm_target.attrs.get("mtriple", "") or "")
+    return triple.split("-")[0] if triple else platform.machine()
+
+
+def _num_cores(tvm_target) -> int:
+    cores = tvm_target.attrs.get("num-cores") if hasattr(tvm_target, "attrs") else None
+    return int(cores) if cores else (os.cpu_count() or 1)
+
+
+def _flops(mod) -> float:
+    try:
+        from tvm.s_tir.analysis import estimate_tir_flops
+    except ImportError:  # moved in another release
+        from tvm.tirx.analysis import estimate_tir_flops
+    try:
+        return float(estimate_tir_flops(mod))
+    except Exception:  # noqa: BLE001  (unsupported construct: FLOPs unknown)
+        return 0.0
+
+
+def _manifest(preset, tvm_target, source, input_shapes, key, old) -> dict:
+    from lwc import tvm_compat
+
+    return {
+        "format": 1,
+        "model_key": key,
+        "model": source,
+        "input_shapes": input_shapes or {},
+        "target": {"name": target_name(preset), "preset": preset.name, "tvm": _target_dict(tvm_target)},
+        "versions": tvm_compat.versions(),
+        "machine_cpu": machine_cpu(),
+        "created": (old or {}).get("created")
+        or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "trials": (old or {}).get("trials", 0),
+        "tuning_time_s": (old or {}).get("tuning_time_s", 0),
+        "search": "MetaSchedule evolutionary search, XGBoost cost model, round-robin task scheduler",
+    }
+
+
+class _CallbackState:
+    def __init__(self, stats, todo, planned, started, budget, on_progress):
+        self.stats, self.todo, self.planned = stats, todo, planned
+        self.started, self.budget, self.on_progress = started, budget, on_progress
+        self.trials_done = 0
+        self.stop_reason: str | None = None
+        self.interrupt: _Interrupt | None = None
+
+    def progress(self, scheduler) -> TuneProgress:
+        done = sum(1 for t in scheduler.tasks_ if t.is_terminated)
+        return TuneProgress(self.stats, self.trials_done, self.planned, done,
+                            time.perf_counter() - self.started, self.budget, self.stop_reason)
+
+    def update(self, scheduler, task_id: int, runner_results) -> None:
+        stat = self.stats[self.todo[task_id]]
+        for result in runner_results:
+            stat.trials += 1
+            self.trials_done += 1
+            if result.error_msg is None and result.run_secs:
+                secs = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+                if secs < _INVALID_SECS and (stat.best_us is None or secs * 1e6 < stat.best_us):
+                    stat.best_us = secs * 1e6
+        elapsed = time.perf_counter() - self.started
+        if self.stop_reason is None:
+            if self.budget is not None and elapsed >= self.budget:
+                self.stop_reason = f"time budget of {_fmt_s(self.budget)} reached"
+            elif self.interrupt is not None and self.interrupt.requested:
+                self.stop_reason = "interrupted (Ctrl-C)"
+        if self.stop_reason:
+            for i, task in enumerate(scheduler.tasks_):
+                if not task.is_terminated:
+                    scheduler.terminate_task(i)
+        if self.on_progress:
+            self.on_progress(self.progress(scheduler))
+
+
+def _progress_callback(ms, state: _CallbackState):
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class _Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            state.update(task_scheduler, task_id, runner_results)
+
+    return _Progress()
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds:.0f}s"
+
+
+def parse_duration(text: str) -> float:
+    """``40m``, ``1h30m``, ``90s``, ``2h``, or plain seconds -> seconds.
+
+    Raises:
+        LwcError: not a duration.
+    """
+    import re
+
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([hms])", text)
+    if not parts or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s+", "", text):
+        raise LwcError(f"--time-budget {text!r}: expected a duration like 40m, 1h30m or 90s")
+    scale = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * scale[u] for n, u in parts)

@@ -1,0 +1,235 @@
+"""Benchmark an artifact, optionally against onnxruntime in the same process.
+
+``lwc bench ART.so --vs-onnxruntime MODEL.onnx``: both run on the same seeded inputs
+with the same number of threads, interleaved (one lwc run, one onnxruntime run, ...) so
+that machine noise hits both alike; p50/p90/p99/mean in ms and the ratio lwc/onnxruntime.
+
+Threads: TVM's runtime sizes its pool from ``TVM_NUM_THREADS``, else from the logical
+CPU count halved on x86 (it assumes hyper-threading): on a 2-vCPU VM it uses ONE
+thread while onnxruntime uses two. :func:`set_tvm_threads` sets the variable before the
+pool starts (call it before the first run).
+
+aarch64 artifacts on an x86 machine run under qemu: their timings measure the emulator,
+not the board, so they are refused with a message (run ``lwc bench`` on the board).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lwc.errors import LwcError
+
+
+def default_threads() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def set_tvm_threads(threads: int) -> int:
+    """Make TVM's runtime use ``threads`` workers; returns what the runtime reports."""
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    from lwc import tvm_compat
+
+    return int(tvm_compat.global_func("runtime.NumThreads")())
+
+
+@dataclass
+class Stats:
+    """Latency statistics in milliseconds."""
+
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+    n: int
+
+    @classmethod
+    def of(cls, times_s: list[float]) -> "Stats":
+        ms = np.asarray(times_s) * 1e3
+        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
+        return cls(float(p50), float(p90), float(p99), float(ms.mean()), float(ms.min()), len(ms))
+
+    def to_json(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class BenchResult:
+    artifact: str
+    target: str
+    arch: str
+    threads: int
+    repeat: int
+    warmup: int
+    lwc: Stats
+    onnxruntime: Stats | None = None
+    onnxruntime_version: str | None = None
+    max_abs_diff: float | None = None
+    tuning: dict = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        """lwc p50 / onnxruntime p50 (below 1: lwc is faster)."""
+        if self.onnxruntime is None:
+            return None
+        return self.lwc.p50 / self.onnxruntime.p50
+
+    def to_json(self) -> dict:
+        return {
+            "artifact": self.artifact,
+            "target": self.target,
+            "arch": self.arch,
+            "threads": self.threads,
+            "repeat": self.repeat,
+            "warmup": self.warmup,
+            "lwc_ms": self.lwc.to_json(),
+            "onnxruntime_ms": self.onnxruntime.to_json() if self.onnxruntime else None,
+            "onnxruntime_version": self.onnxruntime_version,
+            "ratio_p50": round(self.ratio, 4) if self.ratio is not None else None,
+            "max_abs_diff": self.max_abs_diff,
+            "tuning": self.tuning,
+        }
+
+
+def _ort_session(model: str | Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+
+
+def _ort_feed(session, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = [i.name for i in session.get_inputs()]
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise LwcError(
+            f"onnxruntime model needs input(s) {', '.join(missing)} that the artifact does not "
+            "have; is it the model the artifact was compiled from?"
+        )
+    return {n: inputs[n] for n in names}
+
+
+def bench(
+    artifact_path: str | Path,
+    *,
+    vs_onnxruntime: str | Path | None = None,
+    repeat: int = 50,
+    warmup: int = 5,
+    threads: int | None = None,
+    seed: int = 0,
+) -> BenchResult:
+    """Time an artifact (and onnxruntime on ``vs_onnxruntime``), interleaved.
+
+    Raises:
+        LwcError: the artifact cannot run natively here (aarch64 under qemu: timings would be
+            the emulator's), bad repeat/warmup, or the model's inputs do not match.
+    """
+    from lwc import artifact as art
+    from lwc import tvm_compat
+
+    if repeat < 1 or warmup < 0:
+        raise LwcError("--repeat must be >= 1 and --warmup >= 0")
+    artifact = art.load(artifact_path)
+    if not artifact.runs_natively:
+        how = "under qemu-aarch64" if artifact.arch == "aarch64" else "not at all"
+        raise LwcError(
+            f"{Path(artifact_path).name} is a {artifact.manifest['target']['preset']} artifact "
+            f"({artifact.arch}); on this {platform.machine()} machine it runs {how}, and emulated "
+            "time says nothing about the board: refusing to print timings. Run `lwc bench` on "
+            "the device (or `lwc verify` here to check outputs)"
+        )
+    threads = threads or default_threads()
+    threads_used = set_tvm_threads(threads)
+    inputs = artifact.full_inputs(None, seed)
+    ordered = artifact.check_inputs(inputs)
+    vm = artifact.vm()
+    args = [tvm_compat.tensor(a) for _, a in ordered]
+    main = vm["main"]
+
+    session = feed = None
+    if vs_onnxruntime is not None:
+        session = _ort_session(vs_onnxruntime, threads)
+        feed = _ort_feed(session, dict(ordered))
+
+    first = main(*args)
+    max_diff = None
+    if session is not None:
+        ref = session.run(None, feed)
+        got = art._flatten(first)
+        if got and ref:
+            max_diff = float(np.max(np.abs(got[0].numpy().astype(np.float64) - ref[0])))
+    for _ in range(warmup):
+        main(*args)
+        if session is not None:
+            session.run(None, feed)
+
+    lwc_times, ort_times = [], []
+    for i in range(repeat):
+        # alternate who goes first so that neither always runs on a warmer cache
+        order = (0, 1) if i % 2 == 0 else (1, 0)
+        for who in order:
+            if who == 0:
+                start = time.perf_counter()
+                main(*args)
+                lwc_times.append(time.perf_counter() - start)
+            elif session is not None:
+                start = time.perf_counter()
+                session.run(None, feed)
+                ort_times.append(time.perf_counter() - start)
+
+    ort_version = None
+    if session is not None:
+        import onnxruntime
+
+        ort_version = onnxruntime.__version__
+    return BenchResult(
+        artifact=str(artifact_path),
+        target=artifact.manifest["target"]["preset"],
+        arch=artifact.arch,
+        threads=threads_used,
+        repeat=repeat,
+        warmup=warmup,
+        lwc=Stats.of(lwc_times),
+        onnxruntime=Stats.of(ort_times) if ort_times else None,
+        onnxruntime_version=ort_version,
+        max_abs_diff=max_diff,
+        tuning=artifact.manifest.get("tuning", {}),
+    )
+
+
+def format_result(result: BenchResult) -> str:
+    """The human-readable table ``lwc bench`` prints."""
+    lines = [
+        f"{Path(result.artifact).name}: target {result.target} ({result.arch}), "
+        f"{result.threads} thread{'s' if result.threads != 1 else ''}, "
+        f"{result.repeat} runs after {result.warmup} warm-up"
+        + (", interleaved with onnxruntime" if result.onnxruntime else ""),
+    ]
+    tuning = result.tuning or {}
+    if "tasks" in tuning:
+        lines.append(f"tuning: {tuning.get('tuned_tasks', 0)}/{tuning['tasks']} tasks tuned")
+    lines.append(f"{'':<20} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'min ms':>9}")
+    rows = [("lwc", result.lwc)]
+    if result.onnxruntime:
+        rows.append((f"onnxruntime {result.onnxruntime_version}", result.onnxruntime))
+    for name, s in rows:
+        lines.append(f"{name:<20} {s.p50:>9.3f} {s.p90:>9.3f} {s.p99:>9.3f} {s.mean:>9.3f} {s.min:>9.3f}")
+    if result.ratio is not None:
+        verdict = "faster" if result.ratio < 1 else "slower"
+        lines.append(
+            f"ratio lwc/onnxruntime (p50): {result.ratio:.2f}  (lwc is "
+            f"{max(result.ratio, 1 / result.ratio):.2f}x {verdict})"
+        )
+        if result.max_abs_diff is not None:
+            lines.append(f"first output max |lwc - onnxruntime|: {result.max_abs_diff:.3g}")
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""``lwc tune`` and ``lwc bench``: thin layers over :mod:`lwc.tuning` and :mod:`lwc.bench`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+class _ProgressBar:
+    """tqdm bar: trials done / planned, tasks done, estimated model latency, ETA."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.bar = None
+
+    def __call__(self, p) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=p.trials_planned, unit="trial", file=sys.stderr,
+                            desc="tuning", dynamic_ncols=True)
+        self.bar.n = min(p.trials_done, p.trials_planned)
+        est = f"{p.estimated_ms:.3f} ms" if p.estimated_ms else "-"
+        postfix = {"tasks": f"{p.tasks_done}/{len(p.tasks)}", "best": est}
+        if p.time_budget_s:
+            postfix["budget_left"] = f"{max(0, p.time_budget_s - p.elapsed_s) / 60:.0f}m"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def format_task_table(tasks) -> str:
+    """The per-task table printed at the end of ``lwc tune``."""
+    lines = [f"{'#':>3} {'task':<44} {'MFLOP':>9} {'weight':>6} {'best us':>10} {'GFLOP/s':>8} {'trials':>6}"]
+    total_us = 0.0
+    for i, t in enumerate(tasks):
+        best = f"{t.best_us:.2f}" if t.best_us else "-"
+        gflops = f"{t.gflops:.1f}" if t.gflops else "-"
+        lines.append(f"{i:>3} {t.name[:44]:<44} {t.flops / 1e6:>9.3f} {t.weight:>6} {best:>10} "
+                     f"{gflops:>8} {t.trials:>6}")
+        total_us += (t.best_us or 0) * t.weight
+    tuned = sum(1 for t in tasks if t.best_us)
+    lines.append(f"{tuned}/{len(tasks)} tasks have a measured schedule; sum of weight x best "
+                 f"latency over them: {total_us / 1e3:.3f} ms")
+    return "\n".join(lines)
+
+
+def cmd_tune(args) -> int:
+    from lwc import tuning
+    from lwc.cli import _input_shapes
+
+    rpc = None
+    if args.rpc_tracker or args.rpc_key:
+        from lwc.errors import LwcError
+
+        if not (args.rpc_tracker and args.rpc_key):
+            raise LwcError("--rpc-tracker and --rpc-key go together")
+        rpc = tuning.RpcSettings(args.rpc_tracker, args.rpc_key)
+        rpc.host_port  # validate before the long work
+    budget = tuning.parse_duration(args.time_budget) if args.time_budget else None
+    bar = _ProgressBar(args.quiet or args.json)
+    try:
+        result = tuning.tune(
+            args.model, args.target, _input_shapes(args.input_shape),
+            trials=args.trials, time_budget_s=budget, log_root=args.log_dir, rpc=rpc,
+            on_progress=bar,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    if not args.quiet:
+        print(format_task_table(result.tasks))
+    resumed = f" (resumed from {result.resumed_trials} earlier trials)" if result.resumed_trials else ""
+    print(f"tuned {args.model}: {result.trials_run} trials in {result.elapsed_s / 60:.1f} min{resumed}; "
+          f"{result.stop_reason}; records in {result.log_dir} (MetaSchedule logs: {result.log_dir}/logs)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from lwc.bench import bench, format_result
+
+    result = bench(args.artifact, vs_onnxruntime=args.vs_onnxruntime, repeat=args.repeat,
+                   warmup=args.warmup, threads=args.threads, seed=args.seed)
+    print(json.dumps(result.to_json(), indent=2) if args.json else format_result(result))
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune", help="auto-tune a model's kernels with MetaSchedule into tuning_logs/",
+        description="Tune every kernel (task) of MODEL for TARGET with MetaSchedule (evolutionary "
+        "search, XGBoost cost model); trials are spread so every task gets some. Records go to "
+        "tuning_logs/<model-key>-<target>/ with a manifest; `lwc compile` applies them. Ctrl-C "
+        "or --time-budget stop cleanly after the current batch; running again resumes.",
+        epilog="Example: lwc tune det.onnx --target host --input-shape x:1,3,640,640 --trials 3000 "
+        "--time-budget 40m",
+    )
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--target", "-t", default="host", help="preset name, TVM string or JSON dict")
+    p.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
+                   help="static shape for an input; repeat for several inputs")
+    p.add_argument("--trials", type=int, default=1000,
+                   help="measured trials in this run, spread over the tasks (default 1000)")
+    p.add_argument("--time-budget", metavar="DURATION",
+                   help="stop cleanly after this long (e.g. 40m, 1h30m, 600s), keeping all records")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="measure on devices registered with this TVM RPC tracker")
+    p.add_argument("--rpc-key", metavar="KEY", help="device key at the tracker (e.g. rpi5)")
+    p.add_argument("--log-dir", metavar="DIR",
+                   help="tuning logs root (default: $LWC_TUNING_LOGS or ./tuning_logs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_tune)
+
+    p = subparsers.add_parser(
+        "bench", help="time an artifact (p50/p90/p99), optionally against onnxruntime",
+        description="Run ARTIFACT on seeded inputs: warm-up, then N timed runs; p50/p90/p99/mean "
+        "in ms with the thread count. --vs-onnxruntime runs onnxruntime on the same inputs with "
+        "the same threads in the same process, interleaved, and prints the ratio. aarch64 "
+        "artifacts on an x86 machine are refused (qemu time is not board time).",
+        epilog="Example: lwc bench det.so --vs-onnxruntime det.onnx --repeat 50 --json",
+    )
+    p.add_argument("artifact", help="NAME.so (its NAME.json beside it)")
+    p.add_argument("--vs-onnxruntime", metavar="MODEL.onnx", help="also time onnxruntime on MODEL")
+    p.add_argument("--repeat", type=int, default=50, help="timed runs (default 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    p.add_argument("--threads", type=int, help="threads for lwc and onnxruntime "
+                   "(default: the CPUs this process may use)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the generated inputs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,205 @@
+"""lwc tune / tuning records: a tiny real MetaSchedule run (case F6), applying its records
+at compile (outputs still match onnxruntime), resume, target/shape keying (case T1), and
+tuning over a TVM RPC tracker + server started on 127.0.0.1.
+
+Kept fast: one small MatMul+Add task, 4 trials, a 32-candidate population.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from lwc import driver, tuning
+from lwc.errors import LwcError
+
+TRIALS = 4
+QUICK = dict(runner_min_repeat_ms=5, population_size=32)
+
+
+def matmul_add_model() -> onnx.ModelProto:
+    """x[N,64] @ W[64,64] + B: one tuning task; the batch is dynamic (case T1)."""
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("W", TensorProto.FLOAT, [64, 64], rng.standard_normal((64, 64)).astype(np.float32).ravel())
+    b = helper.make_tensor("B", TensorProto.FLOAT, [64], rng.standard_normal(64).astype(np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"]), helper.make_node("Add", ["y", "B"], ["z"])],
+        "matmul_add",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 64])],
+        [w, b],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """(model path, tuning_logs root, TuneResult) after one tiny real tuning run."""
+    root = tmp_path_factory.mktemp("tune")
+    model = root / "mm.onnx"
+    onnx.save(matmul_add_model(), model)
+    logs = root / "tuning_logs"
+    result = tuning.tune(model, "host", {"x": [1, 64]}, trials=TRIALS, log_root=logs, **QUICK)
+    return model, logs, result
+
+
+@pytest.fixture
+def use_logs(tuned, monkeypatch):
+    monkeypatch.setenv("LWC_TUNING_LOGS", str(tuned[1]))
+    return tuned
+
+
+def test_tiny_tuning_writes_database_and_manifest(tuned):
+    """Case F6: a real MetaSchedule run works with the pinned tvm-ffi."""
+    _, logs, result = tuned
+    assert result.trials_run == TRIALS
+    assert result.log_dir.parent == logs and "-host-" in result.log_dir.name
+    assert (result.log_dir / tuning.RECORD_FILE).read_text().count("\n") == TRIALS
+    assert (result.log_dir / tuning.WORKLOAD_FILE).stat().st_size > 0
+    [task] = result.tasks
+    assert task.trials == TRIALS and task.best_us and task.best_us > 0 and task.flops > 0
+    manifest = json.loads((result.log_dir / "manifest.json").read_text())
+    assert manifest["versions"]["apache-tvm"] and manifest["versions"]["apache-tvm-ffi"] == "0.1.14.post0"
+    assert manifest["target"]["tvm"]["kind"] == "llvm" and manifest["target"]["tvm"]["mcpu"]
+    assert manifest["input_shapes"] == {"x": [1, 64]}
+    assert manifest["trials"] == TRIALS and manifest["machine_cpu"] and manifest["created"]
+
+
+def test_compile_applies_records_and_matches_onnxruntime(use_logs):
+    import onnxruntime as ort
+
+    model, _, result = use_logs
+    compiled = driver.compile(str(model), "host", {"x": [1, 64]})
+    info = compiled.extra["tuning"]
+    assert (info["tasks"], info["tuned_tasks"], info["untuned_tasks"]) == (1, 1, 0)
+    assert info["log"] == str(result.log_dir)
+    x = np.random.default_rng(1).standard_normal((1, 64)).astype(np.float32)
+    [got] = compiled.run({"x": x})
+    [want] = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_no_tuning_log_skips_records(use_logs):
+    model = use_logs[0]
+    info = driver.compile(str(model), "host", {"x": [1, 64]}, use_tuning_logs=False).extra["tuning"]
+    assert info["tuned_tasks"] == 0 and "disabled" in info["message"]
+
+
+def test_rerun_resumes_without_new_trials(tuned):
+    model, logs, _ = tuned
+    again = tuning.tune(model, "host", {"x": [1, 64]}, trials=TRIALS, log_root=logs, **QUICK)
+    assert again.trials_run == 0 and again.resumed_trials == TRIALS
+    assert "already has" in again.stop_reason
+
+
+def test_t1_other_shape_is_reported_untuned(use_logs):
+    """Case T1: records tuned for batch 1 are not applied to batch 4."""
+    model = use_logs[0]
+    info = driver.compile(str(model), "host", {"x": [4, 64]}).extra["tuning"]
+    assert info["tuned_tasks"] == 0 and info["untuned_tasks"] == 1
+    assert "no tuning records" in info["message"]
+
+
+def test_t1_forced_log_with_other_shape_applies_nothing(use_logs):
+    model, _, result = use_logs
+    info = driver.compile(str(model), "host", {"x": [4, 64]}, tuning_log=str(result.log_dir)).extra["tuning"]
+    assert info["tuned_tasks"] == 0 and info["untuned_tasks"] == 1
+
+
+needs_cross = pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None,
+                                 reason="aarch64-linux-gnu-g++ not installed")
+
+
+@needs_cross
+def test_t1_other_target_is_reported_untuned(use_logs):
+    """Case T1: host records are not applied to arm64, and the message says so."""
+    model = use_logs[0]
+    info = driver.compile(str(model), "arm64", {"x": [1, 64]}).extra["tuning"]
+    assert info["tuned_tasks"] == 0 and info["untuned_tasks"] == 1
+    assert info["message"].startswith("no tuning records for arm64")
+
+
+@needs_cross
+def test_t1_forced_log_for_other_target_is_refused(use_logs):
+    model, _, result = use_logs
+    with pytest.raises(LwcError, match="cannot be used for arm64"):
+        driver.compile(str(model), "arm64", {"x": [1, 64]}, tuning_log=str(result.log_dir))
+
+
+def test_t1_records_of_another_target_in_the_database_are_dropped(tuned, tmp_path):
+    """Even inside a matching folder, each record's own target is checked."""
+    from lwc.targets import resolve
+
+    _, _, result = tuned
+    copy = tmp_path / result.log_dir.name
+    shutil.copytree(result.log_dir, copy, ignore=shutil.ignore_patterns("logs"))
+    text = (copy / tuning.RECORD_FILE).read_text().replace('"znver', '"zzver')
+    (copy / tuning.RECORD_FILE).write_text(text)
+    preset = resolve("host")
+    _, kept, foreign = tuning.valid_records_for(copy, preset.tvm_target())
+    assert kept == 0 and foreign == TRIALS
+
+
+def test_repair_database_drops_a_truncated_line(tuned, tmp_path):
+    """Ctrl-C during a write leaves at most a partial last line; it is dropped on load."""
+    _, _, result = tuned
+    copy = tmp_path / "copy"
+    shutil.copytree(result.log_dir, copy, ignore=shutil.ignore_patterns("logs"))
+    path = copy / tuning.RECORD_FILE
+    path.write_text(path.read_text() + '[0, [[["Sample')
+    assert tuning.repair_database(copy) == 1
+    assert len(tuning.open_database(copy).get_all_tuning_records()) == TRIALS
+
+
+def test_tuning_over_rpc(tmp_path):
+    """Measure through TVM's own RPC tracker and server on 127.0.0.1."""
+    from tvm import rpc
+    from tvm.rpc.tracker import Tracker
+
+    model = tmp_path / "mm.onnx"
+    onnx.save(matmul_add_model(), model)
+    tracker = Tracker(host="127.0.0.1", port=9190, port_end=9290, silent=True)
+    server = rpc.Server(host="127.0.0.1", port=9300, port_end=9400, key="lwc-test",
+                        tracker_addr=("127.0.0.1", tracker.port), silent=True)
+    try:
+        result = tuning.tune(
+            model, "host", {"x": [2, 64]}, trials=2, log_root=tmp_path / "logs",
+            rpc=tuning.RpcSettings(f"127.0.0.1:{tracker.port}", "lwc-test"), **QUICK,
+        )
+    finally:
+        server.terminate()
+        tracker.terminate()
+    [task] = result.tasks
+    assert task.trials == 2 and task.best_us and task.best_us > 0
+
+
+def test_parse_duration():
+    assert tuning.parse_duration("40m") == 2400
+    assert tuning.parse_duration("1h30m") == 5400
+    assert tuning.parse_duration("90s") == 90
+    assert tuning.parse_duration("12") == 12
+    with pytest.raises(LwcError):
+        tuning.parse_duration("forty minutes")
+
+
+def test_rpc_settings_validate_address():
+    with pytest.raises(LwcError, match="HOST:PORT"):
+        tuning.RpcSettings("tracker.lab", "rpi5").host_port
+
+
+def test_cli_tune_and_compile_print_task_counts(use_logs, capsys):
+    from lwc.cli import main
+
+    model, logs, _ = use_logs
+    assert main(["tune", str(model), "--target", "host", "--input-shape", "x:1,64", "--trials",
+                 str(TRIALS), "--log-dir", str(logs), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "already has" in out
+    assert main(["compile", str(model), "--target", "host", "--input-shape", "x:1,64",
+                 "-o", str(logs.parent / "cli.so")]) == 0
+    assert "tuning: 1/1 tasks from" in capsys.readouterr().out
