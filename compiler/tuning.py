@@ -698,7 +698,7 @@ def tune(
                           f"{per_task} trials (raise --trials to tune more)", resumed, manifest)
 
     planned = sum(per_task - stats[i].trials for i in todo)
-    callback_state = _CallbackState(stats, todo, planned, started, time_budget_s, on_progress)
+    callback_state = _CallbackState(stats, todo, planned, started, time_budget_s, on_progress, per_task)
     builder = ms.builder.LocalBuilder(
         max_workers=_num_cores(tvm_target),
         timeout_sec=60,
@@ -797,15 +797,21 @@ def _manifest(preset, tvm_target, source, input_shapes, key, old) -> dict:
 
 
 class _CallbackState:
-    def __init__(self, stats, todo, planned, started, budget, on_progress):
+    def __init__(self, stats, todo, planned, started, budget, on_progress, per_task=None):
         self.stats, self.todo, self.planned = stats, todo, planned
+        self.per_task = per_task or planned
         self.started, self.budget, self.on_progress = started, budget, on_progress
         self.trials_done = 0
         self.stop_reason: str | None = None
         self.interrupt: _Interrupt | None = None
 
     def progress(self, scheduler) -> TuneProgress:
-        done = sum(1 for t in scheduler.tasks_ if t.is_terminated)
+        # TVM terminates a task only when it is picked again after reaching its cap
+        done = sum(
+            1 for k, i in enumerate(self.todo)
+            if scheduler.tasks_[k].is_terminated or self.stats[i].trials >= self.per_task
+        )
+        done += len(self.stats) - len(self.todo)  # finished in an earlier run
         return TuneProgress(self.stats, self.trials_done, self.planned, done,
                             time.perf_counter() - self.started, self.budget, self.stop_reason)
 

@@ -203,3 +203,69 @@ def test_cli_tune_and_compile_print_task_counts(use_logs, capsys):
     assert main(["compile", str(model), "--target", "host", "--input-shape", "x:1,64",
                  "-o", str(logs.parent / "cli.so")]) == 0
     assert "tuning: 1/1 tasks from" in capsys.readouterr().out
+
+
+class _FakeTask:
+    def __init__(self):
+        self.is_terminated = False
+
+
+class _FakeScheduler:
+    def __init__(self, n):
+        self.tasks_ = [_FakeTask() for _ in range(n)]
+
+    def terminate_task(self, i):
+        assert not self.tasks_[i].is_terminated
+        self.tasks_[i].is_terminated = True
+
+
+class _FakeResult:
+    def __init__(self, secs):
+        self.error_msg = None
+        self.run_secs = [secs]
+
+
+def _state(budget=None):
+    import time
+
+    stats = [tuning.TaskStat("a", 1e6, 1), tuning.TaskStat("b", 2e6, 2)]
+    seen = []
+    state = tuning._CallbackState(stats, [1, 0], 16, time.perf_counter(), budget, seen.append)
+    return state, stats, seen
+
+
+def test_callback_tracks_trials_and_best_latency():
+    state, stats, seen = _state()
+    scheduler = _FakeScheduler(2)
+    state.update(scheduler, 0, [_FakeResult(2e-6), _FakeResult(1e-6)])  # task id 0 -> stats[1]
+    assert stats[1].trials == 2 and stats[1].best_us == pytest.approx(1.0) and stats[0].trials == 0
+    assert state.trials_done == 2 and seen[-1].estimated_ms == pytest.approx(2e-3)
+    assert not any(t.is_terminated for t in scheduler.tasks_)
+
+
+def test_time_budget_terminates_every_task_after_the_batch():
+    state, stats, seen = _state(budget=0.0)
+    scheduler = _FakeScheduler(2)
+    state.update(scheduler, 1, [_FakeResult(3e-6)])
+    assert all(t.is_terminated for t in scheduler.tasks_)
+    assert "time budget" in state.stop_reason and stats[0].trials == 1
+    state.update(scheduler, 0, [_FakeResult(3e-6)])  # a late batch: still recorded, no error
+
+
+def test_ctrl_c_requests_a_clean_stop():
+    state, _, _ = _state()
+    state.interrupt = tuning._Interrupt()
+    state.interrupt.requested = True
+    scheduler = _FakeScheduler(2)
+    state.update(scheduler, 0, [_FakeResult(3e-6)])
+    assert state.stop_reason == "interrupted (Ctrl-C)"
+    assert all(t.is_terminated for t in scheduler.tasks_)
+
+
+def test_plan_spreads_trials_heaviest_first():
+    tasks = [tuning.TaskStat("small", 1e3, 1), tuning.TaskStat("big", 1e9, 1, trials=10),
+             tuning.TaskStat("mid", 1e6, 3)]
+    per_task, todo = tuning._plan(tasks, 60)
+    assert per_task == 20 and todo == [1, 2, 0]
+    per_task, todo = tuning._plan(tasks, 30)
+    assert per_task == 10 and todo == [2, 0]  # "big" already has its 10
