@@ -114,6 +114,26 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _write_bundle(args, result, out: Path) -> int:
+    from lwc import bundle
+
+    _log(args, f"lwc: writing bundle {out}/ ...")
+    written = bundle.write_bundle(result, out)
+    if args.json:
+        print(json.dumps({"bundle": str(written.path), "artifact": str(written.artifact),
+                          "size_bytes": written.size_bytes, "files": list(written.files),
+                          **result.describe()}, indent=2))
+        return 0
+    for note in result.notes:
+        _log(args, f"lwc: note: {note}")
+    print(
+        f"wrote bundle {written.path}/ ({written.size_bytes / 1e6:.2f} MB: {written.artifact.name} "
+        f"{written.artifact.stat().st_size / 1e6:.2f} MB + runtime, {result.preset.arch}, "
+        f"target {result.preset.name}) in {result.build_time_s:.1f} s"
+    )
+    return 0
+
+
 def _verify_structure(args) -> int | None:
     """A CUDA artifact on a machine without a GPU: check its structure only (lwc.cuda)."""
     from lwc import artifact as art
@@ -166,26 +186,6 @@ def _verify_samples(args) -> int:
           f"onnxruntime fp32 on {report['samples']} samples from {args.inputs} "
           f"(mean cosine >= {report['min_cosine']:g})")
     return 0 if report["ok"] else 1
-
-
-def _write_bundle(args, result, out: Path) -> int:
-    from lwc import bundle
-
-    _log(args, f"lwc: writing bundle {out}/ ...")
-    written = bundle.write_bundle(result, out)
-    if args.json:
-        print(json.dumps({"bundle": str(written.path), "artifact": str(written.artifact),
-                          "size_bytes": written.size_bytes, "files": list(written.files),
-                          **result.describe()}, indent=2))
-        return 0
-    for note in result.notes:
-        _log(args, f"lwc: note: {note}")
-    print(
-        f"wrote bundle {written.path}/ ({written.size_bytes / 1e6:.2f} MB: {written.artifact.name} "
-        f"{written.artifact.stat().st_size / 1e6:.2f} MB + runtime, {result.preset.arch}, "
-        f"target {result.preset.name}) in {result.build_time_s:.1f} s"
-    )
-    return 0
 
 
 def cmd_verify(args) -> int:
@@ -385,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lwc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `lwc inspect model.onnx | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # never show a C++ stack trace to a user
         if os.environ.get("LWC_DEBUG"):
             raise
