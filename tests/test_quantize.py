@@ -255,8 +255,11 @@ def test_ppocr_cls_int8_cosine_and_agreement(tmp_path):
                             quantize=QuantizeOptions(calib=calib, progress=False))
     q = result.describe()["quantization"]["lowering"]
     assert q["fp32_conv2d"] == 0 and q["int8_conv2d"] == 53
+    from lwc import artifact
+
     held = data[64:]
-    got = [result.run({"x": x})[0] for x in held]
+    vm = artifact.load(result.export(tmp_path / "cls-int8.so"))
+    got = [vm.run({"x": x})[0] for x in held]
     ref = [ort(model, x) for x in held]
     cos = [cosine(g, r) for g, r in zip(got, ref)]
     assert np.mean(cos) >= 0.99
