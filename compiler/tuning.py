@@ -297,9 +297,18 @@ def _prim_funcs(mod) -> dict:
     return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
 
 
-def count_tasks(mod) -> int:
-    """Tunable functions in a prepared module (what MetaSchedule extracts)."""
-    return len(_prim_funcs(mod))
+def task_workloads(fused, tvm_target) -> list:
+    """The tuning tasks of a prepared module, as MetaSchedule extracts them.
+
+    Structurally equal functions (the same conv at the same shape used twice) are one
+    task, so this is the count ``lwc tune`` shows, not the number of functions.
+    """
+    ms = _ms()
+    return [task.dispatched[0] for task in ms.relax_integration.extract_tasks(fused, tvm_target)]
+
+
+def _tasks_word(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
 
 
 def _tuned_names(before, after) -> list[str]:
@@ -357,10 +366,11 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     if preset.is_gpu:
         return mod, _info(None, 0, 0, "tuning records are not applied to GPU targets yet")
     fused = prepare(mod, tvm_target)
-    total = count_tasks(fused)
+    workloads = task_workloads(fused, tvm_target)
+    total = len(workloads)
     target = target_name(preset)
     if not enabled:
-        return fused, _info(None, total, 0, f"tuning records disabled; {total} tasks untuned")
+        return fused, _info(None, total, 0, f"tuning records disabled; {_tasks_word(total)} untuned")
     if tuning_log is not None:
         folder = Path(tuning_log)
         manifest = read_manifest(folder)
@@ -376,21 +386,23 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
             if others:
                 extra = f" (tuning_logs has {', '.join(sorted(p.name.split('-', 1)[1] for p in others))})"
             return fused, _info(
-                None, total, 0, f"no tuning records for {target}{extra}; {total} tasks untuned"
+                None, total, 0, f"no tuning records for {target}{extra}; {_tasks_word(total)} untuned"
             )
         why = manifest_mismatch(read_manifest(folder) or {}, preset, tvm_target)
         if why:
             return fused, _info(
-                folder, total, 0, f"tuning log {folder.name} not applied ({why}); {total} tasks untuned"
+                folder, total, 0, f"tuning log {folder.name} not applied ({why}); {_tasks_word(total)} untuned"
             )
     database, kept, foreign = valid_records_for(folder, tvm_target)
     if kept == 0:
         note = f" ({foreign} records for other targets ignored)" if foreign else ""
-        return fused, _info(folder, total, 0, f"no usable records in {folder}{note}; {total} tasks untuned")
+        return fused, _info(folder, total, 0, f"no usable records in {folder}{note}; {_tasks_word(total)} untuned")
     applied = prepare(mod, tvm_target, database)
-    tuned = len(_tuned_names(fused, applied))
+    tuned = sum(1 for w in workloads if database.has_workload(w))
     message = f"tuning: {tuned}/{total} tasks from {_short(folder)}; {total - tuned} untuned"
-    return applied, _info(folder, total, tuned, message)
+    info = _info(folder, total, tuned, message)
+    info["functions_scheduled"] = len(_tuned_names(fused, applied))
+    return applied, info
 
 
 def _short(folder: Path) -> str:
