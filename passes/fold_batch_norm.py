@@ -65,6 +65,9 @@ class _Producer:
         self.weight = const_value(call.args[1])
         if self.weight is None:
             raise _Decline("weight is not constant")
+        if self.weight.dtype.kind != "f" or str(call.ty.dtype) not in ("float16", "float32", "float64"):
+            # int8 x int8 -> int32 kernels: scaling would change the integer arithmetic
+            raise _Decline(f"{self.op} computes in {call.ty.dtype}, not floating point")
         if self.op == "relax.matmul" and self.weight.ndim != 2:
             raise _Decline("matmul weight is not 2-D")
         self.channels = self.weight.shape[self.w_axis]

@@ -68,3 +68,23 @@ def test_declines_when_conv_output_has_other_readers():
 def test_numerics_match_onnxruntime(bias):
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
     assert_matches_onnxruntime(conv_bn(bias=bias), {"x": x})
+
+
+def test_declines_integer_conv_and_says_why():
+    """An int8 x int8 -> int32 conv followed by a constant subtract (the zero-point
+    correction of lowered QDQ) must not be folded: scaling int8 weights is not exact."""
+    import tvm
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 8, 8), "int8"))
+    w = relax.const(RNG.integers(-127, 128, (4, 3, 3, 3)).astype("int8"))
+    corr = relax.const(RNG.integers(-50, 50, (1, 4, 1, 1)).astype("int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            c = bb.emit(relax.op.nn.conv2d(x, w, padding=1, out_dtype="int32"))
+            y = bb.emit_output(relax.op.subtract(c, corr))
+        bb.emit_func_output(y)
+    pass_obj = FoldBatchNorm()
+    assert_unchanged(pass_obj, bb.get())
+    assert "int32" in pass_obj.stats.declined[0][1]
