@@ -213,14 +213,15 @@ def test_bad_compile_gives_one_line_and_no_artifact(models, tmp_path, key, extra
     assert list(cwd.iterdir()) == []
 
 
-def test_host_gxx_for_arm64_names_the_linker_complaint(models, tmp_path):
-    """The F2 failure, when a user points --cross-compiler at the host's g++."""
+def test_host_gxx_for_arm64_is_refused_up_front(models, tmp_path):
+    """The F2 failure, when a user points --cross-compiler at the host's g++: caught from
+    ``g++ -dumpmachine`` before any work, not as "file in wrong format" at link time."""
     out = tmp_path / "out"
     proc = lwc("compile", str(models["dynamic"]), "--input-shape", "X:2,64", "-t", "arm64",
                "--cross-compiler", "g++", "-o", str(out / "model.so"))
     line = assert_one_line_error(proc)
-    assert "wrong format" in line
-    assert sorted(p.name for p in out.iterdir()) == []
+    assert "builds for x86_64" in line and "aarch64" in line and "--cross-compiler" in line
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
 
 
 def test_unsupported_ops_are_all_listed_with_node_names(models, tmp_path):

@@ -17,7 +17,7 @@ import tvm.target.codegen
 
 from lwc import tvm_compat
 from lwc.errors import LwcError
-from lwc.targets import _static_presets, all_presets, host_features, host_preset, resolve
+from lwc.targets import _static_presets, all_presets, host_features, host_preset, resolve, usable_cores
 
 A64 = "aarch64-linux-gnu"
 A64_CXX = "aarch64-linux-gnu-g++"
@@ -105,7 +105,8 @@ def test_host_preset_is_detected():
     assert preset.features == host_features()
     assert preset.cross_compiler == "g++"
     assert preset.is_native and not preset.is_gpu
-    assert preset.target["num-cores"] == len(os.sched_getaffinity(0))
+    assert preset.target["num-cores"] == usable_cores()
+    assert 1 <= usable_cores() <= os.cpu_count()
 
 
 def test_host_features_from_cpu_flags():
