@@ -86,9 +86,24 @@ def cmd_tune(args) -> int:
 def cmd_bench(args) -> int:
     from lwc.bench import bench, format_result
 
+    if args.profile:
+        return _profile(args)
     result = bench(args.artifact, vs_onnxruntime=args.vs_onnxruntime, repeat=args.repeat,
                    warmup=args.warmup, threads=args.threads, seed=args.seed)
     print(json.dumps(result.to_json(), indent=2) if args.json else format_result(result))
+    return 0
+
+
+def _profile(args) -> int:
+    from lwc import artifact
+    from lwc.profile import format_profile, profile_artifact
+
+    rows = profile_artifact(artifact.load(args.artifact), repeat=args.repeat, seed=args.seed)
+    if args.json:
+        print(json.dumps({"artifact": args.artifact, "repeat": args.repeat,
+                          "kernels": [r.to_json() for r in rows]}, indent=2))
+    else:
+        print(format_profile(rows))
     return 0
 
 
@@ -134,5 +149,8 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="threads for lwc and onnxruntime "
                    "(default: the CPUs this process may use)")
     p.add_argument("--seed", type=int, default=0, help="seed for the generated inputs")
+    p.add_argument("--profile", action="store_true",
+                   help="time every kernel (Relax VM instrument hook): ms, %% of the run, GFLOP/s, "
+                   "slowest first; host artifacts only")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench)

@@ -74,3 +74,16 @@ def test_bench_refuses_qemu_timings(host_artifact, tmp_path):
     path = driver.compile(str(model), "arm64", use_tuning_logs=False).export(tmp_path / "mm_arm.so")
     with pytest.raises(LwcError, match="emulated time"):
         bench.bench(path, repeat=3)
+
+
+def test_cli_bench_profile_lists_every_kernel(host_artifact, capsys):
+    from lwc.cli import main
+
+    _, path = host_artifact
+    assert main(["bench", str(path), "--profile", "--repeat", "3", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = [k["kernel"] for k in report["kernels"]]
+    assert any("matmul" in n for n in names), names
+    assert sum(k["percent"] for k in report["kernels"]) == pytest.approx(100, abs=0.5)
+    ms = [k["ms"] for k in report["kernels"]]
+    assert ms == sorted(ms, reverse=True) and all(m >= 0 for m in ms)
