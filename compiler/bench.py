@@ -143,7 +143,7 @@ def bench(
     if not artifact.runs_natively:
         how = "under qemu-aarch64" if artifact.arch == "aarch64" else "not at all"
         raise LwcError(
-            f"{Path(artifact_path).name} is a {artifact.manifest['target']['preset']} artifact "
+            f"{Path(artifact_path).name} is an artifact for {artifact.manifest['target']['preset']} "
             f"({artifact.arch}); on this {platform.machine()} machine it runs {how}, and emulated "
             "time says nothing about the board: refusing to print timings. Run `lwc bench` on "
             "the device (or `lwc verify` here to check outputs)"

@@ -1,7 +1,8 @@
 """Compare an artifact's outputs with onnxruntime on the source model.
 
 Metrics per output (both arrays as float64): max absolute error, max relative error
-(|a - r| / max(|r|, 1e-12) over elements), cosine similarity, and whether
+(|a - r| / |r| over elements with |r| > atol; near-zero references make relative error
+meaningless), cosine similarity, and whether
 ``|a - r| <= atol + rtol * |r|`` holds everywhere (numpy.allclose's rule).
 """
 
@@ -41,7 +42,9 @@ def compare(name: str, actual: np.ndarray, reference: np.ndarray, atol: float, r
     nan_mismatch = bool(np.any(np.isnan(a) != np.isnan(r)))
     diff = np.where(np.isnan(a) & np.isnan(r), 0.0, diff)
     max_abs = float(diff.max()) if diff.size else 0.0
-    max_rel = float((diff / np.maximum(np.abs(r), 1e-12)).max()) if diff.size else 0.0
+    # relative error only where the reference is not ~0 (|r| > atol): near zero it is noise
+    significant = np.abs(np.nan_to_num(r)) > atol
+    max_rel = float((diff[significant] / np.abs(r[significant])).max()) if significant.any() else 0.0
     norm = np.linalg.norm(a) * np.linalg.norm(r)
     cosine = float(np.dot(a, r) / norm) if norm > 0 else float(np.array_equal(a, r))
     ok = (not nan_mismatch) and bool(np.all(diff <= atol + rtol * np.abs(np.nan_to_num(r))))
@@ -67,6 +70,34 @@ def onnxruntime_outputs(model_path: str, inputs: dict[str, np.ndarray], threads:
         raise LwcError(f"onnxruntime failed on {model_path}: {str(err).splitlines()[0]}") from None
 
 
+def _check_same_interface(model_path: str, artifact) -> None:
+    """A model other than the artifact's source must at least have its inputs.
+
+    Raises:
+        LwcError: input names differ or a fixed dim disagrees, naming the source model.
+    """
+    import onnx
+
+    from lwc.frontend import graph_inputs
+
+    try:
+        model = onnx.load(str(model_path), load_external_data=False)
+    except Exception:
+        raise LwcError(f"{model_path} is not a valid ONNX model") from None
+    source = artifact.manifest.get("source_model", {}).get("file") or "another model"
+    have = {s.name: s.shape for s in graph_inputs(model)}
+    want = {s["name"]: s["shape"] for s in artifact.inputs}
+    mismatch = set(have) != set(want) or any(
+        len(have[n]) != len(want[n]) or any(isinstance(d, int) and d != w for d, w in zip(have[n], want[n]))
+        for n in want
+    )
+    if mismatch:
+        raise LwcError(
+            f"{artifact.path.name} was compiled from {source}, not {os.path.basename(model_path)}: "
+            f"its inputs are {want}, the model's {dict((k, list(v)) for k, v in have.items())}"
+        )
+
+
 def verify(model_path: str, artifact_path: str, inputs: dict[str, np.ndarray] | None = None,
            *, atol: float = 1e-4, rtol: float = 1e-4, seed: int = 0) -> dict:
     """Run the artifact and onnxruntime on the same inputs and compare every output.
@@ -89,6 +120,7 @@ def verify(model_path: str, artifact_path: str, inputs: dict[str, np.ndarray] | 
     warnings = []
     recorded = artifact.manifest.get("source_model", {}).get("sha256")
     if recorded and recorded != model_sha256(model_path):
+        _check_same_interface(model_path, artifact)
         warnings.append(f"{model_path} is not the model {artifact.path.name} was compiled from (sha256 differs)")
     actual = artifact.run(feed)
     reference = onnxruntime_outputs(model_path, feed)

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-MODEL=$(.venv/bin/python -c 'import pathlib, rapidocr_onnxruntime as r; print(pathlib.Path(r.__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx")')
+MODEL=$(.venv/bin/python -m lwc.models det)
 mkdir -p out
 .venv/bin/lwc compile "$MODEL" --target arm64 --input-shape x:1,3,640,640 -o out/det.so
 .venv/bin/lwc verify "$MODEL" out/det.so

@@ -333,6 +333,13 @@ def test_verify_missing_model(host_artifact, tmp_path):
     assert "absent.onnx" in line
 
 
+def test_verify_against_another_model_names_the_source(host_artifact, models):
+    """The artifact came from dynamic.onnx (input X); verifying it against PP-OCR cls
+    (input x) must say so instead of surfacing onnxruntime's broadcast error."""
+    line = assert_one_line_error(lwc("verify", str(_rapidocr_cls()), str(host_artifact)))
+    assert "was compiled from dynamic.onnx" in line and "ch_ppocr_mobile_v2.0_cls_infer.onnx" in line
+
+
 # --------------------------------------------------------------------------- good paths
 
 
