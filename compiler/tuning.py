@@ -744,6 +744,7 @@ def tune(
         finally:
             elapsed = time.perf_counter() - started
             manifest["trials"] = sum(s.trials for s in stats)
+            manifest["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             manifest["tuning_time_s"] = round((old_manifest or {}).get("tuning_time_s", 0) + elapsed, 1)
             _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     reason = callback_state.stop_reason or "all planned trials done"
