@@ -7,7 +7,7 @@ that machine noise hits both alike; p50/p90/p99/mean in ms and the ratio lwc/onn
 Threads: TVM's runtime sizes its pool from ``TVM_NUM_THREADS``, else from the logical
 CPU count halved on x86 (it assumes hyper-threading): on a 2-vCPU VM it uses ONE
 thread while onnxruntime uses two. :func:`set_tvm_threads` sets the variable before the
-pool starts (call it before the first run).
+pool starts and resizes a pool that is already running.
 
 aarch64 artifacts on an x86 machine run under qemu: their timings measure the emulator,
 not the board, so they are refused with a message (run ``lwc bench`` on the board).
@@ -36,7 +36,10 @@ def set_tvm_threads(threads: int) -> int:
     os.environ["TVM_NUM_THREADS"] = str(threads)
     from lwc import tvm_compat
 
-    return int(tvm_compat.global_func("runtime.NumThreads")())
+    num_threads = tvm_compat.global_func("runtime.NumThreads")
+    if int(num_threads()) != threads:  # the pool already started: resize it (mode 0: no pinning)
+        tvm_compat.global_func("runtime.config_threadpool")(0, threads)
+    return int(num_threads())
 
 
 @dataclass
