@@ -32,7 +32,12 @@ def default_threads() -> int:
 
 
 def set_tvm_threads(threads: int) -> int:
-    """Make TVM's runtime use ``threads`` workers; returns what the runtime reports."""
+    """Make TVM's runtime use ``threads`` workers; returns what the runtime reports.
+
+    TVM reads its ceiling (``TVM_NUM_THREADS``) once, when the pool first starts: a pool
+    can then be shrunk but not grown past it. ``lwc bench`` sets it before anything runs;
+    library callers get the real count back (and in :class:`BenchResult`).
+    """
     os.environ["TVM_NUM_THREADS"] = str(threads)
     from lwc import tvm_compat
 
