@@ -27,8 +27,10 @@ from lwc.errors import LwcError
 
 
 def default_threads() -> int:
-    """CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """CPUs this process may run on (:func:`lwc.targets.usable_cores`)."""
+    from lwc.targets import usable_cores
+
+    return usable_cores()
 
 
 def set_tvm_threads(threads: int) -> int:

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import os
 from functools import cache
 
-import tvm
-import tvm_ffi
-from tvm import relax
+from lwc.targets import usable_cores
+
+# TVM sizes its thread pool from TVM_NUM_THREADS when the pool first starts, else from the
+# logical CPU count halved on x86 (it assumes hyper-threading): one thread on a 2-vCPU
+# machine. lwc runs use every usable core unless the user says otherwise.
+os.environ.setdefault("TVM_NUM_THREADS", str(usable_cores()))
+
+import tvm  # noqa: E402
+import tvm_ffi  # noqa: E402
+from tvm import relax  # noqa: E402
 from tvm.relax.frontend.onnx import from_onnx  # noqa: F401  (re-exported)
 from tvm.support import cc  # noqa: F401  (re-exported)
 
