@@ -12,7 +12,9 @@ GPU or driver can still JIT the PTX), and that replaces the source in the librar
 **Toolkit vs. arch.** Each CUDA release compiles for a fixed set of GPUs (``nvcc
 --list-gpu-code``). CUDA 13.0 starts at sm_75 (it dropped Maxwell sm_5x, Pascal sm_6x and
 Volta sm_70/72): Jetson Nano (sm_53), TX2 (sm_62) and Xavier (sm_72) need a CUDA 12.x or
-11.x nvcc. :func:`check_toolkit` says so before any long work. TVM's other route, LLVM's
+11.x nvcc, or CUDA 12's NVRTC + nvFatbin from pip (``lwc[cuda]``, :mod:`lwc.nvrtc`), which
+:func:`check_toolkit` picks when nvcc lacks the arch; without either it says so before any
+long work. TVM's other route, LLVM's
 NVPTX backend (target kind ``nvptx``), needs no nvcc but is broken in the 0.27 wheel with
 its LLVM 22: every kernel with a ``__syncthreads`` fails to verify
 (``llvm.nvvm.barrier.cta.sync.aligned.all`` called with the wrong number of arguments).
@@ -59,9 +61,10 @@ _FATBIN_MAGIC = 0xBA55ED50
 class Toolkit:
     """A CUDA toolkit's nvcc: its path, release and the GPU codes it can emit."""
 
-    nvcc: str
+    nvcc: str  # nvcc's path, or libnvrtc.so.12's for kind "nvrtc"
     version: tuple[int, int]
     codes: frozenset[str]  # e.g. {"sm_87", "compute_87", ...}
+    kind: str = "nvcc"  # or "nvrtc": CUDA 12 NVRTC + nvFatbin from pip (lwc.nvrtc)
 
     @property
     def release(self) -> str:
@@ -120,25 +123,55 @@ def find_toolkit(nvcc: str | None = None) -> Toolkit | None:
     return _probe(path) if path else None
 
 
+#: Install hint for the pip route (CUDA 12 NVRTC; see lwc.nvrtc).
+NVRTC_HINT = "or `pip install 'lwc[cuda]'` (CUDA 12 NVRTC, sm_50..sm_90 and newer)"
+
+
+def nvrtc_toolkit() -> Toolkit | None:
+    """CUDA 12 NVRTC + nvFatbin from the ``cuda`` extra's wheels, or None if not installed.
+    ``LWC_NVRTC=0`` turns this route off."""
+    if os.environ.get("LWC_NVRTC") == "0":
+        return None
+    from lwc import nvrtc
+
+    lib = nvrtc.load()
+    return Toolkit(nvcc=lib.path, version=lib.version, codes=lib.archs, kind="nvrtc") if lib else None
+
+
 def check_toolkit(preset: Preset, nvcc: str | None = None) -> Toolkit:
     """The toolkit that compiles device code for ``preset``'s GPU, checked up front.
 
+    nvcc first; where none is found or it lacks the arch (CUDA 13 and sm_53/62/72), CUDA
+    12's NVRTC from pip (:func:`nvrtc_toolkit`) if installed. ``LWC_NVRTC=1`` uses NVRTC
+    only, ``LWC_NVRTC=0`` never; an explicit ``--nvcc`` is never replaced.
+
     Raises:
-        LwcError: no nvcc found (with the install hint), or this nvcc cannot compile for
-            the preset's arch (naming the CUDA release that still can).
+        LwcError: no compiler found (with the install hint), or this nvcc cannot compile
+            for the preset's arch (naming the CUDA release that still can).
     """
-    toolkit = find_toolkit(nvcc)
     arch = preset.target.get("arch", "")
+    if os.environ.get("LWC_NVRTC") == "1" and not nvcc:
+        toolkit = nvrtc_toolkit()
+        if toolkit is None:
+            raise LwcError("LWC_NVRTC=1 but CUDA 12 NVRTC is not installed: pip install 'lwc[cuda]'")
+        if not toolkit.supports(arch):
+            raise LwcError(f"NVRTC {toolkit.release} cannot compile for {arch} ({preset.name})")
+        return toolkit
+    toolkit = find_toolkit(nvcc)
+    if toolkit is not None and toolkit.supports(arch):
+        return toolkit
+    fallback = None if nvcc else nvrtc_toolkit()
+    if fallback is not None and fallback.supports(arch):
+        return fallback
     if toolkit is None:
-        raise LwcError(f"no CUDA compiler (nvcc) for {preset.name} ({arch}) found; {INSTALL_HINT}")
-    if not toolkit.supports(arch):
-        older = LAST_TOOLKIT_FOR_ARCH.get(arch, "an older release")
-        raise LwcError(
-            f"CUDA {toolkit.release}'s nvcc ({toolkit.nvcc}) cannot compile for {arch} "
-            f"({preset.name}); it supports {toolkit.sm_range()}. Install CUDA {older} and "
-            f"pass --nvcc /usr/local/cuda-12.6/bin/nvcc (or set CUDA_PATH)"
-        )
-    return toolkit
+        raise LwcError(f"no CUDA compiler (nvcc) for {preset.name} ({arch}) found; {INSTALL_HINT}, "
+                       f"{NVRTC_HINT}")
+    older = LAST_TOOLKIT_FOR_ARCH.get(arch, "an older release")
+    raise LwcError(
+        f"CUDA {toolkit.release}'s nvcc ({toolkit.nvcc}) cannot compile for {arch} "
+        f"({preset.name}); it supports {toolkit.sm_range()}. Install CUDA {older} and "
+        f"pass --nvcc /usr/local/cuda-12.6/bin/nvcc (or set CUDA_PATH), {NVRTC_HINT}"
+    )
 
 
 # --------------------------------------------------------------------------- device code
@@ -160,11 +193,17 @@ _NVCC_FLAGS = [
 
 
 def compile_device_code(code: str, toolkit: Toolkit, arch: str) -> bytes:
-    """CUDA C -> fatbin with SASS for ``arch`` (sm_XY) and PTX for compute_XY.
+    """CUDA C -> fatbin with SASS for ``arch`` (sm_XY) and PTX for compute_XY
+    (nvcc, or NVRTC + nvFatbin for a ``nvrtc`` toolkit).
 
     Raises:
         LwcError: nvcc failed (its first error line is kept).
     """
+    if toolkit.kind == "nvrtc":
+        from lwc import nvrtc
+
+        lib = nvrtc.load()
+        return lib.fatbin_of(*lib.compile(code, arch), arch)
     num = arch.removeprefix("sm_")
     gencode = f"arch=compute_{num},code=[sm_{num},compute_{num}]"
     with tempfile.TemporaryDirectory(prefix="lwc-nvcc-") as tmp:
@@ -218,6 +257,7 @@ class CudaBuild:
             "arch": arch,
             "precision": self.precision,
             "device_code": f"fatbin: SASS {arch} + PTX compute_{arch.removeprefix('sm_')}",
+            "compiler": self.toolkit.kind,
             "nvcc": self.toolkit.nvcc,
             "cuda_release": self.toolkit.release,
         }

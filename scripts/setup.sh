@@ -24,7 +24,7 @@ log=.venv/setup-pip.log
 echo "setup: installing Python packages into .venv (log: $log)"
 {
   .venv/bin/python -m pip install --upgrade pip
-  .venv/bin/python -m pip install -e ".[test]"
+  .venv/bin/python -m pip install -e ".[test,cuda]"
   .venv/bin/python -m pip install --no-deps "rapidocr-onnxruntime==1.4.4"
 } > "$log" 2>&1 || { tail -n 30 "$log"; echo "setup: pip failed (full log: $log)"; exit 1; }
 echo "setup: done ($(.venv/bin/lwc --version)); bundled real models:"

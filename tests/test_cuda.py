@@ -37,7 +37,9 @@ def _model(key: str) -> tuple[str, dict]:
 
 
 TOOLKIT = cuda.find_toolkit()
-needs_nvcc = pytest.mark.skipif(TOOLKIT is None, reason="no nvcc on this machine")
+NVRTC = cuda.nvrtc_toolkit()
+needs_nvcc = pytest.mark.skipif(TOOLKIT is None and NVRTC is None,
+                                reason="no nvcc and no CUDA 12 NVRTC (pip install 'lwc[cuda]') here")
 needs_gpu = pytest.mark.skipif(not cuda.gpu_available(), reason="no CUDA GPU here (nvidia-smi / tvm.cuda().exist)")
 
 
@@ -49,6 +51,7 @@ def test_missing_nvcc_is_one_clear_error(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(cuda, "_nvcc_candidates", lambda explicit: [])
+    monkeypatch.setenv("LWC_NVRTC", "0")
     with pytest.raises(LwcError, match=r"no CUDA compiler \(nvcc\) for jetson-orin \(sm_87\).*install"):
         cuda.check_toolkit(resolve("jetson-orin"))
 
@@ -66,16 +69,27 @@ def test_fp16_only_for_cuda_targets():
     assert cuda.prepare(resolve("arm64")) is None
 
 
-@needs_nvcc
+@pytest.mark.skipif(TOOLKIT is None, reason="no nvcc on this machine")
 @pytest.mark.parametrize("name", JETSONS)
-def test_toolkit_supports_arch_or_says_which_does(name):
+def test_toolkit_supports_arch_or_says_which_does(name, monkeypatch):
     preset = resolve(name)
     arch = preset.target["arch"]
     if TOOLKIT.supports(arch):
-        assert cuda.check_toolkit(preset).supports(arch)
-    else:
-        with pytest.raises(LwcError, match=rf"cannot compile for {arch} \({name}\).*Install CUDA 12"):
-            cuda.check_toolkit(preset)
+        assert cuda.check_toolkit(preset).kind == "nvcc"
+        return
+    if NVRTC is not None:  # CUDA 13's nvcc lacks sm_53/62/72: NVRTC 12 from pip takes over
+        assert cuda.check_toolkit(preset).kind == "nvrtc"
+    monkeypatch.setenv("LWC_NVRTC", "0")
+    with pytest.raises(LwcError, match=rf"cannot compile for {arch} \({name}\).*Install CUDA 12.*lwc\[cuda\]"):
+        cuda.check_toolkit(preset)
+
+
+@pytest.mark.skipif(NVRTC is None, reason="CUDA 12 NVRTC not installed (pip install 'lwc[cuda]')")
+def test_nvrtc_fatbin_for_old_jetson_archs():
+    source = 'extern "C" __global__ void __launch_bounds__(64) k(float* x) { x[threadIdx.x] *= 2.0f; }\n'
+    for arch in ("sm_53", "sm_62", "sm_72"):
+        fatbin = cuda.compile_device_code(source, NVRTC, arch)
+        assert [str(i) for i in cuda._device_images(fatbin)] == [f"sass {arch} (fatbin)", f"ptx {arch} (fatbin)"]
 
 
 # --------------------------------------------------------------------------- structural check helpers
@@ -126,10 +140,11 @@ def _compile_and_check(key: str, target: str, tmp_path: Path, precision: str = "
     path, shapes = _model(key)
     preset = resolve(target)
     arch = preset.target["arch"]
-    if not TOOLKIT.supports(arch):
+    if not (TOOLKIT and TOOLKIT.supports(arch)) and not (NVRTC and NVRTC.supports(arch)):
         with pytest.raises(LwcError, match=rf"cannot compile for {arch}"):
             driver.compile(path, preset, shapes, precision=precision)
-        pytest.skip(f"CUDA {TOOLKIT.release}'s nvcc has no {arch}; the clear error was checked")
+        pytest.skip(f"CUDA {TOOLKIT.release if TOOLKIT else '(none)'}'s nvcc has no {arch} and CUDA 12 NVRTC is not "
+                    "installed; the clear error was checked")
     result = driver.compile(path, preset, shapes, precision=precision)
     artifact = result.export(tmp_path / f"{key}-{target}.so")
     report = cuda.inspect_artifact(artifact, machine="aarch64", arch=arch)
