@@ -162,3 +162,22 @@ def tensor_shape(expr) -> tuple[int, ...] | None:
 def tensor_dtype(expr) -> str | None:
     ty = getattr(expr, "ty", None) or getattr(expr, "struct_info", None)
     return str(ty.dtype) if ty is not None and hasattr(ty, "dtype") else None
+
+
+class FunctionRewrite:
+    """Base of lwc's Relax passes that rewrite each Relax function independently.
+
+    A subclass (decorated with ``@tvm.transform.module_pass(name=...)``) implements
+    ``_rewrite(func) -> func`` and records what it did in ``self.stats``, which is reset
+    at each run and read afterwards by the pipeline and the compile report.
+    """
+
+    def __init__(self):
+        self.stats = PassStats()
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        self.stats = PassStats()
+        return rewrite_functions(mod, self._rewrite)
+
+    def _rewrite(self, func: relax.Function) -> relax.Function:
+        raise NotImplementedError

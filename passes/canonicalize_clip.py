@@ -27,7 +27,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_gv, is_op, is_tuple, rewrite_call, wildcard
 
-from lwc.passes._support import Bindings, PassStats, prim_value, rewrite_functions
+from lwc.passes._support import Bindings, FunctionRewrite, prim_value
 
 
 def _bound_pattern():
@@ -51,15 +51,8 @@ def _is_func(gvar, stem: str) -> bool:
 
 
 @tvm.transform.module_pass(opt_level=0, name="CanonicalizeClip")
-class CanonicalizeClip:
+class CanonicalizeClip(FunctionRewrite):
     """Rewrite call_tir(minimum, (call_tir(maximum, (x, lo)), hi)) to R.clip(x, lo, hi)."""
-
-    def __init__(self):
-        self.stats = PassStats()
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.stats = PassStats()
-        return rewrite_functions(mod, self._rewrite)
 
     def _rewrite(self, func: relax.Function) -> relax.Function:
         x, lo, hi = wildcard(), _bound_pattern(), _bound_pattern()

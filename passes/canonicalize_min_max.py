@@ -27,7 +27,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-from lwc.passes._support import PassStats, rewrite_functions, tensor_shape
+from lwc.passes._support import FunctionRewrite, tensor_shape
 
 _BINARY = {"relax.max": relax.op.maximum, "relax.min": relax.op.minimum, "relax.sum": relax.op.add}
 
@@ -39,15 +39,8 @@ def _unbroadcast(expr):
 
 
 @tvm.transform.module_pass(opt_level=0, name="CanonicalizeMinMax")
-class CanonicalizeMinMax:
+class CanonicalizeMinMax(FunctionRewrite):
     """Rewrite max/min/sum(stack(...), axis=0) into pairwise maximum/minimum/add."""
-
-    def __init__(self):
-        self.stats = PassStats()
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.stats = PassStats()
-        return rewrite_functions(mod, self._rewrite)
 
     def _rewrite(self, func: relax.Function) -> relax.Function:
         stack = is_op("relax.concat")(wildcard()) | is_op("relax.stack")(wildcard())

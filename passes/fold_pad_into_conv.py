@@ -18,19 +18,12 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-from lwc.passes._support import Bindings, PassStats, rewrite_functions
+from lwc.passes._support import Bindings, FunctionRewrite
 
 
 @tvm.transform.module_pass(opt_level=0, name="FoldPadIntoConv")
-class FoldPadIntoConv:
+class FoldPadIntoConv(FunctionRewrite):
     """Fold constant-zero spatial pads into conv2d padding."""
-
-    def __init__(self):
-        self.stats = PassStats()
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.stats = PassStats()
-        return rewrite_functions(mod, self._rewrite)
 
     def _rewrite(self, func: relax.Function) -> relax.Function:
         x, w = wildcard(), wildcard()

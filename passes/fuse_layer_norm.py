@@ -28,11 +28,10 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from lwc.passes._patterns import add, mul
 from lwc.passes._support import (
     Bindings,
-    PassStats,
+    FunctionRewrite,
     const,
     const_value,
     prim_value,
-    rewrite_functions,
     scalar_is,
     tensor_dtype,
     tensor_shape,
@@ -46,15 +45,8 @@ def _axes(call, ndim: int) -> list[int] | None:
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseLayerNorm")
-class FuseLayerNorm:
+class FuseLayerNorm(FunctionRewrite):
     """Replace the elementwise LayerNorm chain by one layer_norm op."""
-
-    def __init__(self):
-        self.stats = PassStats()
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.stats = PassStats()
-        return rewrite_functions(mod, self._rewrite)
 
     def _rewrite(self, func: relax.Function) -> relax.Function:
         x, x2, eps, two, gamma, beta = (wildcard(), wildcard(), is_const(), is_const(),

@@ -17,19 +17,12 @@ from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
 from lwc.passes._patterns import mul
-from lwc.passes._support import PassStats, rewrite_functions
+from lwc.passes._support import FunctionRewrite
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseSilu")
-class FuseSilu:
+class FuseSilu(FunctionRewrite):
     """Replace x * sigmoid(x) by silu(x)."""
-
-    def __init__(self):
-        self.stats = PassStats()
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.stats = PassStats()
-        return rewrite_functions(mod, self._rewrite)
 
     def _rewrite(self, func: relax.Function) -> relax.Function:
         x, x2 = wildcard(), wildcard()

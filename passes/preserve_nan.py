@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-from lwc.passes._support import PassStats, const_value, prim_value, rewrite_functions
+from lwc.passes._support import FunctionRewrite, const_value, prim_value
 
 _UNARY = ("relax.nn.relu", "relax.clip")  # R.nn.relu6 is built from clip
 _BINARY = ("relax.maximum", "relax.minimum")
@@ -43,15 +43,8 @@ def _guard(operand, result):
 
 
 @tvm.transform.module_pass(opt_level=0, name="PreserveNaN")
-class PreserveNaN:
+class PreserveNaN(FunctionRewrite):
     """Guard relu/clip/maximum/minimum so NaN inputs give NaN outputs."""
-
-    def __init__(self):
-        self.stats = PassStats()
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.stats = PassStats()
-        return rewrite_functions(mod, self._rewrite)
 
     def _rewrite(self, func: relax.Function) -> relax.Function:
         root = None

@@ -23,7 +23,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from lwc.passes._support import PassStats, const_value, rewrite_functions, tensor_dtype, tensor_shape
+from lwc.passes._support import FunctionRewrite, const_value, tensor_dtype, tensor_shape
 
 
 def _perm(call, ndim: int) -> list[int]:
@@ -32,15 +32,8 @@ def _perm(call, ndim: int) -> list[int]:
 
 
 @tvm.transform.module_pass(opt_level=0, name="RemoveNoOps")
-class RemoveNoOps:
+class RemoveNoOps(FunctionRewrite):
     """Remove identity reshapes/transposes/casts and x+0, x*1; merge reshape and permute chains."""
-
-    def __init__(self):
-        self.stats = PassStats()
-
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        self.stats = PassStats()
-        return rewrite_functions(mod, self._rewrite)
 
     def _rewrite(self, func: relax.Function) -> relax.Function:
         x, k = wildcard(), is_const()
