@@ -122,3 +122,31 @@ def count_ops(mod, name: str) -> int:
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
     return count
+
+
+def lower_matches(mod: tvm.IRModule, pattern, check, lower, label: str, pass_obj) -> tvm.IRModule:
+    """Rewrite every match of ``pattern = (op, x, w)`` in each Relax function.
+
+    ``check(op, x, w, var2val)`` returns a reason to decline (or None); declined matches
+    are appended to ``pass_obj.declined`` as ``(f"{label} {shape}", reason)``; accepted ones
+    are replaced by ``lower(op, x, w, var2val)`` and counted in ``pass_obj.lowered``.
+    """
+    from tvm.relax.dpl import rewrite_call
+
+    op_p, x_p, w_p = pattern
+    out = tvm.IRModule(mod.functions)
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, relax.Function):
+            continue
+        var2val = relax.analysis.get_var2val(func)
+
+        def rewriter(expr, m, var2val=var2val):
+            reason = check(m[op_p], m[x_p], m[w_p], var2val)
+            if reason:
+                pass_obj.declined.append((f"{label} {tuple(expr.ty.shape)}", reason))
+                return expr
+            pass_obj.lowered += 1
+            return lower(m[op_p], m[x_p], m[w_p], var2val)
+
+        out[gvar] = rewrite_call(op_p, rewriter, func)
+    return out

@@ -36,9 +36,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, wildcard
 
-from lwc.passes._qdq import const_value, dtype_of, qparams
+from lwc.passes._qdq import const_value, dtype_of, lower_matches, qparams
 
 NAME = "LowerQdqConv2d"
 
@@ -111,20 +111,4 @@ class LowerQdqConv2d:
         self.lowered = 0
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        conv_p, x_p, w_p = _pattern()
-        out = tvm.IRModule(mod.functions)
-        for gvar, func in mod.functions.items():
-            if not isinstance(func, relax.Function):
-                continue
-            var2val = relax.analysis.get_var2val(func)
-
-            def rewriter(expr, m, var2val=var2val):
-                reason = check(m[conv_p], m[x_p], m[w_p], var2val)
-                if reason:
-                    self.declined.append((f"conv2d {tuple(expr.ty.shape)}", reason))
-                    return expr
-                self.lowered += 1
-                return lower(m[conv_p], m[x_p], m[w_p], var2val)
-
-            out[gvar] = rewrite_call(conv_p, rewriter, func)
-        return out
+        return lower_matches(mod, _pattern(), check, lower, "conv2d", self)

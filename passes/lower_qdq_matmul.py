@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_op, wildcard
 
-from lwc.passes._qdq import QParams, const_value, dtype_of, qparams
+from lwc.passes._qdq import QParams, const_value, dtype_of, lower_matches, qparams
 
 NAME = "LowerQdqMatmul"
 
@@ -105,20 +105,4 @@ class LowerQdqMatmul:
         self.lowered = 0
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        mm_p, x_p, w_p = _pattern()
-        out = tvm.IRModule(mod.functions)
-        for gvar, func in mod.functions.items():
-            if not isinstance(func, relax.Function):
-                continue
-            var2val = relax.analysis.get_var2val(func)
-
-            def rewriter(expr, m, var2val=var2val):
-                reason = check(m[mm_p], m[x_p], m[w_p], var2val)
-                if reason:
-                    self.declined.append((f"matmul {tuple(expr.ty.shape)}", reason))
-                    return expr
-                self.lowered += 1
-                return lower(m[mm_p], m[x_p], m[w_p], var2val)
-
-            out[gvar] = rewrite_call(mm_p, rewriter, func)
-        return out
+        return lower_matches(mod, _pattern(), check, lower, "matmul", self)
