@@ -242,6 +242,10 @@ class CudaBuild:
         """The Relax module in the requested precision (fp16: :func:`to_mixed_precision`)."""
         return to_mixed_precision(mod) if self.precision == "fp16" else mod
 
+    def skipped_passes(self) -> tuple[str, ...]:
+        """lwc passes that must not run before ToMixedPrecision (:data:`FP16_SKIPPED_PASSES`)."""
+        return FP16_SKIPPED_PASSES if self.precision == "fp16" else ()
+
     def compile_source(self, source: str) -> bytes:
         """CUDA C from TVM -> fatbin for the preset's arch (cached per source text)."""
         return _compile_cached(source, self.toolkit, self.preset.target["arch"])
@@ -367,9 +371,41 @@ def pack_imports(build: "CudaBuild"):
 # --------------------------------------------------------------------------- fp16
 
 
+#: Passes that emit ``call_tir`` kernels (NaN-safe HardSwish/HardSigmoid), which TVM's
+#: ToMixedPrecision cannot type ("Expected TensorType, but got R.Callable"). With fp16 they
+#: are skipped; TVM's FuseOps still fuses the elementwise chain into the conv before it.
+FP16_SKIPPED_PASSES = ("FuseHardSwish", "FuseHardSigmoid")
+
 #: Ops TVM's ToMixedPrecision would run in fp16 that lwc keeps in fp32 (norm reductions).
 #: softmax, mean, sum, batch_norm have no policy and already stay fp32.
 KEEP_FP32 = ("relax.nn.layer_norm", "relax.nn.group_norm", "relax.nn.rms_norm")
+
+
+def clip_bounds_as_tensors(mod):
+    """``R.clip(x, lo, hi)`` -> ``minimum(maximum(x, lo), hi)`` with constant tensor bounds.
+
+    ToMixedPrecision expects every call argument to be a tensor and fails on clip's
+    PrimValue bounds ("Expected TensorType, but got T.float64"). Same values: clip is
+    defined as min(max(x, lo), hi) (ONNX Clip-13).
+    """
+    from tvm import relax
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    from lwc.passes._support import rewrite_functions
+
+    x, lo, hi = wildcard(), wildcard(), wildcard()
+    pattern = is_op("relax.clip")(x, lo, hi)
+
+    def bound(expr, dtype):
+        value = getattr(expr.value, "value", expr.value)
+        return relax.const(float(value), dtype)
+
+    def rewrite(expr, m):
+        dtype = str(m[x].ty.dtype)
+        low = relax.op.maximum(m[x], bound(m[lo], dtype))
+        return relax.op.minimum(low, bound(m[hi], dtype))
+
+    return rewrite_functions(mod, lambda func: rewrite_call(pattern, rewrite, func))
 
 
 def to_mixed_precision(mod):
@@ -382,6 +418,7 @@ def to_mixed_precision(mod):
     """
     from lwc import tvm_compat
 
+    mod = clip_bounds_as_tensors(mod)
     with tvm_compat.mixed_precision_never(KEEP_FP32):
         try:
             return tvm_compat.to_mixed_precision(mod, accumulate="float32")

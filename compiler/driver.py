@@ -257,6 +257,8 @@ def compile(  # noqa: A001  (the product's verb)
         imported, quant_report = import_model(model, input_shapes), None
     imported, sparsity_info = sparse_compile.apply(imported, sparsity)
     fp32_disabled = tuple(n for n in disabled_passes if n not in quant.LOWERING_PASS_NAMES)
+    if cuda_build:
+        fp32_disabled += cuda_build.skipped_passes()
     mod, pass_records = pipeline.run_passes(imported.mod, preset, disabled=fp32_disabled)
     applied = [r.name for r in pass_records if not r.disabled]
     # QDQ -> integer kernels after lwc's fp32 passes: those fold constants into weights
@@ -264,13 +266,13 @@ def compile(  # noqa: A001  (the product's verb)
     mod, qdq_passes, quant_info = quant.lower_qdq(mod, disabled_passes)
     quant_info = quant.describe(quant_report, quant_info, preset)
     applied = applied + qdq_passes
+    if cuda_build:  # before tuning: records are keyed by the fp16 kernels
+        mod = cuda_build.apply_precision(mod)
     compile_report = report.collect_safely(imported, pass_records, imported.mod, mod, tvm_target)
     mod, tuning_info = tuning.apply_records(
         mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs,
         model_key=tuning.model_key(imported.sha256, imported.inputs),
     )
-    if cuda_build:
-        mod = cuda_build.apply_precision(mod)
     try:
         executable = tvm_compat.build(mod, tvm_target)
     except LwcError:
