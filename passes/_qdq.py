@@ -124,16 +124,16 @@ def count_ops(mod, name: str) -> int:
     return count
 
 
-def lower_matches(mod: tvm.IRModule, pattern, check, lower, label: str, pass_obj) -> tvm.IRModule:
-    """Rewrite every match of ``pattern = (op, x, w)`` in each Relax function.
+def rewrite_matches(mod: tvm.IRModule, root, check, replace, label: str, pass_obj,
+                    counter: str) -> tvm.IRModule:
+    """Rewrite every match of the dpl pattern ``root`` in each Relax function.
 
-    ``check(op, x, w, var2val)`` returns a reason to decline (or None); declined matches
-    are appended to ``pass_obj.declined`` as ``(f"{label} {shape}", reason)``; accepted ones
-    are replaced by ``lower(op, x, w, var2val)`` and counted in ``pass_obj.lowered``.
+    ``check(match, var2val)`` returns a reason to decline (or None); declined matches are
+    appended to ``pass_obj.declined`` as ``(f"{label} {shape}", reason)``; accepted ones
+    are replaced by ``replace(match, var2val)`` and counted in ``pass_obj.<counter>``.
     """
     from tvm.relax.dpl import rewrite_call
 
-    op_p, x_p, w_p = pattern
     out = tvm.IRModule(mod.functions)
     for gvar, func in mod.functions.items():
         if not isinstance(func, relax.Function):
@@ -141,12 +141,24 @@ def lower_matches(mod: tvm.IRModule, pattern, check, lower, label: str, pass_obj
         var2val = relax.analysis.get_var2val(func)
 
         def rewriter(expr, m, var2val=var2val):
-            reason = check(m[op_p], m[x_p], m[w_p], var2val)
+            reason = check(m, var2val)
             if reason:
                 pass_obj.declined.append((f"{label} {tuple(expr.ty.shape)}", reason))
                 return expr
-            pass_obj.lowered += 1
-            return lower(m[op_p], m[x_p], m[w_p], var2val)
+            setattr(pass_obj, counter, getattr(pass_obj, counter) + 1)
+            return replace(m, var2val)
 
-        out[gvar] = rewrite_call(op_p, rewriter, func)
+        out[gvar] = rewrite_call(root, rewriter, func)
     return out
+
+
+def lower_matches(mod: tvm.IRModule, pattern, check, lower, label: str, pass_obj) -> tvm.IRModule:
+    """:func:`rewrite_matches` for ``pattern = (op, x, w)`` with ``check(op, x, w, var2val)``
+    and ``lower(op, x, w, var2val)``; accepted matches count in ``pass_obj.lowered``."""
+    op_p, x_p, w_p = pattern
+    return rewrite_matches(
+        mod, op_p,
+        lambda m, var2val: check(m[op_p], m[x_p], m[w_p], var2val),
+        lambda m, var2val: lower(m[op_p], m[x_p], m[w_p], var2val),
+        label, pass_obj, "lowered",
+    )

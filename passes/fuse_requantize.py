@@ -31,9 +31,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, wildcard
 
-from lwc.passes._qdq import const_value, dtype_of, qparams
+from lwc.passes._qdq import const_value, dtype_of, qparams, rewrite_matches
 
 NAME = "FuseRequantize"
 _RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
@@ -130,19 +130,9 @@ class FuseRequantize:
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         p = _pattern()
-        out = tvm.IRModule(mod.functions)
-        for gvar, func in mod.functions.items():
-            if not isinstance(func, relax.Function):
-                continue
-            var2val = relax.analysis.get_var2val(func)
-
-            def rewriter(expr, m, var2val=var2val):
-                reason = check(m, p, var2val)
-                if reason:
-                    self.declined.append((f"quantize {tuple(expr.ty.shape)}", reason))
-                    return expr
-                self.fused += 1
-                return requantize(m, p, var2val)
-
-            out[gvar] = rewrite_call(p["quant"], rewriter, func)
-        return out
+        return rewrite_matches(
+            mod, p["quant"],
+            lambda m, var2val: check(m, p, var2val),
+            lambda m, var2val: requantize(m, p, var2val),
+            "quantize", self, "fused",
+        )
