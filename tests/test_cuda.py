@@ -164,9 +164,10 @@ def test_cls_compiles_for_every_jetson(target, tmp_path):
 
 @pytest.mark.slow
 @needs_nvcc
+@pytest.mark.parametrize("target", JETSONS)
 @pytest.mark.parametrize("key", ["det", "rec"])
-def test_det_rec_compile_for_orin(key, tmp_path):
-    _compile_and_check(key, "jetson-orin", tmp_path)
+def test_det_rec_compile_for_every_jetson(key, target, tmp_path):
+    _compile_and_check(key, target, tmp_path)
 
 
 @pytest.mark.slow
