@@ -38,6 +38,7 @@ from functools import cache
 from pathlib import Path
 
 from lwc.errors import LwcError
+from lwc.nvrtc import HALF_MACRO_FLAGS
 from lwc.targets import Preset
 
 #: Install hint printed when no usable nvcc is found.
@@ -180,12 +181,7 @@ def check_toolkit(preset: Preset, nvcc: str | None = None) -> Toolkit:
 #: nvcc flags TVM's own nvcc route uses (tvm/support/nvcc.py), so kernels compile alike.
 _NVCC_FLAGS = [
     "-O3",
-    "-U__CUDA_NO_HALF_OPERATORS__",
-    "-U__CUDA_NO_HALF_CONVERSIONS__",
-    "-U__CUDA_NO_BFLOAT16_OPERATORS__",
-    "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
-    "-U__CUDA_NO_BFLOAT162_OPERATORS__",
-    "-U__CUDA_NO_BFLOAT162_CONVERSIONS__",
+    *HALF_MACRO_FLAGS,
     "--expt-relaxed-constexpr",
     "--expt-extended-lambda",
     "--use_fast_math",

@@ -18,15 +18,21 @@ from pathlib import Path
 
 from lwc.errors import LwcError
 
-#: Flags matching cuda.py's nvcc flags (NVRTC spells some differently, drops host-only ones).
-NVRTC_FLAGS = [
-    "-std=c++17",
+#: Enable the half/bfloat16 operators TVM's generated kernels use; shared by the nvcc
+#: route (lwc.cuda) and NVRTC, as in TVM's own tvm/support/nvcc.py.
+HALF_MACRO_FLAGS = [
     "-U__CUDA_NO_HALF_OPERATORS__",
     "-U__CUDA_NO_HALF_CONVERSIONS__",
     "-U__CUDA_NO_BFLOAT16_OPERATORS__",
     "-U__CUDA_NO_BFLOAT16_CONVERSIONS__",
     "-U__CUDA_NO_BFLOAT162_OPERATORS__",
     "-U__CUDA_NO_BFLOAT162_CONVERSIONS__",
+]
+
+#: Flags matching cuda.py's nvcc flags (NVRTC spells some differently, drops host-only ones).
+NVRTC_FLAGS = [
+    "-std=c++17",
+    *HALF_MACRO_FLAGS,
     "--use_fast_math",
     "-w",  # sm < 75 "deprecated" and __shfl_* deprecation warnings on every kernel
 ]
