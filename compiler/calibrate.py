@@ -127,6 +127,30 @@ def load_samples(folder: str | Path, inputs: list, preprocess: ImagePreprocess |
     return samples
 
 
+def folder_digest(folder: str | Path) -> str:
+    """sha256 (hex) of the files :func:`load_samples` reads from ``folder``: names and bytes.
+
+    Two folders with the same sample files give the same digest wherever they lie; it
+    keys tuning logs of quantized graphs (the scales, hence the graph, depend on the data).
+
+    Raises:
+        LwcError: the folder does not exist.
+    """
+    import hashlib
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LwcError(f"calibration folder {str(folder)!r} not found")
+    digest = hashlib.sha256()
+    for f in sorted(f for f in folder.iterdir() if f.suffix.lower() in (".npy", ".npz", *IMAGE_SUFFIXES)):
+        digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def _load_file(f: Path, inputs: list, by_name: dict, preprocess: ImagePreprocess) -> list[dict]:
     if f.suffix.lower() in IMAGE_SUFFIXES or f.suffix == ".npy":
         if len(inputs) != 1:

@@ -271,7 +271,8 @@ def compile(  # noqa: A001  (the product's verb)
     compile_report = report.collect_safely(imported, pass_records, imported.mod, mod, tvm_target)
     mod, tuning_info = tuning.apply_records(
         mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs,
-        model_key=tuning.model_key(imported.sha256, imported.inputs),
+        model_key=tuning.model_key(imported.sha256, imported.inputs,
+                                   tuning.graph_variant(quantize, sparsity, disabled_passes)),
     )
     try:
         executable = tvm_compat.build(mod, tvm_target)

@@ -73,6 +73,24 @@ class QuantizeOptions:
     preprocess: calibrate.ImagePreprocess | None = None
     progress: bool = True
 
+    def fingerprint(self) -> dict:
+        """What decides the quantized graph, as JSON data (keys tuning logs).
+
+        The calibration folder enters by the digest of its files
+        (:func:`lwc.calibrate.folder_digest`), not by its path; ``progress`` is left out.
+        A custom ``metric`` enters by its qualified name.
+        """
+        return {
+            "calib": calibrate.folder_digest(self.calib) if self.calib is not None else None,
+            "calib_random": self.calib_random,
+            "method": str(calibrate.parse_method(self.method)),
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "metric": None if self.metric is None else getattr(self.metric, "__qualname__", repr(self.metric)),
+            "exclude": sorted(self.exclude),
+            "max_samples": self.max_samples,
+            "preprocess": (self.preprocess or calibrate.ImagePreprocess()).describe(),
+        }
+
 
 @dataclass(frozen=True)
 class Layer:

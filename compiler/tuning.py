@@ -89,12 +89,53 @@ def fast_tensor_intrin(arch: str) -> None:
 # --------------------------------------------------------------------------- keys
 
 
-def model_key(sha256: str, input_shapes: dict[str, list[int]] | list) -> str:
-    """12 hex digits naming (model bytes, input shapes): the workload part of a log name."""
+def model_key(sha256: str, input_shapes: dict[str, list[int]] | list, variant: str = "") -> str:
+    """12 hex digits naming (model bytes, input shapes, graph variant): the workload part of a log name.
+
+    ``variant`` is :func:`graph_variant` of the compile options; it is empty for the
+    default options and then leaves the key what it was before variants existed, so
+    fp32 tuning logs keep their folder names.
+    """
     if isinstance(input_shapes, list):  # TensorSpec list
         input_shapes = {s.name: list(s.shape) for s in input_shapes}
-    text = json.dumps({"sha256": sha256, "shapes": input_shapes}, sort_keys=True)
+    data = {"sha256": sha256, "shapes": input_shapes}
+    if variant:
+        data["variant"] = variant
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def variant_options(quantize=None, sparsity: str = "auto", disabled_passes=()) -> dict:
+    """The compile options that change the graph compile builds (JSON data; {} for defaults).
+
+    Args:
+        quantize: :class:`lwc.quantize.QuantizeOptions` or None (its
+            :meth:`~lwc.quantize.QuantizeOptions.fingerprint`, calibration data by digest).
+        sparsity: ``--sparsity`` mode; ``auto`` is the default.
+        disabled_passes: ``--disable-pass`` names (order does not matter).
+    Raises:
+        LwcError: the calibration folder does not exist.
+    """
+    options = {}
+    if quantize is not None:
+        options["quantize"] = {"scheme": "int8", **quantize.fingerprint()}
+    if sparsity != "auto":
+        options["sparsity"] = sparsity
+    if disabled_passes:
+        options["disabled_passes"] = sorted(set(disabled_passes))
+    return options
+
+
+def graph_variant(quantize=None, sparsity: str = "auto", disabled_passes=()) -> str:
+    """8 hex digits naming the graph-changing compile options, "" for the defaults.
+
+    The same options give the same variant in ``lwc tune`` and ``lwc compile``, so
+    both name the same tuning log folder (see :func:`variant_options`).
+    """
+    options = variant_options(quantize, sparsity, disabled_passes)
+    if not options:
+        return ""
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def target_name(preset) -> str:
@@ -627,6 +668,9 @@ def tune(
     runner_min_repeat_ms: int = 100,
     population_size: int = 512,
     seed: int | None = 0,
+    quantize=None,
+    sparsity: str = "auto",
+    disabled_passes: tuple[str, ...] = (),
 ) -> TuneResult:
     """Tune a model's tasks with MetaSchedule and store records in a tuning log folder.
 
@@ -640,6 +684,10 @@ def tune(
         on_progress: called after each measured batch.
         runner_min_repeat_ms: each measurement repeats for at least this long.
         population_size: evolutionary search population (smaller is faster, for tests).
+        quantize, sparsity, disabled_passes: the compile options that change the graph
+            (``--quantize int8 --calib ...``, ``--sparsity``, ``--disable-pass``), as
+            :func:`lwc.driver.compile` takes them; the graph tuned is the one compile
+            builds with them, and the log folder's key names them (:func:`graph_variant`).
 
     Returns:
         a :class:`TuneResult`.
@@ -658,7 +706,8 @@ def tune(
             f"target {preset.name} ({preset.arch}) cannot be measured on this machine; tune on "
             "the board with --rpc-tracker HOST:PORT --rpc-key KEY"
         )
-    prepared = prepared_module(model, preset, input_shapes)
+    prepared = prepared_module(model, preset, input_shapes, quantize=quantize, sparsity=sparsity,
+                               disabled_passes=tuple(disabled_passes))
     mod, tvm_target, key = prepared.mod, prepared.tvm_target, prepared.model_key
     folder = Path(log_root or default_log_root()) / f"{key}-{target_name(preset)}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -704,6 +753,9 @@ def tune(
     source = {"file": Path(model).name, "sha256": model_sha256(model)} if isinstance(
         model, (str, os.PathLike)) else {"file": None, "sha256": None}
     manifest = _manifest(preset, tvm_target, source, input_shapes, key, old_manifest)
+    variant = variant_options(quantize, sparsity, disabled_passes)
+    if variant:
+        manifest["variant"] = variant
     _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     if not todo:
         return TuneResult(folder, stats, 0, time.perf_counter() - started, "every task already has "
