@@ -42,6 +42,7 @@ def _lwc_passes() -> list[PassEntry]:
     from lwc.passes.fuse_hard_swish import FuseHardSwish
     from lwc.passes.fuse_layer_norm import FuseLayerNorm
     from lwc.passes.fuse_silu import FuseSilu
+    from lwc.passes.fuse_transpose_into_matmul import FuseTransposeIntoMatmul
     from lwc.passes.preserve_nan import PreserveNaN
     from lwc.passes.remove_no_ops import RemoveNoOps
 
@@ -59,6 +60,8 @@ def _lwc_passes() -> list[PassEntry]:
         _entry(FuseLayerNorm),
         # folding into conv / matmul weights
         _entry(FoldBatchNorm),
+        # matmul reading a transposed operand in place (after RemoveNoOps merged permutes)
+        _entry(FuseTransposeIntoMatmul),
         # last: NaN guards around the max/min-based ops that remain
         _entry(PreserveNaN),
     ]
