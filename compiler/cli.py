@@ -79,9 +79,7 @@ def cmd_compile(args) -> int:
         args.target,
         _input_shapes(args.input_shape),
         cross_compiler=args.cross_compiler,
-        disabled_passes=tuple(args.disable_pass or ()),
-        quantize=_quantize_options(args),
-        sparsity=args.sparsity,
+        **graph_options(args),
         precision=args.precision,
         nvcc=args.nvcc,
         tuning_log=args.tuning_log,
@@ -166,6 +164,38 @@ def _quantize_options(args):
     return QuantizeOptions(calib=args.calib, calib_random=args.calib_random, method=args.calib_method,
                            max_accuracy_drop=args.max_accuracy_drop,
                            progress=not (args.quiet or args.json))
+
+
+def add_graph_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that change the graph compile builds: --disable-pass, --quantize and its
+    calibration flags, --sparsity. ``lwc compile`` and ``lwc tune`` share them, so a tuned
+    graph is the compiled one (read back with :func:`graph_options`)."""
+    p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip an lwc pass (repeatable)")
+    p.add_argument("--quantize", choices=("int8",), help="int8 post-training quantization "
+                   "(needs --calib DIR or --calib-random N)")
+    p.add_argument("--calib", metavar="DIR", help="calibration samples: .npy/.npz files (or images "
+                   "with Pillow: RGB, resized, mean=std=0.5, NCHW)")
+    p.add_argument("--calib-method", default="percentile:99.99", metavar="METHOD",
+                   help="minmax, percentile:P or entropy (TensorRT's KL) (default percentile:99.99)")
+    p.add_argument("--calib-random", type=int, metavar="N",
+                   help="calibrate on N random inputs (poor accuracy; for smoke tests)")
+    p.add_argument("--max-accuracy-drop", type=float, metavar="X",
+                   help="keep the most sensitive layers in fp32 until every output's "
+                   "1 - cosine vs fp32 is <= X (e.g. 0.01)")
+    p.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
+                   help="exploit zero weights: remove all-zero channels, sparse kernels where faster "
+                   "(auto, default), never (off), or always where possible (force)")
+
+
+def graph_options(args) -> dict:
+    """The keyword arguments of :func:`lwc.driver.compile` (and :func:`lwc.tuning.tune`)
+    given by :func:`add_graph_arguments`' flags.
+
+    Raises:
+        LwcError: calibration flags without --quantize.
+    """
+    return {"disabled_passes": tuple(args.disable_pass or ()), "quantize": _quantize_options(args),
+            "sparsity": args.sparsity}
 
 
 def _verify_samples(args) -> int:
@@ -292,28 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="artifact path (default: MODEL.so in the current folder)")
     p.add_argument("--cross-compiler", metavar="CXX", help="C++ compiler that links the artifact "
                    "(default: the preset's, e.g. aarch64-linux-gnu-g++)")
-    p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip an lwc pass (repeatable)")
     p.add_argument("--report", metavar="REPORT.html", help="write an HTML compile report (passes, "
                    "kernels with their ONNX nodes, graph); the same data is in the manifest's \"report\"")
-    p.add_argument("--quantize", choices=("int8",), help="int8 post-training quantization "
-                   "(needs --calib DIR or --calib-random N)")
-    p.add_argument("--calib", metavar="DIR", help="calibration samples: .npy/.npz files (or images "
-                   "with Pillow: RGB, resized, mean=std=0.5, NCHW)")
-    p.add_argument("--calib-method", default="percentile:99.99", metavar="METHOD",
-                   help="minmax, percentile:P or entropy (TensorRT's KL) (default percentile:99.99)")
-    p.add_argument("--calib-random", type=int, metavar="N",
-                   help="calibrate on N random inputs (poor accuracy; for smoke tests)")
-    p.add_argument("--max-accuracy-drop", type=float, metavar="X",
-                   help="keep the most sensitive layers in fp32 until every output's "
-                   "1 - cosine vs fp32 is <= X (e.g. 0.01)")
+    add_graph_arguments(p)
     p.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                    help="cuda targets: fp16 runs conv/matmul in fp16 (fp32 accumulation), "
                    "softmax and norms in fp32 (default fp32)")
     p.add_argument("--nvcc", metavar="PATH", help="cuda targets: the nvcc that compiles the "
                    "kernels (default: $CUDA_PATH/bin/nvcc or nvcc on PATH)")
-    p.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
-                   help="exploit zero weights: remove all-zero channels, sparse kernels where faster "
-                   "(auto, default), never (off), or always where possible (force)")
     p.add_argument("--bundle", action="store_true",
                    help="write a deployable folder (-o DIR): NAME.so + NAME.json, lib/ with the "
                    "target's TVM runtime and liblwc_runtime.so, include/lwc_runtime.h, example/, "

@@ -52,7 +52,7 @@ def format_task_table(tasks) -> str:
 
 def cmd_tune(args) -> int:
     from lwc import tuning
-    from lwc.cli import _input_shapes
+    from lwc.cli import _input_shapes, graph_options
 
     rpc = None
     if args.rpc_tracker or args.rpc_key:
@@ -68,7 +68,7 @@ def cmd_tune(args) -> int:
         result = tuning.tune(
             args.model, args.target, _input_shapes(args.input_shape),
             trials=args.trials, time_budget_s=budget, log_root=args.log_dir, rpc=rpc,
-            on_progress=bar,
+            on_progress=bar, **graph_options(args),
         )
     finally:
         bar.close()
@@ -108,11 +108,15 @@ def _profile(args) -> int:
 
 
 def register(subparsers) -> None:
+    from lwc.cli import add_graph_arguments
+
     p = subparsers.add_parser(
         "tune", help="auto-tune a model's kernels with MetaSchedule into tuning_logs/",
         description="Tune every kernel (task) of MODEL for TARGET with MetaSchedule (evolutionary "
         "search, XGBoost cost model); trials are spread so every task gets some. Records go to "
-        "tuning_logs/<model-key>-<target>/ with a manifest; `lwc compile` applies them. Ctrl-C "
+        "tuning_logs/<model-key>-<target>/ with a manifest; `lwc compile` applies them. Give the same graph "
+        "options as to `lwc compile` (--quantize int8 --calib DIR, --sparsity, --disable-pass): the graph "
+        "tuned is the one compile builds, and the model key names the options. Ctrl-C "
         "or --time-budget stop cleanly after the current batch; running again resumes.",
         epilog="Example: lwc tune det.onnx --target host --input-shape x:1,3,640,640 --trials 3000 "
         "--time-budget 40m",
@@ -125,6 +129,7 @@ def register(subparsers) -> None:
                    help="measured trials in this run, spread over the tasks (default 1000)")
     p.add_argument("--time-budget", metavar="DURATION",
                    help="stop cleanly after this long (e.g. 40m, 1h30m, 600s), keeping all records")
+    add_graph_arguments(p)
     p.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="measure on devices registered with this TVM RPC tracker")
     p.add_argument("--rpc-key", metavar="KEY", help="device key at the tracker (e.g. rpi5)")

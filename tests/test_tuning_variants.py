@@ -1,0 +1,189 @@
+"""Tuning the graph compile builds: graph-changing options (--quantize int8 with its
+calibration, --sparsity, --disable-pass) go through ``lwc tune`` and name the log folder.
+
+The model key gets a variant component that is empty for the default options, so the
+committed fp32 logs keep their folder names; any other option set gets a folder of its
+own, and ``lwc compile`` with the same options finds it. Kept fast: a tiny fp32 conv
+model quantized on random calibration data, 2 trials per task, a 16-candidate population.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from onnx import numpy_helper as nh
+
+from lwc import driver, tuning
+from lwc.errors import LwcError
+from lwc.quantize import QuantizeOptions
+
+QUICK = dict(runner_min_repeat_ms=5, population_size=16)
+REPO = Path(__file__).resolve().parent.parent
+SHAPE = {"x": [1, 8, 12, 12]}
+
+
+def conv_relu_model() -> onnx.ModelProto:
+    """fp32 x[1,8,12,12] -> Conv 3x3 (16, pad 1, bias) -> Relu -> Conv 1x1 (8): two int8 layers."""
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(rng.normal(0, 0.2, (16, 8, 3, 3)).astype(np.float32), "w1"),
+             nh.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b1"),
+             nh.from_array(rng.normal(0, 0.2, (8, 16, 1, 1)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], kernel_shape=[1, 1])]
+    graph = helper.make_graph(nodes, "conv_relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, SHAPE["x"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 12])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def int8(**kw) -> QuantizeOptions:
+    return QuantizeOptions(calib_random=kw.pop("calib_random", 4), progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("variants") / "conv.onnx"
+    onnx.save(conv_relu_model(), path)
+    return path
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_default_options_have_no_variant_and_keep_the_old_key():
+    assert tuning.graph_variant() == ""
+    assert tuning.graph_variant(None, "auto", ()) == ""
+    assert tuning.model_key("ab" * 32, {"x": [1, 3]}, "") == tuning.model_key("ab" * 32, {"x": [1, 3]})
+
+
+def test_each_graph_option_gives_its_own_variant(tmp_path):
+    variants = {
+        tuning.graph_variant(quantize=int8()),
+        tuning.graph_variant(quantize=int8(calib_random=8)),
+        tuning.graph_variant(quantize=int8(method="minmax")),
+        tuning.graph_variant(sparsity="off"),
+        tuning.graph_variant(sparsity="force"),
+        tuning.graph_variant(disabled_passes=("FoldBatchNorm",)),
+    }
+    assert "" not in variants and len(variants) == 6
+    assert all(len(v) == 8 for v in variants)
+    # order and repetition of --disable-pass do not matter
+    assert tuning.graph_variant(disabled_passes=("A", "B")) == tuning.graph_variant(disabled_passes=("B", "A", "B"))
+    keys = {tuning.model_key("ab" * 32, {"x": [1, 3]}, v) for v in variants | {""}}
+    assert len(keys) == 7
+
+
+def test_calibration_data_enters_by_content_not_path(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for folder in (a, b):
+        folder.mkdir()
+        np.save(folder / "s0.npy", np.ones(SHAPE["x"], np.float32))
+    same = tuning.graph_variant(quantize=int8(calib_random=None, calib=str(a)))
+    assert tuning.graph_variant(quantize=int8(calib_random=None, calib=str(b))) == same
+    np.save(b / "s0.npy", np.zeros(SHAPE["x"], np.float32))
+    assert tuning.graph_variant(quantize=int8(calib_random=None, calib=str(b))) != same
+    (a / "notes.txt").write_text("not a sample")  # ignored, like the loader ignores it
+    assert tuning.graph_variant(quantize=int8(calib_random=None, calib=str(a))) == same
+    with pytest.raises(LwcError, match="not found"):
+        tuning.graph_variant(quantize=int8(calib_random=None, calib=str(tmp_path / "missing")))
+
+
+def test_committed_fp32_logs_keep_their_names(ocr_models, zoo_dir):
+    """Default options: compile computes the keys of the committed folders (no variant)."""
+    from lwc.targets import resolve
+
+    cases = [(ocr_models["cls"], {"x": [1, 3, 48, 192]}, "fcdf8dabbb44"),
+             (zoo_dir / "light_squeezenet.onnx", None, "ec3aebf2b7bf")]
+    for path, shapes, key in cases:
+        if not Path(path).is_file():
+            pytest.skip(f"{path} not installed")
+        prepared = tuning.prepared_module(str(path), "host", shapes)
+        assert prepared.model_key == key
+        manifest = tuning.read_manifest(REPO / "tuning_logs" / f"{key}-host-znver4")
+        assert manifest is not None and "variant" not in manifest
+    match, _ = tuning.find_log("fcdf8dabbb44", resolve("host"), [REPO / "tuning_logs"])
+    if tuning.target_name(resolve("host")) == "host-znver4":
+        assert match is not None and match.name == "fcdf8dabbb44-host-znver4"
+
+
+# --------------------------------------------------------------------------- tune + compile
+
+
+@pytest.fixture(scope="module")
+def tuned_int8(model_path, tmp_path_factory):
+    """(logs root, TuneResult) after tuning the int8 graph of the tiny model."""
+    logs = tmp_path_factory.mktemp("logs")
+    tasks = len(tuning.task_workloads(*_fused(model_path, int8())))
+    result = tuning.tune(model_path, "host", SHAPE, trials=2 * tasks, log_root=logs, quantize=int8(), **QUICK)
+    return logs, result
+
+
+def _fused(model_path, quantize):
+    prepared = tuning.prepared_module(str(model_path), "host", SHAPE, quantize=quantize)
+    return tuning.prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target
+
+
+def test_tune_int8_uses_the_quantized_graph_and_its_own_folder(model_path, tuned_int8):
+    logs, result = tuned_int8
+    fp32_key = tuning.prepared_module(str(model_path), "host", SHAPE).model_key
+    assert not result.log_dir.name.startswith(fp32_key)
+    manifest = json.loads((result.log_dir / tuning.MANIFEST).read_text())
+    assert manifest["variant"]["quantize"]["calib_random"] == 4
+    assert manifest["variant"]["quantize"]["method"] == "percentile:99.99"
+    # the tasks tuned are integer kernels: some task reads uint8 data
+    workloads = tuning.task_workloads(*_fused(model_path, int8()))
+    text = "".join(wl.script() for wl in workloads)
+    assert '"uint8"' in text and '"int8"' in text and len(workloads) == len(result.tasks)
+    assert all(t.trials == 2 for t in result.tasks)
+
+
+def test_compile_int8_finds_the_tuned_folder_and_matches_untuned(model_path, tuned_int8, monkeypatch):
+    import onnxruntime as ort
+
+    logs, result = tuned_int8
+    monkeypatch.setenv("LWC_TUNING_LOGS", str(logs))
+    x = np.random.default_rng(1).normal(0, 1, SHAPE["x"]).astype(np.float32)
+    tuned = driver.compile(str(model_path), "host", SHAPE, quantize=int8())
+    info = tuned.extra["tuning"]
+    assert info["log"] == str(result.log_dir)
+    assert info["tuned_tasks"] == info["tasks"] == len(result.tasks)
+    untuned = driver.compile(str(model_path), "host", SHAPE, quantize=int8(), use_tuning_logs=False)
+    got, ref = tuned.run({"x": x})[0], untuned.run({"x": x})[0]
+    np.testing.assert_array_equal(got, ref)  # integer kernels: schedules change no bit
+    # and the QDQ model itself (onnxruntime) agrees within one output step of the last layer
+    qdq = ort.InferenceSession(tuned.model.onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expect = qdq.run(None, {"x": x})[0]
+    assert np.max(np.abs(got - expect)) <= 0.05 * np.max(np.abs(expect)) + 1e-6
+    # fp32 compile (default options) does not pick up the int8 folder
+    fp32 = driver.compile(str(model_path), "host", SHAPE)
+    assert fp32.extra["tuning"]["tuned_tasks"] == 0 and fp32.extra["tuning"]["log"] is None
+    # another calibration is another graph: no folder
+    other = driver.compile(str(model_path), "host", SHAPE, quantize=int8(calib_random=5))
+    assert other.extra["tuning"]["log"] is None
+
+
+def test_cli_tune_takes_the_compile_graph_options(model_path, tuned_int8, capsys, monkeypatch):
+    from lwc.cli import main
+
+    logs, _ = tuned_int8
+    flags = ["--target", "host", "--input-shape", "x:1,8,12,12", "--quantize", "int8", "--calib-random", "4"]
+    assert main(["tune", str(model_path), *flags, "--trials", "2", "--log-dir", str(logs), "--quiet"]) == 0
+    assert "already has" in capsys.readouterr().out  # same folder as the library call
+    monkeypatch.setenv("LWC_TUNING_LOGS", str(logs))
+    assert main(["compile", str(model_path), *flags, "-o", str(logs.parent / "int8.so")]) == 0
+    out = capsys.readouterr().out
+    assert "tuning: " in out and " 0 untuned" in out
+
+
+def test_cli_tune_calibration_flags_need_quantize(model_path, capsys):
+    from lwc.cli import main
+
+    assert main(["tune", str(model_path), "--input-shape", "x:1,8,12,12", "--calib-random", "4"]) == 2
+    assert "need --quantize int8" in capsys.readouterr().err
