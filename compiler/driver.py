@@ -99,6 +99,23 @@ def _compiler_machine(cxx: str) -> str | None:
     return text if out.returncode == 0 and text else None
 
 
+def known_pass_names() -> list[str]:
+    """Every name ``--disable-pass`` accepts: lwc's Relax pipeline, the sparsity stage,
+    the int8 lowering."""
+    from lwc import pipeline, sparse_compile
+    from lwc import quantize as quant
+
+    return [*pipeline.pass_names(), *sparse_compile.PASS_NAMES, *quant.LOWERING_PASS_NAMES]
+
+
+def check_pass_names(disabled: tuple[str, ...]) -> None:
+    """Raises LwcError (one line, listing every pass) if ``disabled`` names an unknown pass."""
+    known = known_pass_names()
+    unknown = sorted(set(disabled) - set(known))
+    if unknown:
+        raise LwcError(f"--disable-pass {', '.join(unknown)}: no such pass; passes: {', '.join(known)}")
+
+
 @dataclass
 class CompileResult:
     """A compiled model: the Relax executable plus everything the manifest records.
@@ -245,6 +262,7 @@ def compile(  # noqa: A001  (the product's verb)
     from lwc import cuda, pipeline, report, sparse_compile, tuning
 
     start = time.perf_counter()
+    check_pass_names(disabled_passes)  # before any long work
     preset = target if isinstance(target, Preset) else resolve(target)
     cxx = check_cross_compiler(preset, cross_compiler)
     cuda_build = cuda.prepare(preset, precision, nvcc)  # None for CPU targets
@@ -255,8 +273,14 @@ def compile(  # noqa: A001  (the product's verb)
         imported, quant_report = quant.import_quantized(model, input_shapes, quantize)
     else:
         imported, quant_report = import_model(model, input_shapes), None
-    imported, sparsity_info = sparse_compile.apply(imported, sparsity)
-    fp32_disabled = tuple(n for n in disabled_passes if n not in quant.LOWERING_PASS_NAMES)
+    key = tuning.model_key(imported.sha256, imported.inputs,
+                           tuning.graph_variant(quantize, sparsity, disabled_passes))
+    imported, sparsity_info = sparse_compile.apply(
+        imported, sparsity, preset=preset, disabled=disabled_passes,
+        tuning_folder=sparse_compile.tuning_folder(preset, tuning_log, use_tuning_logs, key),
+    )
+    staged = (*quant.LOWERING_PASS_NAMES, *sparse_compile.PASS_NAMES)  # not Relax-pipeline passes
+    fp32_disabled = tuple(n for n in disabled_passes if n not in staged)
     if cuda_build:
         fp32_disabled += cuda_build.skipped_passes()
     mod, pass_records = pipeline.run_passes(imported.mod, preset, disabled=fp32_disabled)
@@ -271,8 +295,7 @@ def compile(  # noqa: A001  (the product's verb)
     compile_report = report.collect_safely(imported, pass_records, imported.mod, mod, tvm_target)
     mod, tuning_info = tuning.apply_records(
         mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs,
-        model_key=tuning.model_key(imported.sha256, imported.inputs,
-                                   tuning.graph_variant(quantize, sparsity, disabled_passes)),
+        model_key=key,
     )
     try:
         executable = tvm_compat.build(mod, tvm_target)

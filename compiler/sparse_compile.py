@@ -7,36 +7,76 @@ Runs between ONNX import and lwc's Relax passes:
 2. RemoveZeroChannels (``passes/remove_zero_channels.py``) on the simplified ModelProto:
    exact, so it runs under ``auto`` and ``force``; when it removed anything the model is
    re-imported to Relax;
-3. DenseToSparse (``passes/dense_to_sparse.py``) on the Relax module: matmuls with a
-   block-sparse constant weight become a BSR TIR kernel where the block density is low
-   enough to beat the dense kernel (``auto``), or wherever a zero block exists (``force``).
+3. DenseToSparse (``passes/dense_to_sparse.py``) and Conv1x1ToSparse
+   (``passes/conv1x1_to_sparse.py``) on the Relax module: matmuls and 1x1 convs with a
+   block-sparse constant weight become a BSR TIR kernel -- under ``auto`` per layer where
+   it is faster than the dense kernel (measured on native targets, a cost model on cross
+   targets: :mod:`lwc.sparse_decide`), under ``force`` wherever a zero block exists.
+   BSR kernels are CPU kernels: GPU targets skip this step.
 
 Modes: ``auto`` (exploit what is there where it pays), ``force`` (same, for tests and
-measurements), ``off`` (nothing; the report still carries the analysis).
+measurements), ``off`` (nothing; the report still carries the analysis). Each pass can be
+skipped by name with ``--disable-pass`` (:data:`PASS_NAMES`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from lwc import sparsity
 from lwc.errors import LwcError
 
 MODES = ("auto", "off", "force")
+#: The sparsity stage's passes, as ``--disable-pass`` names them.
+PASS_NAMES = ("RemoveZeroChannels", "DenseToSparse", "Conv1x1ToSparse")
 
 
-def apply(imported, mode: str = "auto"):
-    """(imported model after the sparsity stage, report dict with the passes applied)."""
+def apply(imported, mode: str = "auto", *, preset=None, tuning_folder: Path | None = None,
+          disabled: tuple[str, ...] = ()):
+    """Run the sparsity stage on an imported model.
+
+    Args:
+        imported: :class:`lwc.frontend.ImportedModel`.
+        mode: ``auto``, ``off`` or ``force``.
+        preset: the target preset (None: host, decided by the cost model).
+        tuning_folder: the model's tuning log, for the tuned dense kernels ``auto`` times.
+        disabled: ``--disable-pass`` names; those in :data:`PASS_NAMES` are skipped.
+    Returns:
+        (imported model after the stage, report dict: mode, analysis, passes applied,
+        per-layer decisions with reasons and times).
+    Raises:
+        LwcError: unknown mode.
+    """
     if mode not in MODES:
         raise LwcError(f"--sparsity {mode!r}: expected one of {', '.join(MODES)}")
     proto = imported.onnx_model
     layers = sparsity.analyze(proto)
     info = {"mode": mode, "analysis": sparsity.summarize(layers), "passes": [], "relax_passes": []}
+    skipped = [name for name in PASS_NAMES if name in disabled]
+    if skipped:
+        info["disabled"] = skipped
     if mode == "off" or not layers:
         return imported, info
+    if "RemoveZeroChannels" not in disabled:
+        imported = _remove_zero_channels(imported, info)
+    if preset is not None and preset.is_gpu:
+        info["bsr"] = "skipped: BSR kernels are CPU kernels"
+        return imported, info
+    decide = None
+    if mode == "auto" and preset is not None:
+        from lwc import sparse_decide
+
+        decide = sparse_decide.decider(preset, preset.tvm_target(), tuning_folder)
+    return _to_sparse(imported, mode, decide, disabled, info)
+
+
+def _remove_zero_channels(imported, info: dict):
+    """ONNX: all-zero output channels removed, consumers rewritten; re-imported if anything changed."""
     from lwc.frontend import to_relax
     from lwc.passes.remove_zero_channels import RemoveZeroChannels
 
+    proto = imported.onnx_model
     pass_ = RemoveZeroChannels()
     shrunk = pass_(proto)
     report = pass_.last_report
@@ -48,17 +88,48 @@ def apply(imported, mode: str = "auto"):
         info["weight_bytes_after"] = sparsity.weight_bytes(shrunk)
         info["passes"].append(RemoveZeroChannels.name)
         imported = dataclasses.replace(imported, onnx_model=shrunk, mod=to_relax(shrunk, imported.inputs))
-    return _dense_to_sparse(imported, mode, info)
+    return imported
 
 
-def _dense_to_sparse(imported, mode: str, info: dict):
-    """Relax: block-sparse constant matmul weights -> the BSR TIR kernel, per layer."""
+def _to_sparse(imported, mode: str, decide, disabled: tuple[str, ...], info: dict):
+    """Relax: block-sparse constant matmul / 1x1 conv weights -> the BSR TIR kernel, per layer."""
+    from lwc.passes.conv1x1_to_sparse import Conv1x1ToSparse
     from lwc.passes.dense_to_sparse import DenseToSparse
 
-    pass_ = DenseToSparse(mode)
-    mod = pass_(imported.mod)
-    info["dense_to_sparse"] = [d.to_json() for d in pass_.decisions]
-    if mod is not imported.mod:
-        info["relax_passes"].append(DenseToSparse.name)
-        imported = dataclasses.replace(imported, mod=mod)
+    decisions = []
+    for cls, key in ((DenseToSparse, "dense_to_sparse"), (Conv1x1ToSparse, "conv1x1_to_sparse")):
+        if cls.name in disabled:
+            continue
+        pass_ = cls(mode, decide=decide)
+        mod = pass_(imported.mod)
+        info[key] = [d.to_json() for d in pass_.decisions]
+        decisions += pass_.decisions
+        if mod is not imported.mod:
+            info["relax_passes"].append(cls.name)
+            imported = dataclasses.replace(imported, mod=mod)
+    used = [d for d in decisions if d.used]
+    if used:
+        info["bsr_bytes_before"] = sum(d.bytes_dense for d in used)
+        info["bsr_bytes_after"] = sum(d.bytes_sparse for d in used)
     return imported, info
+
+
+def tuning_folder(preset, tuning_log: str | None, enabled: bool, model_key: str | None) -> Path | None:
+    """The tuning log whose dense kernels ``auto`` times against BSR, or None.
+
+    ``--tuning-log`` when given, else the model's folder under tuning_logs/ when its
+    manifest matches the target (:func:`lwc.tuning.find_log`); None with
+    ``--no-tuning-log``. A bad ``--tuning-log`` is reported later by the tuning stage.
+    """
+    from lwc import tuning
+
+    if not enabled:
+        return None
+    if tuning_log is not None:
+        folder = Path(tuning_log)
+        return folder if (folder / tuning.MANIFEST).is_file() else None
+    folder, _ = tuning.find_log(model_key, preset)
+    if folder is None or tuning.manifest_mismatch(tuning.read_manifest(folder) or {}, preset,
+                                                  preset.tvm_target()):
+        return None
+    return folder

@@ -6,78 +6,43 @@ and stored in block compressed sparse row form with ``R x C`` blocks (``indptr[N
 
     y[m, i*R + r] = sum_{j = indptr[i]}^{indptr[i+1]-1} sum_c data[j, r, c] * x[m, indices[j]*C + c]
 
-The kernel computes ``yT[N, M]`` from ``xT[K, M]`` so the innermost loop runs over the
-batch rows ``m`` with unit stride (vectorisable); two transposes wrap it.
+The kernel (``passes/_bsr.py``) computes ``yT[N, M]`` from ``xT[K, M]`` so the innermost
+loop runs over the batch rows ``m`` with unit stride (vectorisable); two transposes wrap it.
 
 Preconditions (the check declines otherwise, with the reason in :attr:`DenseToSparse.decisions`):
-``x`` is a static 2-D float32 tensor, ``W`` a float32 constant ``[K, N]`` with ``N % R == 0``
-and ``K % C == 0``, and -- in ``auto`` mode -- the block density is at most
-``max_density`` (the measured break-even of this kernel against TVM's untuned dense
-matmul, see scripts/bench_sparsity.py); ``force`` converts any constant weight with a
-zero block.
+``x`` is a static 2-D float32 tensor, ``W`` a float32 constant ``[K, N]`` with at least
+one all-zero block. Whether a candidate is rewritten is up to ``decide``
+(:class:`lwc.passes._bsr.Verdict` per :class:`lwc.passes._bsr.Candidate`): by default the
+cost model (block density at most ``max_density``); ``lwc compile --sparsity auto``
+measures both kernels on native targets (``lwc.sparse_decide``); ``force`` converts
+every candidate.
 
 Before / after::
 
     lv = R.matmul(x, W)                                   # W: const [768, 3072], 90% zero 1x4 blocks
-    xt = R.permute_dims(x); yt = R.call_tir(bsr_matmul_1x4, (xt, data, indices, indptr))
-    lv = R.permute_dims(yt)
+    xt = R.permute_dims(x); yt = R.call_tir(bsr_matmul_1x4, (xt[1, K, M], data, indices, indptr))
+    lv = R.permute_dims(R.reshape(yt, [N, M]))
 """
 
-# no `from __future__ import annotations`: TVMScript needs real annotations
-
-from dataclasses import dataclass
+from __future__ import annotations
 
 import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
-from tvm.script import tirx as T
 
-#: Block shapes tried per layer, in order of preference at equal storage.
-BLOCKS: tuple[tuple[int, int], ...] = ((1, 4), (4, 1), (1, 1))
-#: auto: use BSR at block density at or below this (measured break-even vs untuned dense).
-DEFAULT_MAX_DENSITY = 0.5
-
-
-def to_bsr(wt: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``Wt[N, K]`` -> (data[nnzb, R, C], indices[nnzb] int32, indptr[N/R + 1] int32)."""
-    n, k = wt.shape
-    blocks = wt.reshape(n // rows, rows, k // cols, cols).transpose(0, 2, 1, 3)
-    nz = (blocks != 0).any(axis=(2, 3))
-    rows_idx, cols_idx = np.nonzero(nz)
-    indptr = np.zeros(n // rows + 1, dtype=np.int32)
-    np.cumsum(nz.sum(axis=1), out=indptr[1:])
-    data = np.ascontiguousarray(blocks[rows_idx, cols_idx]).astype(np.float32)
-    if data.shape[0] == 0:  # keep one (zero) block so buffers are non-empty
-        data = np.zeros((1, rows, cols), np.float32)
-        cols_idx = np.zeros(1, np.int64)
-    return data, cols_idx.astype(np.int32), indptr
-
-
-def bsr_kernel(m: int, k: int, n: int, nnzb: int, rows: int, cols: int):
-    """The TIR BSR matmul ``yT[N, M] = Wt_bsr[N, K] @ xT[K, M]``."""
-    nb = n // rows
-
-    @T.prim_func(private=True)
-    def bsr_matmul(
-        xt: T.Buffer((k, m), "float32"),
-        data: T.Buffer((max(nnzb, 1), rows, cols), "float32"),
-        indices: T.Buffer((max(nnzb, 1),), "int32"),
-        indptr: T.Buffer((nb + 1,), "int32"),
-        yt: T.Buffer((n, m), "float32"),
-    ):
-        T.func_attr({"tir.noalias": True})
-        for i in T.parallel(nb):
-            for r, mm in T.grid(rows, m):
-                yt[i * rows + r, mm] = T.float32(0)
-            for j in T.serial(indptr[i], indptr[i + 1]):
-                for r, c in T.grid(rows, cols):
-                    for mm in T.vectorized(m) if m in (4, 8, 16) else T.serial(m):
-                        yt[i * rows + r, mm] = yt[i * rows + r, mm] + data[j, r, c] * xt[
-                            indices[j] * cols + c, mm
-                        ]
-
-    return bsr_matmul
+from lwc.passes._bsr import (  # noqa: F401  (re-exported: tests and scripts use these names)
+    BLOCKS,
+    DEFAULT_MAX_DENSITY,
+    Decide,
+    Decision,
+    bsr_kernel,
+    choose_block,
+    cost_model,
+    evaluate,
+    force,
+    to_bsr,
+)
 
 
 def _ty(expr):
@@ -96,45 +61,40 @@ def _tensor_type(shape, dtype):
     return make(shape, dtype)
 
 
-@dataclass
-class Decision:
-    """Per matmul: chosen or not, block shape, density, bytes, and why."""
-
-    layer: str
-    shape: tuple[int, int]
-    used: bool
-    reason: str
-    block: str = ""
-    density: float = 1.0
-    bytes_dense: int = 0
-    bytes_sparse: int = 0
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__, shape=list(self.shape))
+def static_shape(expr) -> tuple[int, ...] | None:
+    """The static shape of a tensor expression, or None when a dimension is symbolic."""
+    try:
+        return tuple(int(d) for d in _ty(expr).shape)
+    except (TypeError, AttributeError):
+        return None
 
 
-def choose_block(wt: np.ndarray) -> tuple[tuple[int, int], float]:
-    """The block shape storing the fewest values + indices, and its block density."""
-    best = None
-    n, k = wt.shape
-    for rows, cols in BLOCKS:
-        if n % rows or k % cols:
-            continue
-        nz = (wt.reshape(n // rows, rows, k // cols, cols) != 0).any(axis=(1, 3))
-        cost = nz.sum() * (rows * cols + 1)
-        if best is None or cost < best[0]:
-            best = (cost, (rows, cols), float(nz.mean()))
-    return (best[1], best[2]) if best else ((1, 1), 1.0)
+def call_bsr(builder, cand, x3, out_shape: tuple[int, ...], name: str):
+    """``call_tir`` of the candidate's BSR kernel on ``x3[b, K, P]``, result ``[b, N, P]``."""
+    gvar = builder.add_func(cand.kernel, name)
+    data, indices, indptr = cand.bsr_args
+    return relax.call_tir(
+        gvar,
+        [x3, relax.const(data), relax.const(indices), relax.const(indptr)],
+        _tensor_type(out_shape, "float32"),
+    )
 
 
 class DenseToSparse:
-    """``DenseToSparse(mode="auto", max_density=0.5)(mod) -> mod``; ``.decisions`` per matmul."""
+    """``DenseToSparse(mode="auto", decide=None)(mod) -> mod``; ``.decisions`` per matmul.
+
+    Args:
+        mode: ``auto`` (ask ``decide``), ``force`` (every candidate) or ``off`` (nothing).
+        decide: per-candidate decision for ``auto``; default :func:`cost_model`.
+        max_density: break-even of the default cost model.
+    """
 
     name = "DenseToSparse"
 
-    def __init__(self, mode: str = "auto", max_density: float = DEFAULT_MAX_DENSITY) -> None:
+    def __init__(self, mode: str = "auto", max_density: float = DEFAULT_MAX_DENSITY,
+                 decide: Decide | None = None) -> None:
         self.mode = mode
-        self.max_density = max_density
+        self.decide = force if mode == "force" else (decide or cost_model(max_density))
         self.decisions: list[Decision] = []
 
     def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
@@ -144,54 +104,36 @@ class DenseToSparse:
         builder = relax.BlockBuilder(mod)
         x, w = wildcard(), is_const()
         pattern = is_op("relax.matmul")(x, w)
-        counter = [0]
+        seen: dict = {}  # rewrite_call re-visits declined matches until nothing changes
 
         def rewrite(expr, matches):
-            counter[0] += 1
-            return self._rewrite(builder, expr, matches[x], matches[w], f"matmul#{counter[0]}")
+            if expr not in seen:
+                label = f"matmul#{len(seen) + 1}"
+                seen[expr] = self._rewrite(builder, expr, matches[x], matches[w], label)
+            return seen[expr]
 
-        out = mod
         for gv, func in mod.functions.items():
             if isinstance(func, relax.Function):
-                new_func = relax.dpl.rewrite_call(pattern, rewrite, func)
-                builder.update_func(gv, new_func)
+                builder.update_func(gv, relax.dpl.rewrite_call(pattern, rewrite, func))
         out = builder.finalize()
         return out if any(d.used for d in self.decisions) else mod
 
     def _rewrite(self, builder, expr, x, w, label):
         why = self._check(x, w)
-        weight = _const_array(w) if why is None else None
-        shape = tuple(int(d) for d in _ty(w).shape) if why is None else (0, 0)
         if why is not None:
-            self.decisions.append(Decision(label, shape, False, why))
+            self.decisions.append(Decision(label, static_shape(w) or (), False, why))
             return expr
-        wt = np.ascontiguousarray(weight.T)
-        (rows, cols), density = choose_block(wt)
-        data, indices, indptr = to_bsr(wt, rows, cols)
-        decision = Decision(
-            label, shape, False, "", f"{rows}x{cols}", density, weight.nbytes,
-            data.nbytes + indices.nbytes + indptr.nbytes,
-        )
+        weight = _const_array(w)
+        (m, k), n = static_shape(x), weight.shape[1]
+        decision, cand = evaluate(label, "matmul", {"m": m, "k": k, "n": n},
+                                  np.ascontiguousarray(weight.T), self.decide)
         self.decisions.append(decision)
-        if density >= 1.0:
-            decision.reason = "no all-zero block"
+        if not decision.used:
             return expr
-        if self.mode == "auto" and density > self.max_density:
-            decision.reason = f"block density {density:.2f} > {self.max_density:.2f}: dense is faster"
-            return expr
-        decision.used = True
-        decision.reason = f"{self.mode}: block density {density:.2f}"
-        m, k = (int(d) for d in _ty(x).shape)
-        n = wt.shape[0]
-        kernel = bsr_kernel(m, k, n, data.shape[0], rows, cols)
-        gvar = builder.add_func(kernel, f"bsr_matmul_{rows}x{cols}")
-        xt = relax.op.permute_dims(x)
-        yt = relax.call_tir(
-            gvar,
-            [xt, relax.const(data), relax.const(indices), relax.const(indptr)],
-            _tensor_type((n, m), "float32"),
-        )
-        return relax.op.permute_dims(yt)
+        rows, cols = cand.block
+        xt = relax.op.reshape(relax.op.permute_dims(x), (1, k, m))
+        yt = call_bsr(builder, cand, xt, (1, n, m), f"bsr_matmul_{rows}x{cols}")
+        return relax.op.permute_dims(relax.op.reshape(yt, (n, m)))
 
     @staticmethod
     def _check(x, w) -> str | None:
@@ -200,8 +142,6 @@ class DenseToSparse:
             return "not float32"
         if xs.ndim != 2 or ws.ndim != 2:
             return "not a 2-D matmul (x and W must be rank 2)"
-        try:
-            [int(d) for d in xs.shape]
-        except (TypeError, AttributeError):
+        if static_shape(x) is None:
             return "x has a dynamic shape"
         return None

@@ -118,3 +118,33 @@ def test_cli_prune_and_inspect(tmp_path, capsys):
     assert "outside [0, 1)" in capsys.readouterr().err
     assert cli.main(["prune", str(src), "--method", "bogus", "--amount", "0.3", "-o", str(dst)]) == 2
     assert "unknown pruning method" in capsys.readouterr().err
+
+
+def _compile_json(capsys, *args) -> dict:
+    assert cli.main(["compile", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_cli_disable_sparsity_passes(tmp_path, capsys):
+    """--disable-pass accepts the sparsity stage's passes; an unknown name lists them."""
+    channel = tmp_path / "channel.onnx"
+    onnx.save(prune.prune(mlp(), "channel:l1", 0.5, measure=False).model, channel)
+    out = str(tmp_path / "m.so")
+    on = _compile_json(capsys, str(channel), "-o", out)
+    assert "RemoveZeroChannels" in on["passes"]
+    off = _compile_json(capsys, str(channel), "-o", out, "--disable-pass", "RemoveZeroChannels")
+    assert "RemoveZeroChannels" not in off["passes"]
+    assert off["sparsity"]["disabled"] == ["RemoveZeroChannels"]
+    assert "remove_zero_channels" not in off["sparsity"]
+
+    block = tmp_path / "block.onnx"
+    onnx.save(prune.prune(mlp(), "block:1x4", 0.9, measure=False).model, block)
+    forced = _compile_json(capsys, str(block), "-o", out, "--sparsity", "force")
+    assert "DenseToSparse" in forced["passes"]
+    skipped = _compile_json(capsys, str(block), "-o", out, "--sparsity", "force",
+                            "--disable-pass", "DenseToSparse", "--disable-pass", "Conv1x1ToSparse")
+    assert "DenseToSparse" not in skipped["passes"] and "dense_to_sparse" not in skipped["sparsity"]
+
+    assert cli.main(["compile", str(block), "-o", out, "--disable-pass", "NoSuchPass"]) == 2
+    err = capsys.readouterr().err
+    assert "NoSuchPass" in err and "RemoveZeroChannels" in err and "DenseToSparse" in err

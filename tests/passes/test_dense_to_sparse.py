@@ -78,3 +78,55 @@ def test_numerical_matches_onnxruntime(rows, method):
     (y,) = result.run({"x": x})
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, ref, **TOL["fp32"])
+
+
+# --------------------------------------------------------------------------- --sparsity auto
+
+
+def test_auto_measures_both_kernels_on_host():
+    from lwc import sparse_compile
+    from lwc.targets import resolve
+
+    model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
+    _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("host"))
+    decisions = info["dense_to_sparse"]
+    assert len(decisions) == 2
+    for d in decisions:
+        assert d["reason"].startswith("measured: BSR") and d["dense_schedule"] == "TVM default schedule"
+        assert d["sparse_ms"] > 0 and d["dense_ms"] > 0
+        assert d["used"] == (d["sparse_ms"] < d["dense_ms"])
+
+
+def test_auto_uses_the_cost_model_for_cross_targets():
+    from lwc import sparse_compile
+    from lwc.targets import resolve
+
+    model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
+    _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("arm64"))
+    for d in info["dense_to_sparse"]:
+        assert "cost model" in d["reason"] and "cross target" in d["reason"]
+        assert d["used"] and "sparse_ms" not in d
+
+
+def test_auto_times_the_tuned_dense_kernel_from_the_tuning_log(tmp_path):
+    """A tuning log holding the (bias-fused) dense matmul workloads is found by shape and replayed."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.schedule import Trace
+
+    from lwc import sparse_decide, tuning
+    from lwc.targets import resolve
+
+    target = resolve("host").tvm_target()
+    dense = import_model(mlp(rows=4)).mod
+    database = tuning.open_database(tmp_path)
+    for workload in tuning.task_workloads(tuning.prepare(dense, target), target):
+        entry = database.commit_workload(workload)
+        args = ms.arg_info.ArgInfo.from_prim_func(workload["main"])
+        database.commit_tuning_record(ms.database.TuningRecord(Trace([], {}), entry, [1e-4], target, args))
+    index = sparse_decide.tuned_dense_kernels(tmp_path, target)
+    assert set(index) == {("matmul", 4, 32, 64), ("matmul", 4, 64, 32)}
+    model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
+    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(target, tmp_path))
+    p(import_model(model).mod)
+    assert [d.dense_schedule.split(",")[0] for d in p.decisions] == ["tuned", "tuned"]
+    assert all(tmp_path.name in d.reason for d in p.decisions)

@@ -1,0 +1,214 @@
+"""``--sparsity auto``: decide per layer whether the BSR kernel beats the dense kernel.
+
+On targets this machine runs natively (``preset.is_native``) the decision is measured:
+for each candidate layer (:class:`lwc.passes._bsr.Candidate`) both kernels are built for
+the target and timed in this process on random data of the layer's shapes:
+
+- sparse: the layer's BSR kernel with its real ``data/indices/indptr``;
+- dense: the tuned kernel of that shape when the model's tuning log has one (a
+  MetaSchedule record whose workload is a matmul / 1x1 conv of the same shapes, possibly
+  fused with its bias or activation, replayed from its trace), else the kernel TVM's
+  default lowering makes (``LegalizeOps``, unscheduled) -- which is what the layer would
+  run as dense in this build.
+
+BSR is used when its time is lower. The reason, both times (ms) and which dense schedule
+was timed go in the compile manifest's ``sparsity`` section. Each kernel runs for about
+:data:`TARGET_MS` ms (one call if a call takes longer); dense timings are shared by
+layers of the same shape within one compile; nothing is cached across runs.
+
+Cross targets (arm64 on x86, run under qemu: emulated time means nothing) fall back to the cost model of ``passes/_bsr.py`` (block density at most
+:data:`lwc.passes._bsr.DEFAULT_MAX_DENSITY`), and the reason says so.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from lwc.passes._bsr import Candidate, Decide, Verdict, cost_model
+
+#: Kernel time per measurement (ms): a few ms per layer and kernel.
+TARGET_MS = 3.0
+#: Runs per measurement; the fastest counts.
+REPEAT = 3
+
+
+def decider(preset, tvm_target, tuning_folder: Path | None) -> Decide:
+    """The ``decide`` for ``--sparsity auto`` on ``preset``.
+
+    Args:
+        tvm_target: ``preset.tvm_target()``.
+        tuning_folder: the model's tuning log folder (``lwc.tuning.find_log`` or
+            ``--tuning-log``), or None (then dense is timed with TVM's default schedule).
+    """
+    if not preset.is_native:
+        return cost_model(why=f"{preset.name} is a cross target: emulated timings mean nothing")
+    return MeasuredDecider(tvm_target, tuning_folder)
+
+
+class MeasuredDecider:
+    """``decide`` by timing the BSR kernel against the dense kernel (see module docstring)."""
+
+    def __init__(self, tvm_target, tuning_folder: Path | None = None) -> None:
+        self.target = tvm_target
+        self.folder = Path(tuning_folder) if tuning_folder else None
+        self._tuned: dict | None = None
+        self._dense: dict[tuple, tuple[float, str]] = {}
+
+    def __call__(self, cand: Candidate) -> Verdict:
+        sparse_ms = time_prim_func(cand.kernel, self.target, _bsr_inputs(cand))
+        dense_ms, schedule = self._dense_time(cand)
+        used = sparse_ms < dense_ms
+        winner = "BSR" if used else "dense"
+        reason = (f"measured: BSR {sparse_ms:.4f} ms vs dense {dense_ms:.4f} ms ({schedule}) "
+                  f"at block density {cand.density:.2f}: {winner} is faster")
+        return Verdict(used, reason, round(sparse_ms, 5), round(dense_ms, 5), schedule)
+
+    def _dense_time(self, cand: Candidate) -> tuple[float, str]:
+        key = shape_key(cand.kind, cand.dims)
+        if key not in self._dense:
+            tuned = self._tuned_index().get(key)
+            if tuned is not None:
+                func, where = tuned
+                self._dense[key] = (time_prim_func(func, self.target), f"tuned, {where}")
+            else:
+                self._dense[key] = (time_prim_func(default_dense(cand), self.target), "TVM default schedule")
+        return self._dense[key]
+
+    def _tuned_index(self) -> dict:
+        if self._tuned is None:
+            self._tuned = tuned_dense_kernels(self.folder, self.target) if self.folder else {}
+        return self._tuned
+
+
+def shape_key(kind: str, dims: dict) -> tuple:
+    """``("matmul", M, K, N)`` or ``("conv1x1", B, K, N, H, W)``."""
+    if kind == "matmul":
+        return ("matmul", dims["m"], dims["k"], dims["n"])
+    return ("conv1x1", dims["b"], dims["k"], dims["n"], dims["h"], dims["w"])
+
+
+def default_dense(cand: Candidate):
+    """The dense PrimFunc TVM's ``LegalizeOps`` makes for the candidate's layer (weight as a parameter)."""
+    import tvm
+    from tvm import relax
+
+    d = cand.dims
+    if cand.kind == "matmul":
+        shapes = [(d["m"], d["k"]), (d["k"], d["n"])]
+        op = relax.op.matmul
+    else:
+        shapes = [(d["b"], d["k"], d["h"], d["w"]), (d["n"], d["k"], 1, 1)]
+        op = relax.op.nn.conv2d
+    builder = relax.BlockBuilder()
+    params = [relax.Var(name, relax.TensorType(s, "float32")) for name, s in zip(("x", "w"), shapes)]
+    with builder.function("main", params):
+        builder.emit_func_output(builder.emit(op(*params)))
+    legal = relax.transform.LegalizeOps()(builder.get())
+    return next(f for f in legal.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+
+
+def tuned_dense_kernels(folder: Path, tvm_target) -> dict[tuple, tuple[object, str]]:
+    """Tuned matmul / 1x1-conv kernels in a tuning log, by :func:`shape_key`.
+
+    A workload counts when its output and two of its inputs have the shapes of a matmul
+    ``[M, K] @ [K, N] -> [M, N]`` or of a 1x1 conv ``[B, K, H, W] * [N, K, 1, 1] -> [B, N, H, W]``
+    and it has a ``matmul`` / ``conv2d`` block; the fastest valid record's trace is
+    replayed on it.
+
+    Returns:
+        key -> (scheduled PrimFunc, "LOGFOLDER record RUN_MS ms").
+    """
+    from tvm.s_tir import Schedule
+
+    from lwc import tuning
+
+    database, kept, _ = tuning.valid_records_for(folder, tvm_target)
+    best: dict[tuple, object] = {}
+    for record in database.get_all_tuning_records() if kept else []:
+        func = record.workload.mod["main"]
+        key = _workload_key(func)
+        if key is None:
+            continue
+        if key not in best or _secs(record) < _secs(best[key]):
+            best[key] = record
+    out = {}
+    for key, record in best.items():
+        sch = Schedule(record.workload.mod)
+        record.trace.apply_to_schedule(sch, remove_postproc=False)
+        out[key] = (sch.mod["main"], f"{Path(folder).name} record {_secs(record) * 1e3:.4f} ms")
+    return out
+
+
+def _secs(record) -> float:
+    runs = [float(s) for s in record.run_secs or []]
+    return sum(runs) / len(runs) if runs else float("inf")
+
+
+def _workload_key(func) -> tuple | None:
+    from tvm.s_tir import meta_schedule as ms
+
+    infos = ms.arg_info.ArgInfo.from_prim_func(func)
+    shapes = [tuple(int(d) for d in i.shape) for i in infos]
+    if len(shapes) < 3 or any(str(i.dtype) != "float32" for i in infos):
+        return None
+    out, ins = shapes[-1], shapes[:-1]
+    key = None
+    if len(out) == 2:
+        m, n = out
+        for s in ins:
+            if len(s) == 2 and s[0] == m and (s[1], n) in ins:
+                key, block = ("matmul", m, s[1], n), "matmul"
+    elif len(out) == 4:
+        b, n, h, w = out
+        for s in ins:
+            if len(s) == 4 and s[0] == b and s[2:] == (h, w) and (n, s[1], 1, 1) in ins:
+                key, block = ("conv1x1", b, s[1], n, h, w), "conv2d"
+    if key is None or f'"{block}' not in func.script():
+        return None
+    return key
+
+
+def _bsr_inputs(cand: Candidate) -> list[np.ndarray]:
+    x = np.random.default_rng(0).standard_normal(cand.x_shape).astype(np.float32)
+    return [x, *cand.bsr_args]
+
+
+def time_prim_func(func, tvm_target, inputs: list[np.ndarray] | None = None) -> float:
+    """Milliseconds per call of one PrimFunc built for ``tvm_target`` and run here.
+
+    Args:
+        inputs: the leading arguments (the rest, outputs included, get seeded random data).
+    Returns:
+        the fastest of :data:`REPEAT` runs of about :data:`TARGET_MS` ms, per call; a single
+        call's time when one call takes longer than that.
+    """
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    from lwc import tvm_compat
+
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    runtime = tvm.compile(mod, target=tvm_target)
+    runtime = getattr(runtime, "mod", runtime)
+    rng = np.random.default_rng(1)
+    arrays = list(inputs or [])
+    for info in ms.arg_info.ArgInfo.from_prim_func(func)[len(arrays):]:
+        shape = [int(d) for d in info.shape]
+        arrays.append(rng.standard_normal(shape).astype(str(info.dtype)))
+    dev = tvm.cpu()
+    args = [tvm_compat.tensor(a, dev) for a in arrays]
+    start = time.perf_counter()
+    runtime["main"](*args)  # warm-up, and the size of one call
+    once_ms = (time.perf_counter() - start) * 1e3
+    if once_ms > TARGET_MS:
+        start = time.perf_counter()
+        runtime["main"](*args)
+        return (time.perf_counter() - start) * 1e3
+    number = max(1, int(TARGET_MS / max(once_ms, 1e-3)))
+    evaluator = runtime.time_evaluator("main", dev, number=number, repeat=REPEAT)
+    return min(evaluator(*args).results) * 1e3
