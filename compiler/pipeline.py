@@ -35,6 +35,7 @@ def _entry(cls, applies: Callable[[Preset], bool] = lambda preset: True) -> Pass
 def _lwc_passes() -> list[PassEntry]:
     from lwc.passes.canonicalize_clip import CanonicalizeClip
     from lwc.passes.canonicalize_min_max import CanonicalizeMinMax
+    from lwc.passes.convert_conv_layout import ConvertConvLayout, layout_for
     from lwc.passes.fold_batch_norm import FoldBatchNorm
     from lwc.passes.fold_pad_into_conv import FoldPadIntoConv
     from lwc.passes.fuse_gelu import FuseGelu
@@ -62,6 +63,8 @@ def _lwc_passes() -> list[PassEntry]:
         _entry(FoldBatchNorm),
         # matmul reading a transposed operand in place (after RemoveNoOps merged permutes)
         _entry(FuseTransposeIntoMatmul),
+        # conv layout per target, as measured (before PreserveNaN: ConvertLayout has no rule for where)
+        PassEntry("ConvertConvLayout", lambda preset: ConvertConvLayout(layout_for(preset.features))),
         # last: NaN guards around the max/min-based ops that remain
         _entry(PreserveNaN),
     ]

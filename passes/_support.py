@@ -94,6 +94,25 @@ def scalar_is(expr, want: float, rtol: float = 1e-6) -> bool:
     return value is not None and abs(value - want) <= rtol * max(1.0, abs(want))
 
 
+def constant_derived(expr, values: dict, depth: int = 0) -> bool:
+    """True for a constant or a value computed only from constants (no function inputs).
+
+    ``values`` maps bound variables to their values (e.g. ``{v: k for k, v in
+    Bindings(func).var_of.items()}``); chains deeper than 16 bindings count as not constant.
+    Such values fold at build time (TVM's FoldConstant after LegalizeOps).
+    """
+    if isinstance(expr, Constant | relax.ShapeExpr):  # tensor, prim and shape constants
+        return True
+    if isinstance(expr, relax.Var):
+        bound = values.get(expr)
+        return bound is not None and depth < 16 and constant_derived(bound, values, depth + 1)
+    if isinstance(expr, relax.Call):
+        return all(constant_derived(arg, values, depth) for arg in expr.args)
+    if isinstance(expr, relax.Tuple):
+        return all(constant_derived(f, values, depth) for f in expr.fields)
+    return False
+
+
 def const(array: np.ndarray) -> relax.Constant:
     return relax.const(np.ascontiguousarray(array))
 

@@ -28,10 +28,16 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax, te, tirx
-from tvm.ir.expr import Constant  # TVM 0.27: tensor constants are GenericConst, a Constant
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-from lwc.passes._support import Bindings, FunctionRewrite, rewrite_functions, tensor_dtype, tensor_shape
+from lwc.passes._support import (
+    Bindings,
+    FunctionRewrite,
+    constant_derived,
+    rewrite_functions,
+    tensor_dtype,
+    tensor_shape,
+)
 
 
 def _swaps_last_two(permute, ndim: int) -> bool:
@@ -84,20 +90,6 @@ def matmul_te(a_shape, b_shape, trans_a: bool, trans_b: bool, dtype: str):
 
     out_shape = [tirx.IntImm("int64", d) for d in (*batch, m, n)]
     return a, b, te.compute(out_shape, compute, name="matmul")
-
-
-def _constant_derived(expr, values: dict, depth: int = 0) -> bool:
-    """True for a constant or a value computed only from constants (no function inputs)."""
-    if isinstance(expr, Constant | relax.ShapeExpr):  # tensor, prim and shape constants
-        return True
-    if isinstance(expr, relax.Var):
-        bound = values.get(expr)
-        return bound is not None and depth < 16 and _constant_derived(bound, values, depth + 1)
-    if isinstance(expr, relax.Call):
-        return all(_constant_derived(arg, values, depth) for arg in expr.args)
-    if isinstance(expr, relax.Tuple):
-        return all(_constant_derived(f, values, depth) for f in expr.fields)
-    return False
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseTransposeIntoMatmul")
@@ -159,7 +151,7 @@ class FuseTransposeIntoMatmul(FunctionRewrite):
             return "transposed operand has no static shape of rank >= 2"
         if not _swaps_last_two(permute, len(shape)):
             return f"permute {list(permute.attrs.axes or [])} is not a swap of the last two axes"
-        if _constant_derived(operand, values):
+        if constant_derived(operand, values):
             return "transposed operand is constant-derived (FoldConstant transposes it at build)"
         if not isinstance(transposed, relax.Var) or bindings.uses[transposed] > 1:
             return "transposed tensor has other readers"
