@@ -142,9 +142,12 @@ def nvrtc_toolkit() -> Toolkit | None:
 def check_toolkit(preset: Preset, nvcc: str | None = None) -> Toolkit:
     """The toolkit that compiles device code for ``preset``'s GPU, checked up front.
 
-    nvcc first; where none is found or it lacks the arch (CUDA 13 and sm_53/62/72), CUDA
-    12's NVRTC from pip (:func:`nvrtc_toolkit`) if installed. ``LWC_NVRTC=1`` uses NVRTC
-    only, ``LWC_NVRTC=0`` never; an explicit ``--nvcc`` is never replaced.
+    Of nvcc and CUDA 12's NVRTC from pip (:func:`nvrtc_toolkit`), those that can emit the
+    arch (CUDA 13's nvcc lacks sm_53/62/72); of those, the first whose major release is
+    not newer than the board's (``Preset.board_cuda``: JetPack 6 = CUDA 12.6), so that the
+    stock driver loads the device code — nvcc first. Where none fits the board, the first
+    usable one (:meth:`CudaBuild.notes` says what the board then needs). ``LWC_NVRTC=1``
+    uses NVRTC only, ``LWC_NVRTC=0`` never; an explicit ``--nvcc`` is never replaced.
 
     Raises:
         LwcError: no compiler found (with the install hint), or this nvcc cannot compile
@@ -159,11 +162,11 @@ def check_toolkit(preset: Preset, nvcc: str | None = None) -> Toolkit:
             raise LwcError(f"NVRTC {toolkit.release} cannot compile for {arch} ({preset.name})")
         return toolkit
     toolkit = find_toolkit(nvcc)
-    if toolkit is not None and toolkit.supports(arch):
-        return toolkit
     fallback = None if nvcc else nvrtc_toolkit()
-    if fallback is not None and fallback.supports(arch):
-        return fallback
+    usable = [t for t in (toolkit, fallback) if t is not None and t.supports(arch)]
+    if usable:
+        fits = [t for t in usable if loads_on_board(t, preset)]
+        return (fits or usable)[0]
     if toolkit is None:
         raise LwcError(f"no CUDA compiler (nvcc) for {preset.name} ({arch}) found; {INSTALL_HINT}, "
                        f"{NVRTC_HINT}")
@@ -173,6 +176,19 @@ def check_toolkit(preset: Preset, nvcc: str | None = None) -> Toolkit:
         f"({preset.name}); it supports {toolkit.sm_range()}. Install CUDA {older} and "
         f"pass --nvcc /usr/local/cuda-12.6/bin/nvcc (or set CUDA_PATH), {NVRTC_HINT}"
     )
+
+
+def loads_on_board(toolkit: Toolkit, preset: Preset) -> bool:
+    """True when device code from ``toolkit`` loads with the board's stock driver.
+
+    CUDA's minor-version compatibility holds within one major release (NVIDIA, "CUDA
+    Compatibility", section 2.3): a CUDA 12.9 cubin loads on a JetPack 6 (CUDA 12.6)
+    driver, a CUDA 13.0 one does not. Presets without ``board_cuda`` (the local ``cuda``
+    GPU) have no constraint.
+    """
+    if not preset.board_cuda:
+        return True
+    return toolkit.version[0] <= int(preset.board_cuda.split(".")[0])
 
 
 # --------------------------------------------------------------------------- device code
@@ -250,6 +266,19 @@ class CudaBuild:
         """The ``fpack_imports`` hook for ``export_library`` (see :func:`pack_imports`)."""
         return pack_imports(self)
 
+    def notes(self) -> list[str]:
+        """Compile-output lines: what the board's driver needs when the toolkit is newer
+        than the board's CUDA (:func:`loads_on_board`)."""
+        if loads_on_board(self.toolkit, self.preset):
+            return []
+        board = self.preset.board_cuda
+        return [
+            f"device code built with CUDA {self.toolkit.release} ({self.toolkit.kind}) needs a CUDA "
+            f"{self.toolkit.version[0]}.x driver; {self.preset.name} boards run CUDA {board} "
+            f"(newest JetPack): for a stock board pass --nvcc with a CUDA {board} nvcc "
+            f"(/usr/local/cuda-{board}/bin/nvcc on the board or in NVIDIA's L4T container)"
+        ]
+
     def describe(self) -> dict:
         """The manifest's ``cuda`` section."""
         arch = self.preset.target["arch"]
@@ -260,6 +289,9 @@ class CudaBuild:
             "compiler": self.toolkit.kind,
             "nvcc": self.toolkit.nvcc,
             "cuda_release": self.toolkit.release,
+            "needs_driver": f"CUDA {self.toolkit.version[0]}.x or newer",
+            "board_cuda": self.preset.board_cuda,
+            "loads_on_stock_board": loads_on_board(self.toolkit, self.preset),
         }
 
 

@@ -54,6 +54,10 @@ class Preset:
         features: lwc ISA feature names (neon, dotprod, i8mm, fp16, avx2, avx512, vnni,
             cuda, tensorcore).
         cross_compiler: C++ compiler that links the exported shared library.
+        board_cuda: for Jetson presets, the CUDA release of the newest JetPack for the
+            board (e.g. ``"12.6"``): device code from a newer CUDA major needs a driver the
+            stock board does not have (NVIDIA CUDA Compatibility guide: minor-version
+            compatibility holds within one major release only). None: no constraint.
     """
 
     name: str
@@ -62,6 +66,7 @@ class Preset:
     cpu: str
     features: tuple[str, ...] = field(default_factory=tuple)
     cross_compiler: str = "g++"
+    board_cuda: str | None = None
 
     @property
     def host_target(self) -> dict:

@@ -10,6 +10,7 @@ skip where there is no GPU.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 import struct
 from pathlib import Path
 
@@ -74,14 +75,44 @@ def test_fp16_only_for_cuda_targets():
 def test_toolkit_supports_arch_or_says_which_does(name, monkeypatch):
     preset = resolve(name)
     arch = preset.target["arch"]
-    if TOOLKIT.supports(arch):
-        assert cuda.check_toolkit(preset).kind == "nvcc"
+    chosen = cuda.check_toolkit(preset) if TOOLKIT.supports(arch) or NVRTC else None
+    if TOOLKIT.supports(arch) and cuda.loads_on_board(TOOLKIT, preset):
+        assert chosen.kind == "nvcc"
         return
-    if NVRTC is not None:  # CUDA 13's nvcc lacks sm_53/62/72: NVRTC 12 from pip takes over
-        assert cuda.check_toolkit(preset).kind == "nvrtc"
+    if NVRTC is not None:
+        # CUDA 13's nvcc lacks sm_53/62/72, and its sm_87 code needs a CUDA 13 driver that
+        # JetPack 6 (CUDA 12.6) lacks: NVRTC 12 from pip takes over
+        assert chosen.kind == "nvrtc"
+    if TOOLKIT.supports(arch):
+        return
     monkeypatch.setenv("LWC_NVRTC", "0")
     with pytest.raises(LwcError, match=rf"cannot compile for {arch} \({name}\).*Install CUDA 12.*lwc\[cuda\]"):
         cuda.check_toolkit(preset)
+
+
+def _toolkit(kind: str, version: tuple[int, int]) -> "cuda.Toolkit":
+    return cuda.Toolkit(nvcc=f"/opt/{kind}", version=version, codes=frozenset({"sm_53", "sm_87"}), kind=kind)
+
+
+def test_toolkit_newer_than_the_board_is_avoided_or_noted(monkeypatch):
+    """CUDA 13 nvcc + CUDA 12 NVRTC: Orin (JetPack 6, CUDA 12.6) gets NVRTC 12 so its stock
+    driver loads the code; with only the newer toolkit the compile output says what the
+    board needs; the local ``cuda`` GPU has no such constraint."""
+    monkeypatch.setattr(cuda, "find_toolkit", lambda nvcc=None: _toolkit("nvcc", (13, 0)))
+    monkeypatch.setattr(cuda, "nvrtc_toolkit", lambda: _toolkit("nvrtc", (12, 9)))
+    orin = resolve("jetson-orin")
+    assert cuda.check_toolkit(orin).kind == "nvrtc"
+    assert cuda.CudaBuild(orin, cuda.check_toolkit(orin)).notes() == []
+    nano = resolve("jetson-nano")  # JetPack 4.6: CUDA 10.2; both toolkits are too new
+    build = cuda.CudaBuild(nano, cuda.check_toolkit(nano))
+    assert build.toolkit.kind == "nvcc"
+    (note,) = build.notes()
+    assert "needs a CUDA 13.x driver" in note and "CUDA 10.2" in note and "--nvcc" in note
+    assert build.describe()["loads_on_stock_board"] is False
+    monkeypatch.setattr(cuda, "nvrtc_toolkit", lambda: None)  # only CUDA 13 nvcc
+    build = cuda.CudaBuild(orin, cuda.check_toolkit(orin))
+    assert build.toolkit.kind == "nvcc" and "CUDA 12.6" in build.notes()[0]
+    assert cuda.loads_on_board(_toolkit("nvcc", (13, 0)), replace(orin, board_cuda=None))
 
 
 @pytest.mark.skipif(NVRTC is None, reason="CUDA 12 NVRTC not installed (pip install 'lwc[cuda]')")
