@@ -313,7 +313,8 @@ def compile(  # noqa: A001  (the product's verb)
                 *sparsity_info["relax_passes"], *applied,
                 "tvm.default_pipeline"],
         build_time_s=time.perf_counter() - start,
-        notes=list(imported.notes) + quant_info.get("notes", []),
+        notes=list(imported.notes) + quant_info.get("notes", [])
+        + (cuda_build.notes() if cuda_build else []),
         quantization=quant_info,
         extra={"tuning": tuning_info, "sparsity": sparsity_info, "report": compile_report,
                **({"cuda": cuda_build.describe()} if cuda_build else {})},
