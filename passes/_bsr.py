@@ -208,9 +208,10 @@ class Decision:
     """Per candidate layer, for the report: chosen or not, block, density, bytes, why, times."""
 
     layer: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # the weight's shape
     used: bool
     reason: str
+    dims: dict | None = None  # matmul m, k, n / conv1x1 b, k (in), n (out), h, w
     block: str = ""
     density: float = 1.0
     bytes_dense: int = 0
@@ -221,19 +222,23 @@ class Decision:
 
     def to_json(self) -> dict:
         out = dict(self.__dict__, shape=list(self.shape))
-        return {k: v for k, v in out.items() if v is not None}
+        return {k: v for k, v in out.items() if v is not None and v != ""
+                and not (k == "bytes_sparse" and not v)}
 
 
-def evaluate(label: str, kind: str, dims: dict, wt: np.ndarray, decide: Decide) -> tuple[Decision, Candidate]:
+def evaluate(label: str, kind: str, dims: dict, wt: np.ndarray, weight_shape: tuple[int, ...],
+             decide: Decide) -> tuple[Decision, Candidate]:
     """Block a weight ``Wt[N, K]``, build its BSR kernel and ask ``decide``.
+
+    ``weight_shape`` is the layer's own weight shape, for the report.
 
     Returns:
         (the report's :class:`Decision`, the :class:`Candidate`); ``decision.used`` says
         whether the caller should rewrite the layer to ``candidate.kernel``.
     """
     (rows, cols), density = choose_block(wt)
-    shape = tuple(dims.values())
-    decision = Decision(label, shape, False, "", f"{rows}x{cols}", round(density, 4), wt.nbytes)
+    decision = Decision(label, weight_shape, False, "", dict(dims), f"{rows}x{cols}", round(density, 4),
+                        wt.nbytes)
     cand = Candidate(label, kind, dims, (rows, cols), density, weight=wt)
     if density >= 1.0:
         decision.reason = "no all-zero block"

@@ -37,7 +37,7 @@ def _ints(values) -> list[int]:
 
 
 class Conv1x1ToSparse:
-    """``Conv1x1ToSparse(mode="auto", decide=None)(mod) -> mod``; ``.decisions`` per 1x1 conv.
+    """``Conv1x1ToSparse(mode="auto", decide=None)(mod) -> mod``; ``.decisions`` per 1x1 conv (labelled ``conv2d#N``, N counting every conv2d).
 
     Args:
         mode: ``auto`` (ask ``decide``), ``force`` (every candidate) or ``off`` (nothing).
@@ -64,7 +64,7 @@ class Conv1x1ToSparse:
 
         def rewrite(expr, matches):
             if expr not in seen:
-                label = f"conv1x1#{len(seen) + 1}"
+                label = f"conv2d#{len(seen) + 1}"
                 seen[expr] = self._rewrite(builder, expr, matches[x], matches[w], label)
             return seen[expr]
 
@@ -84,7 +84,7 @@ class Conv1x1ToSparse:
         b, k, h, wd = static_shape(x)
         n = weight.shape[0]
         decision, cand = evaluate(label, "conv1x1", {"b": b, "k": k, "n": n, "h": h, "w": wd},
-                                  np.ascontiguousarray(weight.reshape(n, k)), self.decide)
+                                  np.ascontiguousarray(weight.reshape(n, k)), weight.shape, self.decide)
         self.decisions.append(decision)
         if not decision.used:
             return expr

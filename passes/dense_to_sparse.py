@@ -126,7 +126,7 @@ class DenseToSparse:
         weight = _const_array(w)
         (m, k), n = static_shape(x), weight.shape[1]
         decision, cand = evaluate(label, "matmul", {"m": m, "k": k, "n": n},
-                                  np.ascontiguousarray(weight.T), self.decide)
+                                  np.ascontiguousarray(weight.T), weight.shape, self.decide)
         self.decisions.append(decision)
         if not decision.used:
             return expr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -84,6 +86,23 @@ def test_numerical_matches_onnxruntime(batch, h, w, method):
                                 disabled_passes=tuple(pipeline.pass_names()))
     assert "Conv1x1ToSparse" in result.passes
     x = np.random.default_rng(1).standard_normal((batch, 16, h, w)).astype(np.float32)
+    (y,) = result.run({"x": x})
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, ref, **TOL["fp32"])
+
+
+@pytest.mark.qemu
+@pytest.mark.skipif(shutil.which("qemu-aarch64") is None or shutil.which("aarch64-linux-gnu-g++") is None,
+                    reason="needs qemu-user and g++-aarch64-linux-gnu")
+def test_arm64_under_qemu_matches_onnxruntime():
+    """arm64: auto takes the cost model (no timing under emulation) and the BSR kernels run right."""
+    import lwc.driver
+
+    model = pruned(conv_model(batch=1, h=12, w=16), 0.9)
+    result = lwc.driver.compile(model, "arm64", sparsity="auto")
+    (d,) = result.extra["sparsity"]["conv1x1_to_sparse"]
+    assert d["used"] and "cross target" in d["reason"]
+    x = np.random.default_rng(4).standard_normal((1, 16, 12, 16)).astype(np.float32)
     (y,) = result.run({"x": x})
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, ref, **TOL["fp32"])

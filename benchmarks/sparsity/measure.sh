@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Issue 6 closing-note measurements on host (x86), in one go. Needs an idle machine: it
+# refuses to start while another `lwc tune` runs (timings and tuning would both be wrong).
+#
+#   (b) mlp: MLP 768->3072->768, 1 and 16 rows, pruned to 90% / 80% 1x4 blocks:
+#       lwc BSR (--sparsity force), lwc auto (measured against the tuned dense kernel),
+#       lwc tuned dense (--sparsity off with the unpruned MLP's tuning log), each against
+#       onnxruntime on the same pruned model (lwc bench --vs-onnxruntime); 4 min of tuning
+#       per row count (records are per workload, so the unpruned model's log serves the
+#       pruned one's dense kernels).
+#   (a) cls: PP-OCR mobile cls (x:1,3,48,192) pruned 30% by channel vs dense: FLOPs (compile
+#       manifest, RemoveZeroChannels) and tuned latency; the pruned model is tuned 15 min,
+#       the dense one uses tuning_logs/fcdf8dabbb44-host-znver4 (35 min, 1381 trials).
+#
+# Usage: bash benchmarks/sparsity/measure.sh [mlp|cls|all]   (default all; ~35 min)
+# Results: build/issue6/*.json and the summary printed at the end (summarize.py).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PART=${1:-all}
+W=${W:-build/issue6}
+LWC=.venv/bin/lwc
+PY=.venv/bin/python
+if pgrep -f "lwc tune" >/dev/null; then
+  echo "measure.sh: another 'lwc tune' is running; run this on an idle machine" >&2
+  exit 1
+fi
+[ -f "$W/mlp_r1_b90.onnx" ] && [ -f "$W/cls_pruned30.onnx" ] || $PY benchmarks/sparsity/make_models.py "$W"
+log_dir() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["log_dir"])' "$1"; }
+
+if [ "$PART" = mlp ] || [ "$PART" = all ]; then
+  for rows in 1 16; do
+    $LWC tune "$W/mlp_r$rows.onnx" --target host --trials 100000 --time-budget 4m --json > "$W/tune_mlp_r$rows.json"
+    LOG=$(log_dir "$W/tune_mlp_r$rows.json")
+    for pct in 90 80; do
+      m="$W/mlp_r${rows}_b$pct"
+      $LWC compile "$m.onnx" --sparsity force -o "${m}_bsr.so" --json > "${m}_bsr.compile.json"
+      $LWC compile "$m.onnx" --sparsity auto --tuning-log "$LOG" -o "${m}_auto.so" --json > "${m}_auto.compile.json"
+      $LWC compile "$m.onnx" --sparsity off --tuning-log "$LOG" -o "${m}_dense.so" --json > "${m}_dense.compile.json"
+      for kind in bsr auto dense; do
+        $LWC verify "$m.onnx" "${m}_$kind.so" > "${m}_$kind.verify.txt"
+        $LWC bench "${m}_$kind.so" --vs-onnxruntime "$m.onnx" --repeat 100 --json > "${m}_$kind.bench.json"
+      done
+    done
+  done
+fi
+
+if [ "$PART" = cls ] || [ "$PART" = all ]; then
+  CLS=$($PY -c 'from lwc import models; print(models.ppocr_model("cls"))')
+  $LWC tune "$W/cls_pruned30.onnx" --target host --input-shape x:1,3,48,192 --trials 100000 \
+    --time-budget 15m --json > "$W/tune_cls_pruned30.json"
+  $LWC compile "$CLS" --input-shape x:1,3,48,192 -o "$W/cls_dense.so" --json > "$W/cls_dense.compile.json"
+  $LWC compile "$W/cls_pruned30.onnx" --input-shape x:1,3,48,192 -o "$W/cls_pruned30.so" --json \
+    > "$W/cls_pruned30.compile.json"
+  $LWC verify "$W/cls_pruned30.onnx" "$W/cls_pruned30.so" > "$W/cls_pruned30.verify.txt"
+  $LWC bench "$W/cls_dense.so" --vs-onnxruntime "$CLS" --repeat 300 --json > "$W/cls_dense.bench.json"
+  $LWC bench "$W/cls_pruned30.so" --vs-onnxruntime "$W/cls_pruned30.onnx" --repeat 300 --json \
+    > "$W/cls_pruned30.bench.json"
+fi
+$PY benchmarks/sparsity/summarize.py "$W"
