@@ -104,6 +104,11 @@ def cmd_compile(args) -> int:
         _log(args, format_report(result.quantization))
     if not args.quiet and result.extra.get("tuning", {}).get("message"):
         print(f"lwc: {result.extra['tuning']['message']}")
+    from lwc.sparse_compile import summary_line
+
+    sparse_line = summary_line(result.extra.get("sparsity"))
+    if sparse_line and not args.quiet:
+        print(f"lwc: {sparse_line}")
     size = path.stat().st_size
     print(
         f"wrote {path} ({size / 1e6:.2f} MB, {result.preset.arch}, target {result.preset.name}) "

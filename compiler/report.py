@@ -206,6 +206,31 @@ def _quant_html(quant: dict | None) -> str:
             + (f"<table><tr><th>layer</th></tr>{body}</table>" if body else ""))
 
 
+def _sparsity_html(info: dict | None) -> str:
+    """RemoveZeroChannels' result and one row per BSR candidate layer: decision, reason, times."""
+    if not info:
+        return "<p>No sparsity information.</p>"
+    out = f"<p>Mode <b>{html.escape(str(info.get('mode')))}</b>."
+    removed = info.get("remove_zero_channels", {}).get("removed_channels", 0)
+    if removed:
+        out += (f" {removed} all-zero channels removed: FLOPs {_fmt_flops(info['flops_before'])} → "
+                f"{_fmt_flops(info['flops_after'])}, weights {info['weight_bytes_before']:,} → "
+                f"{info['weight_bytes_after']:,} bytes.")
+    if info.get("bsr_bytes_before"):
+        out += (f" BSR weights {info['bsr_bytes_before']:,} → {info['bsr_bytes_after']:,} bytes.")
+    rows = [d for key in ("dense_to_sparse", "conv1x1_to_sparse") for d in info.get(key, [])
+            if d.get("bytes_sparse")]
+    if not rows:
+        return out + " No layer with an all-zero block.</p>"
+    body = "".join(
+        f"<tr><td>{html.escape(d['layer'])}</td><td>{html.escape(json.dumps(d.get('dims')))}</td>"
+        f"<td>{d['block']}</td><td>{d['density']:.2f}</td><td>{'BSR' if d['used'] else 'dense'}</td>"
+        f"<td>{d.get('sparse_ms', '')}</td><td>{d.get('dense_ms', '')}</td>"
+        f"<td>{html.escape(d['reason'])}</td></tr>" for d in rows)
+    return (out + "</p><table><tr><th>layer</th><th>dims</th><th>block</th><th>block density</th>"
+            "<th>kernel</th><th>BSR ms</th><th>dense ms</th><th>reason</th></tr>" + body + "</table>")
+
+
 def render_html(manifest: dict, title: str | None = None) -> str:
     """The report page for a manifest that has a ``"report"`` entry."""
     rep = manifest["report"]
@@ -243,6 +268,7 @@ all lwc passes disabled, and with them on. Weights: constant bytes in the Relax 
 <h2>Passes</h2>{_passes_table(rep["passes"])}
 <h2>Tuning</h2>{_tuning_html(manifest.get("tuning", {}), counts["with_lwc_passes"])}
 <h2>Quantized layers</h2>{_quant_html(manifest.get("quantization"))}
+<h2>Sparsity</h2>{_sparsity_html(manifest.get("sparsity"))}
 <h2>Kernels ({len(rep["kernels"])})</h2>
 <p class="sub">ONNX nodes per kernel: {html.escape(rep.get("kernel_mapping", ""))}.</p>
 {_kernels_table(rep["kernels"])}

@@ -133,3 +133,24 @@ def tuning_folder(preset, tuning_log: str | None, enabled: bool, model_key: str 
                                                   preset.tvm_target()):
         return None
     return folder
+
+
+def summary_line(info: dict | None) -> str | None:
+    """One line for ``lwc compile``'s output: channels removed, BSR layers, bytes; None if nothing to say."""
+    if not info or info.get("mode") == "off":
+        return None
+    parts = []
+    removed = info.get("remove_zero_channels", {}).get("removed_channels", 0)
+    if removed:
+        parts.append(f"{removed} all-zero channels removed (FLOPs {info['flops_before'] / 1e6:.1f} M -> "
+                     f"{info['flops_after'] / 1e6:.1f} M)")
+    candidates = [d for key in ("dense_to_sparse", "conv1x1_to_sparse") for d in info.get(key, [])
+                  if d.get("bytes_sparse")]
+    if candidates:
+        used = [d for d in candidates if d["used"]]
+        text = f"BSR kernel for {len(used)} of {len(candidates)} block-sparse layers"
+        if used:
+            text += (f" (weights {info['bsr_bytes_before'] / 1e6:.2f} -> "
+                     f"{info['bsr_bytes_after'] / 1e6:.2f} MB)")
+        parts.append(text)
+    return f"sparsity {info['mode']}: " + "; ".join(parts) if parts else None

@@ -148,3 +148,16 @@ def test_cli_disable_sparsity_passes(tmp_path, capsys):
     assert cli.main(["compile", str(block), "-o", out, "--disable-pass", "NoSuchPass"]) == 2
     err = capsys.readouterr().err
     assert "NoSuchPass" in err and "RemoveZeroChannels" in err and "DenseToSparse" in err
+
+
+def test_cli_compile_prints_and_reports_sparsity_decisions(tmp_path, capsys):
+    block = tmp_path / "block.onnx"
+    onnx.save(prune.prune(mlp(), "block:1x4", 0.9, measure=False).model, block)
+    page = tmp_path / "r.html"
+    assert cli.main(["compile", str(block), "-o", str(tmp_path / "m.so"), "--report", str(page)]) == 0
+    manifest = json.loads((tmp_path / "m.json").read_text())["sparsity"]
+    decisions = manifest["dense_to_sparse"]
+    used = sum(d["used"] for d in decisions)
+    assert f"sparsity auto: BSR kernel for {used} of {len(decisions)} block-sparse layers" in capsys.readouterr().out
+    html = page.read_text()
+    assert "<h2>Sparsity</h2>" in html and all(d["reason"].split(" (")[0] in html for d in decisions)
