@@ -44,6 +44,7 @@ def _lwc_passes() -> list[PassEntry]:
     from lwc.passes.fuse_layer_norm import FuseLayerNorm
     from lwc.passes.fuse_silu import FuseSilu
     from lwc.passes.fuse_transpose_into_matmul import FuseTransposeIntoMatmul
+    from lwc.passes.merge_parallel_branches import MergeParallelBranches
     from lwc.passes.preserve_nan import PreserveNaN
     from lwc.passes.remove_no_ops import RemoveNoOps
 
@@ -61,6 +62,8 @@ def _lwc_passes() -> list[PassEntry]:
         _entry(FuseLayerNorm),
         # folding into conv / matmul weights
         _entry(FoldBatchNorm),
+        # parallel narrow convs / matmuls on one input -> one wider op + split (biases folded)
+        _entry(MergeParallelBranches),
         # matmul reading a transposed operand in place (after RemoveNoOps merged permutes)
         _entry(FuseTransposeIntoMatmul),
         # conv layout per target, as measured (before PreserveNaN: ConvertLayout has no rule for where)
