@@ -18,8 +18,10 @@ The result is a valid ONNX model with the zeros in place (same names, same graph
 per-layer sparsity table and the output deviation (cosine similarity, max abs difference)
 of the pruned model vs the original under onnxruntime on given or seeded random inputs.
 
-Pruning without retraining costs accuracy: recovering it needs fine-tuning (e.g. with
-torch.nn.utils.prune masks on the original training loop). lwc does not fine-tune.
+Pruning without retraining costs accuracy: recovering it needs fine-tuning. With the torch
+model at hand, :func:`lwc.finetune.masked_finetune` applies this module's criterion as
+torch.nn.utils.prune masks and distils the pruned model from the unpruned one for a few
+steps before ONNX export -- an API, not a promise of accuracy.
 """
 
 from __future__ import annotations

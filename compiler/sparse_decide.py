@@ -11,7 +11,8 @@ the target and timed in this process on random data of the layer's shapes:
   default lowering makes (``LegalizeOps``, unscheduled) -- which is what the layer would
   run as dense in this build.
 
-BSR is used when its time is lower. The reason, both times (ms) and which dense schedule
+BSR is used when its time is lower (where a kernel fails to build or run here, the cost
+model decides and the reason says why). The reason, both times (ms) and which dense schedule
 was timed go in the compile manifest's ``sparsity`` section. Each kernel runs for about
 :data:`TARGET_MS` ms (one call if a call takes longer); dense timings are shared by
 layers of the same shape within one compile; nothing is cached across runs.
@@ -58,8 +59,13 @@ class MeasuredDecider:
         self._dense: dict[tuple, tuple[float, str]] = {}
 
     def __call__(self, cand: Candidate) -> Verdict:
-        sparse_ms = time_prim_func(cand.kernel, self.target, _bsr_inputs(cand))
-        dense_ms, schedule = self._dense_time(cand)
+        try:
+            sparse_ms = time_prim_func(cand.kernel, self.target, _bsr_inputs(cand))
+            dense_ms, schedule = self._dense_time(cand)
+        except Exception as err:  # a kernel that does not build or run here: no measurement
+            lines = [ln for ln in str(err).splitlines() if ln.strip()]
+            why = f"timing failed: {lines[-1][:120] if lines else type(err).__name__}"
+            return cost_model(why=why)(cand)
         used = sparse_ms < dense_ms
         winner = "BSR" if used else "dense"
         reason = (f"measured: BSR {sparse_ms:.4f} ms vs dense {dense_ms:.4f} ms ({schedule}) "

@@ -10,7 +10,8 @@ The kernel (``passes/_bsr.py``) computes ``yT[N, M]`` from ``xT[K, M]`` so the i
 loop runs over the batch rows ``m`` with unit stride (vectorisable); two transposes wrap it.
 
 Preconditions (the check declines otherwise, with the reason in :attr:`DenseToSparse.decisions`):
-``x`` is a static 2-D float32 tensor, ``W`` a float32 constant ``[K, N]`` with at least
+``x`` is a static 2-D float32 tensor, ``W`` a float32 constant ``[K, N]`` (or
+``permute_dims`` of a constant: ONNX Gemm with ``transB=1``, torch's Linear) with at least
 one all-zero block. Whether a candidate is rewritten is up to ``decide``
 (:class:`lwc.passes._bsr.Verdict` per :class:`lwc.passes._bsr.Candidate`): by default the
 cost model (block density at most ``max_density``); ``lwc compile --sparsity auto``
@@ -61,6 +62,15 @@ def _tensor_type(shape, dtype):
     return make(shape, dtype)
 
 
+def _weight_array(w) -> np.ndarray:
+    """``W[K, N]`` of a matched weight: a constant, or ``permute_dims`` of one (a 2-D transpose)."""
+    if isinstance(w, relax.Call):  # permute_dims(C): [1, 0] or default axes transpose; [0, 1] is C
+        const = _const_array(w.args[0])
+        axes = w.attrs.axes
+        return const if axes is not None and [int(a) for a in axes] == [0, 1] else const.T
+    return _const_array(w)
+
+
 def static_shape(expr) -> tuple[int, ...] | None:
     """The static shape of a tensor expression, or None when a dimension is symbolic."""
     try:
@@ -102,7 +112,8 @@ class DenseToSparse:
         if self.mode == "off":
             return mod
         builder = relax.BlockBuilder(mod)
-        x, w = wildcard(), is_const()
+        x, c = wildcard(), is_const()
+        w = c | is_op("relax.permute_dims")(c)  # Gemm transB=1 imports as matmul(x, permute_dims(W))
         pattern = is_op("relax.matmul")(x, w)
         seen: dict = {}  # rewrite_call re-visits declined matches until nothing changes
 
@@ -123,7 +134,7 @@ class DenseToSparse:
         if why is not None:
             self.decisions.append(Decision(label, static_shape(w) or (), False, why))
             return expr
-        weight = _const_array(w)
+        weight = _weight_array(w)
         (m, k), n = static_shape(x), weight.shape[1]
         decision, cand = evaluate(label, "matmul", {"m": m, "k": k, "n": n},
                                   np.ascontiguousarray(weight.T), weight.shape, self.decide)

@@ -130,3 +130,41 @@ def test_auto_times_the_tuned_dense_kernel_from_the_tuning_log(tmp_path):
     p(import_model(model).mod)
     assert [d.dense_schedule.split(",")[0] for d in p.decisions] == ["tuned", "tuned"]
     assert all(tmp_path.name in d.reason for d in p.decisions)
+
+
+def test_gemm_trans_b_weight_is_a_candidate():
+    """Gemm(transB=1) (torch's nn.Linear export) imports as matmul(x, permute_dims(W))."""
+    import lwc.driver
+    from lwc import pipeline
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 64])],
+        [numpy_helper.from_array(rng.standard_normal((64, 32)).astype(np.float32), "w"),
+         numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "b")])
+    model = prune.prune(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+                        "block:1x4", 0.8, measure=False).model
+    result = lwc.driver.compile(model, "host", sparsity="force", disabled_passes=tuple(pipeline.pass_names()))
+    (d,) = result.extra["sparsity"]["dense_to_sparse"]
+    assert d["used"] and d["shape"] == [32, 64] and d["dims"] == {"m": 4, "k": 32, "n": 64}
+    x = rng.standard_normal((4, 32)).astype(np.float32)
+    (y,) = result.run({"x": x})
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, ref, **TOL["fp32"])
+
+
+def test_auto_falls_back_to_the_cost_model_when_timing_fails(monkeypatch):
+    from lwc import sparse_decide
+    from lwc.targets import resolve
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no such device\nLLVM ERROR: broken")
+
+    monkeypatch.setattr(sparse_decide, "time_prim_func", broken)
+    model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
+    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(resolve("host").tvm_target()))
+    p(import_model(model).mod)
+    assert all(d.reason.startswith("cost model (timing failed: LLVM ERROR: broken)") for d in p.decisions)
+    assert all(d.sparse_ms is None for d in p.decisions)
