@@ -234,6 +234,43 @@ def manifest_mismatch(manifest: dict, preset, tvm_target) -> str | None:
     return None
 
 
+def cpu_substitute(manifest: dict, preset, tvm_target) -> str | None:
+    """The CPU a ``host`` log was tuned on, when its records may serve this machine's CPU.
+
+    A log tuned on another CPU of the same triple, core count and TVM version is usable
+    when every ISA feature LLVM enables for the tuned CPU is enabled for this one (e.g.
+    ``znver4`` records on a ``znver5`` machine: same code runs, schedules not re-tuned).
+    Only for the ``host`` preset: named presets and custom targets stay exact (case T1).
+
+    Returns:
+        the tuned CPU's LLVM name, or None (same CPU, other target, or not a subset).
+    """
+    from lwc import tvm_compat
+
+    if preset.name != "host":
+        return None
+    theirs = target_identity(manifest.get("target", {}).get("tvm", {}))
+    mine = target_identity(_target_dict(tvm_target))
+    their_cpu, my_cpu = theirs.pop("mcpu", None), mine.pop("mcpu", None)
+    if theirs != mine or not their_cpu or not my_cpu or their_cpu == my_cpu:
+        return None
+    if manifest.get("versions", {}).get("apache-tvm") != tvm_compat.versions().get("apache-tvm"):
+        return None
+    triple = mine.get("mtriple") or tvm_compat.system_triple()
+    try:
+        subset = tvm_compat.llvm_cpu_features(their_cpu, triple) <= tvm_compat.llvm_cpu_features(my_cpu, triple)
+    except Exception:  # an mcpu this LLVM cannot build a target for
+        return None
+    return their_cpu if subset else None
+
+
+def _records_target(manifest: dict):
+    """The TVM target a log's records were tuned for (from its manifest)."""
+    import tvm
+
+    return tvm.target.Target(manifest["target"]["tvm"])
+
+
 # --------------------------------------------------------------------------- database
 
 
@@ -412,16 +449,24 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     target = target_name(preset)
     if not enabled:
         return fused, _info(None, total, 0, f"tuning records disabled; {_tasks_word(total)} untuned")
+    substitute = None  # the CPU a host log was tuned on, when it is not this one
     if tuning_log is not None:
         folder = Path(tuning_log)
         manifest = read_manifest(folder)
         if manifest is None:
             raise LwcError(f"--tuning-log {tuning_log}: no {MANIFEST} there (not a tuning log)")
         why = manifest_mismatch(manifest, preset, tvm_target)
-        if why:
+        substitute = cpu_substitute(manifest, preset, tvm_target) if why else None
+        if why and not substitute:
             raise LwcError(f"--tuning-log {tuning_log} cannot be used for {target}: {why}")
     else:
         folder, others = find_log(model_key, preset)
+        if folder is None:
+            for other in sorted(others):
+                substitute = cpu_substitute(read_manifest(other) or {}, preset, tvm_target)
+                if substitute:
+                    folder = other
+                    break
         if folder is None:
             extra = ""
             if others:
@@ -429,19 +474,24 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
             return fused, _info(
                 None, total, 0, f"no tuning records for {target}{extra}; {_tasks_word(total)} untuned"
             )
-        why = manifest_mismatch(read_manifest(folder) or {}, preset, tvm_target)
+        why = None if substitute else manifest_mismatch(read_manifest(folder) or {}, preset, tvm_target)
         if why:
             return fused, _info(
                 folder, total, 0, f"tuning log {folder.name} not applied ({why}); {_tasks_word(total)} untuned"
             )
-    database, kept, foreign = valid_records_for(folder, tvm_target)
+    records_target = _records_target(read_manifest(folder)) if substitute else tvm_target
+    database, kept, foreign = valid_records_for(folder, records_target)
     if kept == 0:
         note = f" ({foreign} records for other targets ignored)" if foreign else ""
         return fused, _info(folder, total, 0, f"no usable records in {folder}{note}; {_tasks_word(total)} untuned")
     applied = prepare(mod, tvm_target, database)
     tuned = sum(1 for w in workloads if database.has_workload(w))
     message = f"tuning: {tuned}/{total} tasks from {_short(folder)}; {total - tuned} untuned"
+    if substitute:
+        message += (f" (records tuned on {substitute}, applied to this {preset.cpu}: its ISA includes "
+                    f"{substitute}'s; `lwc tune` here re-tunes for it)")
     info = _info(folder, total, tuned, message)
+    info["tuned_on_cpu"] = substitute
     info["functions_scheduled"] = len(_tuned_names(fused, applied))
     return applied, info
 

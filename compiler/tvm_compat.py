@@ -51,6 +51,17 @@ def llvm_is_valid_cpu(cpu: str, triple: str) -> bool:
 
 
 @cache
+def llvm_cpu_features(cpu: str, triple: str) -> frozenset[str]:
+    """The ISA features LLVM enables for ``-mcpu=cpu`` on ``triple`` (e.g. ``avx512vnni``).
+
+    Raises:
+        ValueError: TVM cannot build an llvm target from them.
+    """
+    target = tvm.target.Target({"kind": "llvm", "mtriple": triple, "mcpu": cpu})
+    return frozenset(str(f) for f in global_func("target.llvm_get_cpu_features")(target))
+
+
+@cache
 def versions() -> dict[str, str]:
     """Installed versions of the packages an artifact depends on at run time."""
     out = {}

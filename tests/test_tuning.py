@@ -269,3 +269,63 @@ def test_plan_spreads_trials_heaviest_first():
     assert per_task == 20 and todo == [1, 2, 0]
     per_task, todo = tuning._plan(tasks, 30)
     assert per_task == 10 and todo == [2, 0]  # "big" already has its 10
+
+
+def _superset_cpu(cpu: str, triple: str) -> str | None:
+    """An LLVM CPU whose ISA strictly includes ``cpu``'s (znver4 -> e.g. znver5), or None."""
+    import tvm
+    from tvm.target import codegen
+
+    from lwc import tvm_compat
+
+    mine = tvm_compat.llvm_cpu_features(cpu, triple)
+    for other in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple})):
+        other = str(other)
+        if other != cpu and mine < tvm_compat.llvm_cpu_features(other, triple):
+            return other
+    return None
+
+
+def _host_as(cpu: str):
+    from dataclasses import replace
+
+    from lwc.targets import host_preset
+
+    host = host_preset()
+    return replace(host, cpu=cpu, target={**host.target, "mcpu": cpu})
+
+
+def test_host_log_from_an_isa_subset_cpu_is_applied_and_said(use_logs):
+    """A host log tuned on this CPU serves a newer CPU of the same family (e.g. records
+    tuned on znver4 compile for znver5), and the compile output says so."""
+    model, _, result = use_logs
+    here = result.manifest["target"]["tvm"]
+    newer = _superset_cpu(here["mcpu"], here["mtriple"])
+    if newer is None:
+        pytest.skip(f"LLVM knows no CPU whose ISA strictly includes {here['mcpu']}'s")
+    info = driver.compile(str(model), _host_as(newer), {"x": [1, 64]}).extra["tuning"]
+    assert (info["tuned_tasks"], info["untuned_tasks"]) == (1, 0)
+    assert info["tuned_on_cpu"] == here["mcpu"]
+    assert f"records tuned on {here['mcpu']}, applied to this {newer}" in info["message"]
+    forced = driver.compile(str(model), _host_as(newer), {"x": [1, 64]}, tuning_log=str(result.log_dir))
+    assert forced.extra["tuning"]["tuned_tasks"] == 1
+
+
+def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, monkeypatch):
+    """The reverse (records from a CPU with features this one lacks) stays untuned."""
+    model, _, result = use_logs
+    here = result.manifest["target"]["tvm"]
+    newer = _superset_cpu(here["mcpu"], here["mtriple"])
+    if newer is None:
+        pytest.skip(f"LLVM knows no CPU whose ISA strictly includes {here['mcpu']}'s")
+    name = result.log_dir.name.replace(f"host-{here['mcpu']}", f"host-{newer}")
+    copy = tmp_path / name
+    shutil.copytree(result.log_dir, copy, ignore=shutil.ignore_patterns("logs"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["target"]["tvm"]["mcpu"] = newer
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("LWC_TUNING_LOGS", str(tmp_path))  # only the copy is visible
+    info = driver.compile(str(model), "host", {"x": [1, 64]}).extra["tuning"]
+    assert info["tuned_tasks"] == 0 and f"host-{newer}" in info["message"]
+    with pytest.raises(LwcError, match=f"cannot be used for host-{here['mcpu']}"):
+        driver.compile(str(model), "host", {"x": [1, 64]}, tuning_log=str(copy))
