@@ -102,3 +102,24 @@ def test_errors():
         finetune.masked_finetune(model, [], "unstructured", 0.5)
     with pytest.raises(LwcError, match="no prunable weights"):
         finetune.prune_masks(torch.nn.ReLU(), "unstructured", 0.5)
+
+
+def test_exported_model_keeps_zeros_and_compiles_to_bsr(tmp_path):
+    """fine-tune -> torch.onnx.export -> lwc compile --sparsity force == onnxruntime (Gemm transB path)."""
+    import onnxruntime as ort
+
+    import lwc.driver
+    from tests.conftest import TOL
+
+    model = finetune.masked_finetune(mlp(), batches((8, 32)), "block:1x4", 0.8, steps=10, lr=1e-3)
+    path = tmp_path / "pruned.onnx"
+    torch.onnx.export(model, (torch.randn(8, 32),), str(path), dynamo=False, input_names=["x"])
+    exported = onnx.load(str(path))
+    weights = [numpy_helper.to_array(t) for t in exported.graph.initializer if t.dims and len(t.dims) == 2]
+    assert len(weights) == 3 and all((w == 0).mean() >= 0.75 for w in weights)  # block: every layer
+    result = lwc.driver.compile(exported, "host", sparsity="force")
+    assert "DenseToSparse" in result.passes
+    x = np.random.default_rng(2).standard_normal((8, 32)).astype(np.float32)
+    (y,) = result.run({"x": x})
+    ref = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, ref, **TOL["fp32"])
