@@ -114,14 +114,16 @@ def bsr_kernel(batch: int, k: int, n: int, p: int, nnzb: int, rows: int, cols: i
             for i in T.parallel(nb) if parallel else T.serial(nb):
                 acc = T.alloc_buffer((rows, cols, tw), "float32", scope="local")
                 for po in T.serial(tiles):
-                    for r, c, t in T.grid(rows, cols, tw):
-                        acc[r, c, t] = T.float32(0)
+                    for r, c in T.grid(rows, cols):
+                        for t in T.vectorized(tw):
+                            acc[r, c, t] = T.float32(0)
                     for j in T.serial(indptr[i], indptr[i + 1]):
-                        for r, c in T.grid(rows, cols):
-                            for t in T.vectorized(tw):
-                                acc[r, c, t] = acc[r, c, t] + data[j, r, c] * x[
-                                    b, indices[j] * cols + c, po * tw + t
-                                ]
+                        for r in T.unroll(rows):
+                            for c in T.unroll(cols):
+                                for t in T.vectorized(tw):
+                                    acc[r, c, t] = acc[r, c, t] + data[j, r, c] * x[
+                                        b, indices[j] * cols + c, po * tw + t
+                                    ]
                     for r in T.serial(rows):
                         for t in T.vectorized(tw):
                             out[b, i * rows + r, po * tw + t] = acc[r, 0, t]
