@@ -116,8 +116,8 @@ def register(subparsers) -> None:
         "search, XGBoost cost model); trials are spread so every task gets some. Records go to "
         "tuning_logs/<model-key>-<target>/ with a manifest; `lwc compile` applies them. Give the same graph "
         "options as to `lwc compile` (--quantize int8 --calib DIR, --sparsity, --disable-pass): the graph "
-        "tuned is the one compile builds, and the model key names the options. Ctrl-C "
-        "or --time-budget stop cleanly after the current batch; running again resumes.",
+        "tuned is the one compile builds, and the model key names the options. Ctrl-C, "
+        "SIGTERM or --time-budget stop cleanly after the current batch; running again resumes.",
         epilog="Example: lwc tune det.onnx --target host --input-shape x:1,3,640,640 --trials 3000 "
         "--time-budget 40m",
     )

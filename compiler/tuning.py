@@ -638,28 +638,33 @@ def _export_with(cxx: str, rt_mod) -> str:
 
 
 class _Interrupt:
-    """First Ctrl-C asks for a clean stop after the current batch; a second one aborts."""
+    """Ctrl-C (SIGINT) or SIGTERM (a job scheduler, ``kill``, ``timeout``) asks for a clean
+    stop after the current batch, keeping the database valid; a second signal aborts."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self.name = "Ctrl-C"  # the signal that asked, for the stop reason
+        self._old: dict = {}
 
     def __enter__(self):
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nlwc: stopping after the current batch (Ctrl-C again to abort)", file=sys.stderr)
+        self.name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\nlwc: {self.name}: stopping after the current batch (again to abort)", file=sys.stderr)
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
         return False
 
 
@@ -944,7 +949,7 @@ class _CallbackState:
             if self.budget is not None and elapsed >= self.budget:
                 self.stop_reason = f"time budget of {_fmt_s(self.budget)} reached"
             elif self.interrupt is not None and self.interrupt.requested:
-                self.stop_reason = "interrupted (Ctrl-C)"
+                self.stop_reason = f"interrupted ({self.interrupt.name})"
         if self.stop_reason:
             for i, task in enumerate(scheduler.tasks_):
                 if not task.is_terminated:

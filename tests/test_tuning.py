@@ -262,6 +262,25 @@ def test_ctrl_c_requests_a_clean_stop():
     assert all(t.is_terminated for t in scheduler.tasks_)
 
 
+def test_sigterm_requests_a_clean_stop_and_handlers_are_restored():
+    """kill / timeout / a job scheduler send SIGTERM: same clean stop as Ctrl-C."""
+    import os
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    with tuning._Interrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert interrupt.requested and interrupt.name == "SIGTERM"
+        state, _, _ = _state()
+        state.interrupt = interrupt
+        scheduler = _FakeScheduler(2)
+        state.update(scheduler, 0, [_FakeResult(3e-6)])
+        assert state.stop_reason == "interrupted (SIGTERM)"
+        with pytest.raises(KeyboardInterrupt):  # a second signal aborts
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_plan_spreads_trials_heaviest_first():
     tasks = [tuning.TaskStat("small", 1e3, 1), tuning.TaskStat("big", 1e9, 1, trials=10),
              tuning.TaskStat("mid", 1e6, 3)]
