@@ -121,36 +121,54 @@ def tuned_dense_kernels(folder: Path, tvm_target) -> dict[tuple, tuple[object, s
 
     A workload counts when its output and two of its inputs have the shapes of a matmul
     ``[M, K] @ [K, N] -> [M, N]`` or of a 1x1 conv ``[B, K, H, W] * [N, K, 1, 1] -> [B, N, H, W]``
-    and it has a ``matmul`` / ``conv2d`` block; the fastest valid record's trace is
-    replayed on it.
+    and it has a ``matmul`` / ``conv2d`` block; the fastest valid record for this target
+    is replayed on it. Only those records are parsed (loading a whole JSON database
+    parses every trace: seconds per thousand records).
 
     Returns:
         key -> (scheduled PrimFunc, "LOGFOLDER record RUN_MS ms").
     """
+    import json
+
     from tvm.s_tir import Schedule
+    from tvm.s_tir import meta_schedule as ms
 
     from lwc import tuning
 
-    database, kept, _ = tuning.valid_records_for(folder, tvm_target)
-    best: dict[tuple, object] = {}
-    for record in database.get_all_tuning_records() if kept else []:
-        func = record.workload.mod["main"]
-        key = _workload_key(func)
-        if key is None:
+    folder = Path(folder)
+    records_file = folder / tuning.RECORD_FILE
+    if not (folder / tuning.WORKLOAD_FILE).is_file() or not records_file.is_file():
+        return {}
+    workloads, keys = [], {}
+    for line in (folder / tuning.WORKLOAD_FILE).read_text().splitlines():
+        if line.strip():
+            workloads.append(ms.database.Workload.from_json(json.loads(line)))
+            key = _workload_key(workloads[-1].mod["main"])
+            if key is not None:
+                keys[len(workloads) - 1] = key
+    mine = tuning.target_identity(json.loads(json.dumps(dict(tvm_target.export()), default=list)))
+    best: dict[tuple, tuple[float, int, list]] = {}
+    text = records_file.read_text(errors="replace")
+    for line in text.splitlines():
+        try:
+            index, record = json.loads(line)
+            secs = sum(record[1]) / len(record[1])
+        except (ValueError, TypeError, ZeroDivisionError):
+            continue  # a torn line from an interrupted run
+        key = keys.get(index)
+        if key is None or secs >= 1e9 or tuning.target_identity(record[2]) != mine:
             continue
-        if key not in best or _secs(record) < _secs(best[key]):
-            best[key] = record
+        if key not in best or secs < best[key][0]:
+            best[key] = (secs, index, record)
+    if best and "tensorize" in text.lower():
+        tuning.fast_tensor_intrin(str(tvm_target.attrs.get("mtriple", "x86_64")).split("-")[0])
     out = {}
-    for key, record in best.items():
-        sch = Schedule(record.workload.mod)
-        record.trace.apply_to_schedule(sch, remove_postproc=False)
-        out[key] = (sch.mod["main"], f"{Path(folder).name} record {_secs(record) * 1e3:.4f} ms")
+    for key, (secs, index, record) in best.items():
+        parsed = ms.database.TuningRecord.from_json(record, workloads[index])
+        sch = Schedule(workloads[index].mod)
+        parsed.trace.apply_to_schedule(sch, remove_postproc=False)
+        out[key] = (sch.mod["main"], f"{folder.name} record {secs * 1e3:.4f} ms")
     return out
-
-
-def _secs(record) -> float:
-    runs = [float(s) for s in record.run_secs or []]
-    return sum(runs) / len(runs) if runs else float("inf")
 
 
 def _workload_key(func) -> tuple | None:
