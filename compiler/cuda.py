@@ -178,6 +178,14 @@ def check_toolkit(preset: Preset, nvcc: str | None = None) -> Toolkit:
     )
 
 
+#: What the board needs to run the artifact (read from the wheels' ELF NEEDED entries).
+RUNTIME_NOTE = (
+    "TVM's CUDA runtime libtvm_runtime_cuda.so beside libtvm_runtime.so; the apache-tvm 0.27 "
+    "aarch64 wheel's links libcudart.so.13 (CUDA 13 runtime); on JetPack 6 (CUDA 12.6) build it "
+    "from the TVM sources with USE_CUDA=ON against the board's CUDA"
+)
+
+
 def loads_on_board(toolkit: Toolkit, preset: Preset) -> bool:
     """True when device code from ``toolkit`` loads with the board's stock driver.
 
@@ -292,6 +300,7 @@ class CudaBuild:
             "needs_driver": f"CUDA {self.toolkit.version[0]}.x or newer",
             "board_cuda": self.preset.board_cuda,
             "loads_on_stock_board": loads_on_board(self.toolkit, self.preset),
+            "runtime": RUNTIME_NOTE if self.preset.board_cuda else None,
         }
 
 
