@@ -14,10 +14,13 @@ the target and timed in this process on random data of the layer's shapes:
 BSR is used when its time is lower (where a kernel fails to build or run here, the cost
 model decides and the reason says why). The reason, both times (ms) and which dense schedule
 was timed go in the compile manifest's ``sparsity`` section. Each kernel runs for about
-:data:`TARGET_MS` ms (one call if a call takes longer); dense timings are shared by
-layers of the same shape within one compile; nothing is cached across runs.
+:data:`TARGET_MS` ms (two single calls if a call takes longer); dense timings are
+shared by layers of the same shape within one compile; nothing is cached across runs.
+Timings are taken at compile time: on a busy machine a layer near break-even can be
+decided differently by two compiles.
 
-Cross targets (arm64 on x86, run under qemu: emulated time means nothing) fall back to the cost model of ``passes/_bsr.py`` (block density at most
+Cross targets (arm64 on x86, run under qemu: emulated time means nothing) fall back to
+the cost model of ``passes/_bsr.py`` (block density at most
 :data:`lwc.passes._bsr.DEFAULT_MAX_DENSITY`), and the reason says so.
 """
 
