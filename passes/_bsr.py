@@ -19,7 +19,7 @@ callable (:class:`Candidate` -> :class:`Verdict`); :func:`cost_model` is the def
 
 # no `from __future__ import annotations`: TVMScript needs real annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -157,7 +157,6 @@ class Candidate:
     density: float
     kernel: object = None
     bsr_args: tuple = ()
-    weight: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def x_shape(self) -> tuple[int, ...]:
@@ -241,7 +240,7 @@ def evaluate(label: str, kind: str, dims: dict, wt: np.ndarray, weight_shape: tu
     (rows, cols), density = choose_block(wt)
     decision = Decision(label, weight_shape, False, "", dict(dims), f"{rows}x{cols}", round(density, 4),
                         wt.nbytes)
-    cand = Candidate(label, kind, dims, (rows, cols), density, weight=wt)
+    cand = Candidate(label, kind, dims, (rows, cols), density)
     if density >= 1.0:
         decision.reason = "no all-zero block"
         return decision, cand

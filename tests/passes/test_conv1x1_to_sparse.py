@@ -106,3 +106,15 @@ def test_arm64_under_qemu_matches_onnxruntime():
     (y,) = result.run({"x": x})
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(y, ref, **TOL["fp32"])
+
+
+def test_auto_measures_the_conv_against_tvms_default_kernel():
+    from lwc import sparse_compile
+    from lwc.targets import resolve
+
+    model = pruned(conv_model(h=12, w=16), 0.9)
+    _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("host"))
+    (d,) = info["conv1x1_to_sparse"]
+    assert d["reason"].startswith("measured: BSR") and d["dense_schedule"] == "TVM default schedule"
+    assert d["dims"] == {"b": 1, "k": 16, "n": 32, "h": 12, "w": 16}
+    assert d["used"] == (d["sparse_ms"] < d["dense_ms"])
