@@ -168,3 +168,14 @@ def test_auto_falls_back_to_the_cost_model_when_timing_fails(monkeypatch):
     p(import_model(model).mod)
     assert all(d.reason.startswith("cost model (timing failed: LLVM ERROR: broken)") for d in p.decisions)
     assert all(d.sparse_ms is None for d in p.decisions)
+
+
+def test_gpu_targets_get_no_bsr_kernel():
+    """The BSR kernels are CPU kernels (parallel loops): a Jetson build keeps the dense matmul."""
+    from lwc import sparse_compile
+    from lwc.targets import resolve
+
+    model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
+    out, info = sparse_compile.apply(import_model(model), "force", preset=resolve("jetson-orin"))
+    assert count_call_tir(out.mod) == 0 and "DenseToSparse" not in info["relax_passes"]
+    assert "CPU kernels" in info["bsr"]
