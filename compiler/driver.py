@@ -287,7 +287,7 @@ def compile(  # noqa: A001  (the product's verb)
     applied = [r.name for r in pass_records if not r.disabled]
     # QDQ -> integer kernels after lwc's fp32 passes: those fold constants into weights
     # and must not meet int8 weights and int32 accumulators
-    mod, qdq_passes, quant_info = quant.lower_qdq(mod, disabled_passes)
+    mod, qdq_passes, quant_info = quant.lower_qdq(mod, disabled_passes, preset)
     quant_info = quant.describe(quant_report, quant_info, preset)
     applied = applied + qdq_passes
     if cuda_build:  # before tuning: records are keyed by the fp16 kernels

@@ -512,21 +512,35 @@ def import_quantized(model, input_shapes: dict | None, options: QuantizeOptions 
 # --------------------------------------------------------------------------- lowering
 
 
-def lowering_passes() -> list:
-    """The Relax passes that put QDQ graphs on integer kernels, in order (fresh instances)."""
+def lowering_passes(preset=None) -> list:
+    """The Relax passes that put QDQ graphs on integer kernels, in order (fresh instances).
+
+    With a ``preset`` whose CPU has an int8 dot-product instruction MetaSchedule can
+    tensorize to (x86 AVX-512/VNNI, Arm dotprod), PackInt8Conv2d then rewrites the dense
+    integer convs into kernels shaped for it.
+    """
     from lwc.passes.fuse_requantize import FuseRequantize
     from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
     from lwc.passes.lower_qdq_matmul import LowerQdqMatmul
+    from lwc.passes.pack_int8_conv2d import PackInt8Conv2d, dot_product_for
 
-    return [LowerQdqConv2d(), LowerQdqMatmul(), FuseRequantize()]
+    passes = [LowerQdqConv2d(), LowerQdqMatmul(), FuseRequantize()]
+    dot = dot_product_for(preset.arch, preset.features) if preset is not None and not preset.is_gpu else None
+    if dot is not None:
+        passes.append(PackInt8Conv2d(dot))
+    return passes
 
 
-LOWERING_PASS_NAMES = ("LowerQdqConv2d", "LowerQdqMatmul", "FuseRequantize")
+LOWERING_PASS_NAMES = ("LowerQdqConv2d", "LowerQdqMatmul", "FuseRequantize", "PackInt8Conv2d")
 
 
-def lower_qdq(mod, disabled: tuple[str, ...] = ()) -> tuple[object, list[str], dict]:
+def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None) -> tuple[object, list[str], dict]:
     """Run the lowering passes if ``mod`` has dequantize ops.
 
+    Args:
+        disabled: pass names to skip (``--disable-pass``).
+        preset: the target preset; decides whether dense int8 convs are packed for the
+            CPU's dot-product instruction (:func:`lowering_passes`).
     Returns:
         (module, names of passes applied, summary: ops lowered/fused and the declines
         with their reasons).
@@ -536,7 +550,7 @@ def lower_qdq(mod, disabled: tuple[str, ...] = ()) -> tuple[object, list[str], d
     if count_ops(mod, "relax.dequantize") == 0:
         return mod, [], {}
     applied, summary, declined = [], {}, []
-    for p in lowering_passes():
+    for p in lowering_passes(preset):
         name = p.info.name
         if name in disabled:
             continue
@@ -544,7 +558,7 @@ def lower_qdq(mod, disabled: tuple[str, ...] = ()) -> tuple[object, list[str], d
         applied.append(name)
         summary[name] = getattr(p, "lowered", getattr(p, "fused", 0))
         declined += [{"pass": name, "op": op, "reason": reason} for op, reason in p.declined]
-    summary["int8_conv2d"] = _count_int(mod, "relax.nn.conv2d")
+    summary["int8_conv2d"] = _count_int(mod, "relax.nn.conv2d") + summary.get("PackInt8Conv2d", 0)
     summary["int8_matmul"] = _count_int(mod, "relax.matmul")
     summary["fp32_conv2d"] = _count_ops_dtype(mod, "relax.nn.conv2d", "float32")
     summary["fp32_matmul"] = _count_ops_dtype(mod, "relax.matmul", "float32")

@@ -1,0 +1,328 @@
+"""PackInt8Conv2d: integer conv2d -> im2col + a matmul on packed weights that
+MetaSchedule tensorizes with the CPU's int8 dot-product instruction (x86 VNNI, Arm sdot).
+
+Why: TVM's MetaSchedule has tensorize rules for int8 dot products
+(``ScheduleRule::DefaultX86("vnni")`` with ``dot_16x4_vnni`` when the LLVM target has
+avx512vnni, ``dot_16x4_avx512`` with plain AVX-512BW, ``DefaultARM("dotprod")`` with
+``dot_4x4_i8i8s32_sdot`` when the Arm target has +dotprod; apache/tvm
+src/s_tir/meta_schedule/space_generator/space_generator.cc, GetRuleKindFromTarget), but
+``MultiLevelTilingWithIntrin`` only fires on a reduction block whose innermost spatial
+iterator indexes ``lanes`` contiguous weights and whose innermost reduction iterator
+indexes 4 contiguous bytes of both operands (``GetTensorizeLoopMapping``), i.e. the
+intrinsic's description::
+
+    C[i] += int32(A[k]) * int32(B[i, k])     i < lanes (16 VNNI, 4 sdot), k < 4
+    A: activations (VNNI: uint8, sdot: int8), B: weights int8, C: int32
+
+TOPI's NCHW conv2d (LowerQdqConv2d's output) has neither shape, so it was never
+tensorized and int8 ran slower than fp32. This pass writes the conv as a matmul whose
+block has exactly that shape (one ``call_tir`` kernel, three blocks)::
+
+    a[p, k]   = x[n, c, oh*s + r*d - pt, ow*s + q*d - pl]   (z_x outside: the padding,
+                                                              0 for k >= K)
+    acc[p, o] = sum_k int32(a[p, k]) * int32(Wp[o // L, k // 4, o % L, k % 4])
+    y[n, o, oh, ow] = acc[p, o] (+ 128 * sum_k W[o, k] when a is x - 128)
+
+with p = (n, oh, ow), k = (c, r, q), K = C*kh*kw padded to a multiple of 4 and O to a
+multiple of L with zero weights (they add nothing). The im2col block carries
+``meta_schedule.inline_rule = "disable"`` so AutoInline keeps it as a buffer: inlined,
+the activations would be read with a stride and the intrinsic would not match. For sdot
+(int8 x int8) the uint8 activations are shifted to int8 (x - 128) in the im2col and the
+weights' row sums times 128 are added back, so the kernel's result is the exact int32
+conv2d either way (|acc| stays far from overflow: K * 255 * 127 < 2**31 for K < 66000).
+
+Preconditions (declines name the reason): conv2d with out_dtype int32, NCHW/OIHW,
+groups 1 (depthwise/grouped convs have 9..few-element reductions: nothing for a dot
+product), uint8 data (optionally through ``nn.pad`` with a constant pad value, which is
+folded into the im2col), a constant int8 weight.
+
+Before::  xp = pad(xq, ..., pad_value=z); acc = conv2d(xp, Wq, out_dtype="int32")
+After::   acc = call_tir(int8_conv2d_packed, (xq, Wp[, wsum]), R.Tensor((n, o, oh, ow), "int32"))
+
+The kernel is numerically the same integer conv2d; schedules change no bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax, te, tirx
+from tvm.relax.dpl import is_const, is_op, wildcard
+
+from lwc.passes._qdq import const_value, dtype_of, rewrite_matches
+
+NAME = "PackInt8Conv2d"
+
+
+@dataclass(frozen=True)
+class DotProduct:
+    """An int8 dot-product instruction as the kernel must present it to MetaSchedule.
+
+    Attributes:
+        lanes: int32 results per instruction (the intrinsic's spatial extent).
+        act_dtype: dtype of the broadcast operand (the activations).
+        intrin: TVM tensor intrinsic name MetaSchedule uses for it.
+    """
+
+    lanes: int
+    act_dtype: str
+    intrin: str
+
+
+    @property
+    def schedule_rule(self) -> str:
+        """The ``schedule_rule`` block annotation naming :func:`schedule_dot_product`'s rule."""
+        return f"lwc_{self.intrin}"
+
+
+VNNI = DotProduct(16, "uint8", "lwc_dot_16x4_vnni")  # lwc.passes._dot_intrin (TVM's fails with LLVM 22)
+SDOT = DotProduct(4, "int8", "dot_4x4_i8i8s32_sdot")
+
+
+def schedule_dot_product(sch, block, intrin: str):
+    """MetaSchedule custom rule for the packed matmul block: tensorize + tunable tiles.
+
+    Why a custom rule: with TVM's own ``MultiLevelTilingWithIntrin`` the innermost tile
+    loop around the tensorized block is spatial, ``RewriteParallelVectorizeUnroll``
+    vectorizes it, and the build fails ("Cannot broadcast lanes=16 to 32"), so nearly
+    every tensorized candidate is discarded. Here the intrinsic's loops are split off
+    (``tile_with_tensor_intrin``) and blockized with the ``meta_schedule.auto_tensorize``
+    annotation (the RewriteTensorize postproc tensorizes after RewriteReductionBlock),
+    the rows and column blocks get sampled tiles (what tuning searches), and the
+    reduction loop stays innermost: the int32 accumulator lanes stay in a register over
+    the whole reduction and no spatial loop around the intrinsic can be vectorized.
+
+    Returns:
+        [sch] (the block is left as is when the intrinsic does not map).
+    """
+    from tvm.s_tir.schedule.transform import tile_with_tensor_intrin
+
+    loop = tile_with_tensor_intrin(sch, block, intrin)
+    if loop is None:
+        return [sch]
+    outer = sch.blockize(loop)
+    sch.annotate(outer, "meta_schedule.auto_tensorize", intrin)
+    rows, cols, red = sch.get_loops(outer)[-3:]
+    r0, r1 = sch.split(rows, sch.sample_perfect_tile(rows, n=2, max_innermost_factor=8))
+    c0, c1 = sch.split(cols, sch.sample_perfect_tile(cols, n=2, max_innermost_factor=4))
+    sch.reorder(r0, c0, r1, c1, red)
+    return [sch]
+
+
+def _register_rules() -> None:
+    from lwc.passes._dot_intrin import register
+
+    register()
+    for dot in (VNNI, SDOT):
+        name = f"s_tir.meta_schedule.cpu.{dot.schedule_rule}"
+        if tvm.get_global_func(name, allow_missing=True) is None:
+            tvm.register_global_func(name, lambda sch, block, intrin=dot.intrin: schedule_dot_product(sch, block, intrin))
+
+
+_register_rules()
+
+
+def dot_product_for(arch: str, features) -> DotProduct | None:
+    """The dot-product geometry MetaSchedule tensorizes to on this CPU, or None.
+
+    x86 with ``avx512`` or ``vnni`` (MetaSchedule's rule kinds "avx512"/"vnni"), aarch64
+    with ``dotprod`` ("dotprod"). Others get no tensorize rule, so the pass declines.
+    """
+    features = set(features)
+    if arch in ("x86_64", "amd64") and features & {"avx512", "vnni"}:
+        return VNNI
+    if arch in ("aarch64", "arm64") and "dotprod" in features:
+        return SDOT
+    return None
+
+
+def _pattern():
+    data = wildcard()
+    conv = is_op("relax.nn.conv2d")(data, is_const())
+    return conv, data
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _unpad(data, var2val: dict):
+    """(tensor before an nn.pad, [top, left, bottom, right], pad value) or (data, 0s, 0)."""
+    expr = data
+    while isinstance(expr, relax.Var) and expr in var2val:
+        expr = var2val[expr]
+    if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.nn.pad":
+        widths = [int(v) for v in expr.attrs.pad_width]
+        value = getattr(expr.attrs, "pad_value", None)
+        if value is None and len(expr.args) > 1:
+            value = const_value(expr.args[1], var2val)
+        if len(widths) == 8 and not any(widths[:4]) and value is not None and str(expr.attrs.pad_mode) == "constant":
+            top, bottom, left, right = widths[4:]
+            return expr.args[0], [top, left, bottom, right], float(np.asarray(value))
+    return data, [0, 0, 0, 0], 0.0
+
+
+def check(conv: relax.Call, data, var2val: dict) -> str | None:
+    """Why this conv2d is not packed, or None."""
+    attrs = conv.attrs
+    if str(attrs.out_dtype) != "int32":
+        return f"out_dtype {attrs.out_dtype} (needs an int32 accumulator)"
+    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        return f"layout {attrs.data_layout}/{attrs.kernel_layout} (needs NCHW/OIHW)"
+    if int(attrs.groups) != 1:
+        return f"groups={int(attrs.groups)} (a depthwise/grouped reduction is too short for a dot product)"
+    source, _, value = _unpad(data, var2val)
+    if dtype_of(source) != "uint8":
+        return f"data is {dtype_of(source)}, not uint8"
+    if not float(value).is_integer() or not 0 <= value <= 255:
+        return f"pad value {value} is not a uint8"
+    if dtype_of(conv.args[1]) != "int8":
+        return f"weights are {dtype_of(conv.args[1])}, not int8"
+    if any(not isinstance(d, tvm.tirx.IntImm) for d in list(source.ty.shape) + list(conv.ty.shape)):
+        return "dynamic shape"
+    return None
+
+
+def pack_weight(weight: np.ndarray, dot: DotProduct) -> np.ndarray:
+    """OIHW int8 -> [O/L, K/4, L, 4] (K = I*kh*kw in (c, r, q) order; zero padded)."""
+    out_ch = weight.shape[0]
+    flat = weight.reshape(out_ch, -1)
+    k, k_pad, o_pad = flat.shape[1], _round_up(flat.shape[1], 4), _round_up(out_ch, dot.lanes)
+    padded = np.zeros((o_pad, k_pad), np.int8)
+    padded[:out_ch, :k] = flat
+    return np.ascontiguousarray(padded.reshape(o_pad // dot.lanes, dot.lanes, k_pad // 4, 4).transpose(0, 2, 1, 3))
+
+
+def conv_kernel(data_shape, weight_shape, out_shape, strides, dilation, pads, pad_value: int,
+                dot: DotProduct) -> tirx.PrimFunc:
+    """The im2col + packed matmul + NCHW write-back kernel (see the module docstring).
+
+    Args:
+        data_shape: (N, C, H, W) of the uint8 input (unpadded).
+        weight_shape: (O, C, kh, kw).
+        out_shape: (N, O, OH, OW).
+        pads: [top, left, bottom, right] padding, filled with ``pad_value``.
+    Returns:
+        PrimFunc (x uint8, packed weight int8[, weight row sums int32], y int32).
+    """
+    n, c, h, w = data_shape
+    o, _, kh, kw = weight_shape
+    _, _, oh, ow = out_shape
+    sh, sw = strides
+    dh, dw = dilation
+    top, left = pads[0], pads[1]
+    lanes = dot.lanes
+    k_real, k_pad, o_pad = c * kh * kw, _round_up(c * kh * kw, 4), _round_up(o, lanes)
+    rows = n * oh * ow
+    i64 = lambda v: tirx.IntImm("int64", v)  # noqa: E731  (Relax shapes are int64)
+    x = te.placeholder([i64(d) for d in data_shape], "uint8", name="x")
+    wp = te.placeholder([i64(o_pad // lanes), i64(k_pad // 4), i64(lanes), i64(4)], "int8", name="w")
+    shift = dot.act_dtype == "int8"
+
+    def im2col(p, k):
+        b, rest = p // (oh * ow), p % (oh * ow)
+        ch, r, q = k // (kh * kw), (k // kw) % kh, k % kw
+        ih = (rest // ow) * sh + r * dh - top
+        iw = (rest % ow) * sw + q * dw - left
+        inside = tirx.all(ih >= 0, ih < h, iw >= 0, iw < w)
+        value = tirx.if_then_else(inside, x[b, ch, ih, iw].astype("int32"), tirx.const(pad_value, "int32"))
+        if k_pad != k_real:  # the padded reduction meets zero weights: any value will do
+            value = tirx.if_then_else(k < k_real, value, tirx.const(0, "int32"))
+        if shift:
+            value = value - tirx.const(128, "int32")
+        return value.astype(dot.act_dtype)
+
+    a = te.compute((i64(rows), i64(k_pad)), im2col, name="im2col",
+                   attrs={"meta_schedule.inline_rule": "disable"})
+    red = te.reduce_axis((i64(0), i64(k_pad)), name="k")
+    acc = te.compute(
+        (i64(rows), i64(o_pad)),
+        lambda p, oc: te.sum(a[p, red].astype("int32")
+                             * wp[oc // lanes, red // 4, oc % lanes, red % 4].astype("int32"), axis=red),
+        name="matmul",
+        attrs={"schedule_rule": dot.schedule_rule},
+    )
+    inputs = [x, wp]
+    if shift:
+        wsum = te.placeholder([i64(o)], "int32", name="wsum")
+        inputs.append(wsum)
+    y = te.compute(
+        [i64(d) for d in out_shape],
+        lambda b, oc, i, j: acc[b * (oh * ow) + i * ow + j, oc] + (wsum[oc] * 128 if shift else 0),
+        name="to_nchw",
+    )
+    return te.create_prim_func([*inputs, y])
+
+
+class _Kernels:
+    """Kernels made during one pass run (one per distinct conv geometry)."""
+
+    def __init__(self, mod: tvm.IRModule):
+        self.taken = {gv.name_hint for gv in mod.get_global_vars()}
+        self.builder = relax.BlockBuilder()
+        self.funcs: dict[tuple, tuple[relax.GlobalVar, tirx.PrimFunc]] = {}
+
+    def get(self, key: tuple, make) -> relax.GlobalVar:
+        if key not in self.funcs:
+            index = len(self.funcs)
+            name = f"int8_conv2d_packed{index or ''}"
+            while name in self.taken:
+                index += 1
+                name = f"int8_conv2d_packed{index}"
+            self.taken.add(name)
+            func = make().with_attr("global_symbol", name)
+            self.funcs[key] = (self.builder.add_func(func, name), func)
+        return self.funcs[key][0]
+
+    def add_to(self, mod: tvm.IRModule) -> tvm.IRModule:
+        if not self.funcs:
+            return mod
+        out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+        for gvar, func in self.funcs.values():
+            out[gvar] = func
+        return out
+
+
+@tvm.transform.module_pass(opt_level=0, name=NAME)
+class PackInt8Conv2d:
+    """Rewrite int32-accumulating uint8 x int8 conv2d into a dot-product-shaped kernel.
+
+    Args:
+        dot: the target's instruction geometry (:func:`dot_product_for`).
+
+    After the pass runs, ``lowered`` counts the convs rewritten and ``declined`` holds
+    ``(conv2d text, reason)`` for the others.
+    """
+
+    def __init__(self, dot: DotProduct = VNNI):
+        self.dot = dot
+        self.declined: list[tuple[str, str]] = []
+        self.lowered = 0
+
+    def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        conv_p, data_p = _pattern()
+        kernels = _Kernels(mod)
+        out = rewrite_matches(
+            mod, conv_p,
+            lambda m, var2val: check(m[conv_p], m[data_p], var2val),
+            lambda m, var2val: self._rewrite(m[conv_p], m[data_p], var2val, kernels),
+            "conv2d", self, "lowered",
+        )
+        return kernels.add_to(out)
+
+    def _rewrite(self, conv: relax.Call, data, var2val: dict, kernels: _Kernels) -> relax.Expr:
+        attrs = conv.attrs
+        source, extra_pads, pad_value = _unpad(data, var2val)
+        pads = [int(p) + e for p, e in zip(attrs.padding, extra_pads)]
+        weight = const_value(conv.args[1], var2val).astype(np.int8)
+        shape = lambda e: tuple(int(d) for d in e.ty.shape)  # noqa: E731
+        key = (shape(source), weight.shape, shape(conv), tuple(int(s) for s in attrs.strides),
+               tuple(int(d) for d in attrs.dilation), tuple(pads), int(pad_value))
+        gvar = kernels.get(key, lambda: conv_kernel(
+            shape(source), weight.shape, shape(conv), key[3], key[4], pads, int(pad_value), self.dot))
+        args = [source, relax.const(pack_weight(weight, self.dot))]
+        if self.dot.act_dtype == "int8":
+            args.append(relax.const(weight.astype(np.int32).reshape(weight.shape[0], -1).sum(axis=1)))
+        return relax.call_tir(gvar, relax.Tuple(args), relax.TensorType(shape(conv), "int32"))
