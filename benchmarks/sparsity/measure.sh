@@ -12,7 +12,9 @@
 #       manifest, RemoveZeroChannels) and tuned latency; the pruned model is tuned 15 min,
 #       the dense one uses tuning_logs/fcdf8dabbb44-host-znver4 (35 min, 1381 trials).
 #
-# Usage: bash benchmarks/sparsity/measure.sh [mlp|cls|all]   (default all; ~35 min)
+#   arm64: the pruned cls and the 90% MLPs compiled for arm64 and verified under qemu.
+#
+# Usage: bash benchmarks/sparsity/measure.sh [mlp|cls|arm64|all]   (default all; ~35 min)
 #   MLP_BUDGET (default 4m per row count), CLS_BUDGET (default 15m): tuning time budgets
 # Results: build/issue6/*.json and the summary printed at the end (summarize.py).
 set -euo pipefail
@@ -21,7 +23,7 @@ PART=${1:-all}
 W=${W:-build/issue6}
 LWC=.venv/bin/lwc
 PY=.venv/bin/python
-if pgrep -f "lwc tune" >/dev/null; then
+if [ "$PART" != arm64 ] && pgrep -f "lwc tune" >/dev/null; then
   echo "measure.sh: another 'lwc tune' is running; run this on an idle machine" >&2
   exit 1
 fi
@@ -57,5 +59,12 @@ if [ "$PART" = cls ] || [ "$PART" = all ]; then
   $LWC bench "$W/cls_dense.so" --vs-onnxruntime "$CLS" --repeat 300 --json > "$W/cls_dense.bench.json"
   $LWC bench "$W/cls_pruned30.so" --vs-onnxruntime "$W/cls_pruned30.onnx" --repeat 300 --json \
     > "$W/cls_pruned30.bench.json"
+fi
+if [ "$PART" = arm64 ] || [ "$PART" = all ]; then  # correctness only: qemu time is not board time
+  for m in cls_pruned30 mlp_r1_b90 mlp_r16_b90; do
+    shape=(); [ "$m" = cls_pruned30 ] && shape=(--input-shape x:1,3,48,192)
+    $LWC compile "$W/$m.onnx" -t arm64 "${shape[@]}" -o "$W/${m}_arm64.so" -q
+    $LWC verify "$W/$m.onnx" "$W/${m}_arm64.so" | tee "$W/${m}_arm64.verify.txt" | tail -n 1
+  done
 fi
 $PY benchmarks/sparsity/summarize.py "$W"

@@ -13,6 +13,8 @@ def load(path: Path):
 
 
 def mlp(w: Path) -> None:
+    if not any(w.glob("mlp_r*_bsr.bench.json")):
+        return
     print("MLP 768->3072->768 (bias, ReLU), 1x4 block pruning; p50 ms (lwc bench, 2 threads)")
     print(f"{'rows':>4} {'blocks':>6} {'lwc BSR':>8} {'lwc auto':>9} {'lwc dense':>10} {'ort':>7} "
           f"{'dense/BSR':>9} {'ort/BSR':>8}  auto decisions")
