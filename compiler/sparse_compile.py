@@ -65,9 +65,10 @@ def apply(imported, mode: str = "auto", *, preset=None, tuning_folder: Path | No
         return imported, info
     decide = None
     if mode == "auto" and preset is not None:
-        from lwc import sparse_decide
+        from lwc import sparse_decide, tuning
 
-        decide = sparse_decide.decider(preset, preset.tvm_target(), tuning_folder)
+        tuning_run = tuning._CAPTURE.get()  # lwc tune is capturing the graph it will tune
+        decide = sparse_decide.decider(preset, preset.tvm_target(), tuning_folder, tuning_run)
     return _to_sparse(imported, mode, decide, disabled, info)
 
 

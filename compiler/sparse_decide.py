@@ -19,6 +19,10 @@ shared by layers of the same shape within one compile; nothing is cached across 
 Timings are taken at compile time: on a busy machine a layer near break-even can be
 decided differently by two compiles.
 
+While ``lwc tune`` builds the graph it tunes, a layer whose dense kernel has no record yet
+takes the cost model instead: its dense kernel is about to be tuned, and timing it untuned
+would hand the layer to BSR for good (a BSR layer's dense kernel is never tuned).
+
 Cross targets (arm64 on x86, run under qemu: emulated time means nothing) fall back to
 the cost model of ``passes/_bsr.py`` (block density at most
 :data:`lwc.passes._bsr.DEFAULT_MAX_DENSITY`), and the reason says so.
@@ -39,29 +43,36 @@ TARGET_MS = 3.0
 REPEAT = 3
 
 
-def decider(preset, tvm_target, tuning_folder: Path | None) -> Decide:
+def decider(preset, tvm_target, tuning_folder: Path | None, tuning_run: bool = False) -> Decide:
     """The ``decide`` for ``--sparsity auto`` on ``preset``.
 
     Args:
         tvm_target: ``preset.tvm_target()``.
         tuning_folder: the model's tuning log folder (``lwc.tuning.find_log`` or
             ``--tuning-log``), or None (then dense is timed with TVM's default schedule).
+        tuning_run: the graph is being built for ``lwc tune``: a layer whose dense kernel
+            has no tuning record yet is about to get one, so timing it untuned would
+            favour BSR wrongly; such layers take the cost model.
     """
     if not preset.is_native:
         return cost_model(why=f"{preset.name} is a cross target: emulated timings mean nothing")
-    return MeasuredDecider(tvm_target, tuning_folder)
+    return MeasuredDecider(tvm_target, tuning_folder, tuning_run)
 
 
 class MeasuredDecider:
     """``decide`` by timing the BSR kernel against the dense kernel (see module docstring)."""
 
-    def __init__(self, tvm_target, tuning_folder: Path | None = None) -> None:
+    def __init__(self, tvm_target, tuning_folder: Path | None = None, tuning_run: bool = False) -> None:
         self.target = tvm_target
         self.folder = Path(tuning_folder) if tuning_folder else None
+        self.tuning_run = tuning_run
         self._tuned: dict | None = None
         self._dense: dict[tuple, tuple[float, str]] = {}
 
     def __call__(self, cand: Candidate) -> Verdict:
+        if self.tuning_run and shape_key(cand.kind, cand.dims) not in self._tuned_index():
+            return cost_model(why="lwc tune: the dense kernel is not tuned yet, untuned timings "
+                                  "would mislead")(cand)
         try:
             sparse_ms = time_prim_func(cand.kernel, self.target, _bsr_inputs(cand))
             dense_ms, schedule = self._dense_time(cand)

@@ -179,3 +179,28 @@ def test_gpu_targets_get_no_bsr_kernel():
     out, info = sparse_compile.apply(import_model(model), "force", preset=resolve("jetson-orin"))
     assert count_call_tir(out.mod) == 0 and "DenseToSparse" not in info["relax_passes"]
     assert "CPU kernels" in info["bsr"]
+
+
+def test_lwc_tune_graph_uses_the_cost_model_for_untuned_dense_kernels():
+    """Under lwc tune an untuned dense kernel is about to be tuned: no timing against it."""
+    from lwc import sparse_decide
+    from lwc.targets import resolve
+
+    model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
+    decide = sparse_decide.decider(resolve("host"), resolve("host").tvm_target(), None, tuning_run=True)
+    p = DenseToSparse("auto", decide=decide)
+    p(import_model(model).mod)
+    assert all(d.reason.startswith("cost model (lwc tune:") and d.sparse_ms is None for d in p.decisions)
+
+
+def test_sparse_stage_knows_when_lwc_tune_captures_the_graph():
+    from lwc import sparse_compile, tuning
+    from lwc.targets import resolve
+
+    model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
+    token = tuning._CAPTURE.set(True)
+    try:
+        _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("host"))
+    finally:
+        tuning._CAPTURE.reset(token)
+    assert all("lwc tune" in d["reason"] for d in info["dense_to_sparse"])
