@@ -74,11 +74,18 @@ def fast_tensor_intrin(arch: str) -> None:
     machine (TVM 0.27), so builder workers time out. The other backends' modules are
     stubbed out first. Also the builder workers' initializer.
     """
+    keep = _INTRIN_MODULES.get(arch)
     if "tvm.s_tir.tensor_intrin" in sys.modules:
+        # another arch came first: its stub of this arch's module is replaced by the real one
+        full = f"tvm.s_tir.tensor_intrin.{keep}"
+        if keep and getattr(sys.modules.get(full), "__file__", None) is None:
+            import importlib
+
+            sys.modules.pop(full, None)
+            importlib.import_module(full)
         return
     import tvm  # noqa: F401
 
-    keep = _INTRIN_MODULES.get(arch)
     for name in ("cuda", "rocm", "hexagon", "riscv_cpu", "arm_cpu", "x86", "metal"):
         if name != keep:
             full = f"tvm.s_tir.tensor_intrin.{name}"

@@ -25,8 +25,9 @@ block has exactly that shape (one ``call_tir`` kernel, three blocks)::
 
 with p = (n, oh, ow), k = (c, r, q), K = C*kh*kw padded to a multiple of 4 and O to a
 multiple of L with zero weights (they add nothing). The im2col block carries
-``meta_schedule.inline_rule = "disable"`` so AutoInline keeps it as a buffer: inlined,
-the activations would be read with a stride and the intrinsic would not match. For sdot
+``meta_schedule.inline_rule = "disable"`` and a no-op custom schedule rule
+(:data:`IM2COL_RULE`), so neither AutoInline nor RandomComputeLocation inlines it:
+inlined, the activations would be read with a stride and the intrinsic would not match. For sdot
 (int8 x int8) the uint8 activations are shifted to int8 (x - 128) in the im2col and the
 weights' row sums times 128 are added back, so the kernel's result is the exact int32
 conv2d either way (|acc| stays far from overflow: K * 255 * 127 < 2**31 for K < 66000).
@@ -74,7 +75,7 @@ class DotProduct:
     @property
     def schedule_rule(self) -> str:
         """The ``schedule_rule`` block annotation naming :func:`schedule_dot_product`'s rule."""
-        return f"lwc_{self.intrin}"
+        return f"lwc_int8_dot_{self.lanes}x4"
 
 
 VNNI = DotProduct(16, "uint8", "lwc_dot_16x4_vnni")  # lwc.passes._dot_intrin (TVM's fails with LLVM 22)
@@ -111,10 +112,20 @@ def schedule_dot_product(sch, block, intrin: str):
     return [sch]
 
 
+#: Custom rule of the im2col block: leave it a buffer of its own (postprocessing still
+#: parallelizes and vectorizes it). MetaSchedule's RandomComputeLocation would otherwise
+#: sometimes inline it (``inline_rule`` only binds AutoInline), and the tensorized loads
+#: would become strided.
+IM2COL_RULE = "lwc_int8_im2col"
+
+
 def _register_rules() -> None:
     from lwc.passes._dot_intrin import register
 
     register()
+    name = f"s_tir.meta_schedule.cpu.{IM2COL_RULE}"
+    if tvm.get_global_func(name, allow_missing=True) is None:
+        tvm.register_global_func(name, lambda sch, block: [sch])
     for dot in (VNNI, SDOT):
         name = f"s_tir.meta_schedule.cpu.{dot.schedule_rule}"
         if tvm.get_global_func(name, allow_missing=True) is None:
@@ -235,7 +246,7 @@ def conv_kernel(data_shape, weight_shape, out_shape, strides, dilation, pads, pa
         return value.astype(dot.act_dtype)
 
     a = te.compute((i64(rows), i64(k_pad)), im2col, name="im2col",
-                   attrs={"meta_schedule.inline_rule": "disable"})
+                   attrs={"meta_schedule.inline_rule": "disable", "schedule_rule": IM2COL_RULE})
     red = te.reduce_axis((i64(0), i64(k_pad)), name="k")
     acc = te.compute(
         (i64(rows), i64(o_pad)),
@@ -324,5 +335,5 @@ class PackInt8Conv2d:
             shape(source), weight.shape, shape(conv), key[3], key[4], pads, int(pad_value), self.dot))
         args = [source, relax.const(pack_weight(weight, self.dot))]
         if self.dot.act_dtype == "int8":
-            args.append(relax.const(weight.astype(np.int32).reshape(weight.shape[0], -1).sum(axis=1)))
+            args.append(relax.const(weight.astype(np.int32).reshape(weight.shape[0], -1).sum(axis=1).astype(np.int32)))
         return relax.call_tir(gvar, relax.Tuple(args), relax.TensorType(shape(conv), "int32"))

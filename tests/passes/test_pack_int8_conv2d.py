@@ -1,0 +1,185 @@
+"""PackInt8Conv2d: structural, negative, numerical (vs onnxruntime and the unpacked
+integer conv), weight packing, the sdot variant's arithmetic, and that MetaSchedule's
+design space really tensorizes the kernel (vpdpbusd on x86, sdot on aarch64)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+
+from lwc.frontend import import_model
+from lwc.passes._qdq import count_ops
+from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
+from lwc.passes.pack_int8_conv2d import SDOT, VNNI, PackInt8Conv2d, conv_kernel, dot_product_for, pack_weight
+
+from qdq_models import conv_model, ort_run
+
+
+def _lowered(**kwargs):
+    return LowerQdqConv2d()(import_model(conv_model(**kwargs)).mod)
+
+
+def _packed_funcs(mod) -> list:
+    return [f for gv, f in mod.functions.items() if gv.name_hint.startswith("int8_conv2d_packed")]
+
+
+def test_structural_dense_conv_becomes_one_packed_kernel():
+    mod = _lowered(groups=1)
+    p = PackInt8Conv2d(VNNI)
+    out = p(mod)
+    assert p.lowered == 1 and not p.declined
+    assert count_ops(mod, "relax.nn.conv2d") == 1 and count_ops(out, "relax.nn.conv2d") == 0
+    assert count_ops(out, "relax.nn.pad") == 0  # the zero-point padding went into the im2col
+    [kernel] = _packed_funcs(out)
+    text = kernel.script()
+    assert '"schedule_rule": "lwc_int8_dot_16x4"' in text
+    assert '"meta_schedule.inline_rule": "disable"' in text
+
+
+def test_negative_depthwise_is_declined_with_its_reason():
+    mod = _lowered()  # case Q1: depthwise
+    p = PackInt8Conv2d(VNNI)
+    out = p(mod)
+    tvm.ir.assert_structural_equal(out, mod)
+    assert p.lowered == 0 and "groups=8" in p.declined[0][1]
+
+
+def test_negative_int8_data_is_declined():
+    mod = _lowered(groups=1, x_zp=-7, x_dtype=np.int8, relu=False)
+    p = PackInt8Conv2d(VNNI)
+    tvm.ir.assert_structural_equal(p(mod), mod)
+    assert "not uint8" in p.declined[0][1]
+
+
+def test_dot_product_geometry_follows_the_preset_features():
+    assert dot_product_for("x86_64", ("avx2", "avx512", "vnni")) == VNNI
+    assert dot_product_for("x86_64", ("avx2", "fma")) is None  # no tensorize rule for AVX2
+    assert dot_product_for("aarch64", ("neon", "dotprod")) == SDOT
+    assert dot_product_for("aarch64", ("neon",)) is None  # Cortex-A72: no dotprod
+
+
+@pytest.mark.parametrize("dot", [VNNI, SDOT], ids=["vnni", "sdot"])
+def test_pack_weight_layout(dot):
+    w = np.random.default_rng(0).integers(-127, 128, (6, 3, 3, 3)).astype(np.int8)  # K=27, O=6
+    packed = pack_weight(w, dot)
+    lanes = dot.lanes
+    assert packed.shape == (-(-6 // lanes), 7, lanes, 4)
+    flat = w.reshape(6, -1)
+    for o in range(6):
+        for k in range(27):
+            assert packed[o // lanes, k // 4, o % lanes, k % 4] == flat[o, k]
+    assert np.abs(packed.astype(np.int64)).sum() == np.abs(w.astype(np.int64)).sum()  # padding is zeros
+
+
+def _reference_conv(x, w, stride, pads, pad_value):
+    top, left, bottom, right = pads
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value)
+    n, c, h, wd = xp.shape
+    o, _, kh, kw = w.shape
+    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    out = np.zeros((n, o, oh, ow), np.int64)
+    for r in range(kh):
+        for q in range(kw):
+            patch = xp[:, :, r:r + stride * oh:stride, q:q + stride * ow:stride]
+            out += np.einsum("nchw,oc->nohw", patch, w[:, :, r, q].astype(np.int64))
+    return out.astype(np.int32)
+
+
+@pytest.mark.parametrize("dot", [VNNI, SDOT], ids=["vnni", "sdot"])
+def test_kernel_is_the_exact_integer_conv(dot):
+    """Both geometries (sdot shifts the activations to int8 and adds 128 * row sums back)
+    give the exact int32 conv2d, built as plain TIR for this machine."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 5, 9, 11)).astype(np.uint8)
+    w = rng.integers(-127, 128, (7, 5, 3, 3)).astype(np.int8)
+    stride, pads, zp = 2, [1, 0, 1, 2], 131
+    ref = _reference_conv(x, w, stride, pads, zp)
+    func = conv_kernel(x.shape, w.shape, ref.shape, (stride, stride), (1, 1), pads, zp, dot)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    args = [tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, dot))]
+    if dot.act_dtype == "int8":
+        args.append(tvm.runtime.tensor(w.astype(np.int32).reshape(7, -1).sum(axis=1).astype(np.int32)))
+    out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+    lib["main"](*args, out)
+    np.testing.assert_array_equal(out.numpy(), ref)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(groups=1), dict(groups=1, stride=2), dict(groups=1, channels=6, x_zp=17, pads=0)],
+    ids=["3x3", "3x3-stride2", "K54-O6-nopad"],
+)
+def test_numerical_matches_onnxruntime_and_the_unpacked_conv(kwargs):
+    from lwc import driver
+
+    model = conv_model(**kwargs)
+    packed = driver.compile(model, "host")
+    if "PackInt8Conv2d" not in packed.passes:
+        pytest.skip("this CPU has no int8 dot-product instruction lwc packs for")
+    assert packed.quantization["lowering"]["PackInt8Conv2d"] == 1
+    plain = driver.compile(model, "host", disabled_passes=("PackInt8Conv2d",))
+    assert "PackInt8Conv2d" not in plain.passes
+    rng = np.random.default_rng(1)
+    channels = kwargs.get("channels", 8)
+    for _ in range(3):
+        x = rng.uniform(-2.7, 2.7, (1, channels, 16, 16)).astype(np.float32)
+        got = packed.run({"x": x})[0]
+        np.testing.assert_array_equal(got, plain.run({"x": x})[0])
+        assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
+
+
+def _design_space_script(preset_name: str, seed: int) -> tuple[str, object]:
+    """The packed conv kernel after MetaSchedule's design space and postprocessors."""
+    from lwc import tuning
+    from lwc.targets import resolve
+
+    preset = resolve(preset_name)
+    tuning.fast_tensor_intrin(preset.arch)
+    from tvm.s_tir import meta_schedule as ms
+
+    func = conv_kernel((1, 16, 6, 8), (32, 16, 1, 1), (1, 32, 6, 8), (1, 1), (1, 1), [0, 0, 0, 0], 0,
+                       dot_product_for(preset.arch, preset.features))
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator="post-order-apply",
+                         search_strategy="evolutionary", task_name="packed", rand_state=seed)
+    [sch] = ctx.generate_design_space()
+    for postproc in ctx.space_generator.postprocs:
+        assert postproc.apply(sch)
+    return sch.mod.script(), sch.mod
+
+
+def test_design_space_tensorizes_with_vnni_and_builds():
+    from lwc.targets import resolve
+
+    host = resolve("host")
+    if dot_product_for(host.arch, host.features) != VNNI:
+        pytest.skip("host CPU has no AVX-512")
+    for seed in range(6):  # sampled tiles and compute locations differ by seed
+        text, mod = _design_space_script("host", seed)
+        assert "llvm.x86.avx512.vpdpbusd.512" in text
+    tvm.compile(mod, target=host.tvm_target())  # LLVM 22 verifies the intrinsic's signature
+
+
+def test_design_space_tensorizes_with_sdot_for_arm_dotprod():
+    for seed in range(6):
+        text, _ = _design_space_script("rpi5", seed)
+        assert "llvm.aarch64.neon.sdot" in text
+
+
+def test_compile_says_when_int8_may_be_slower_than_fp32():
+    """Cortex-A72 (rpi4) has no dotprod and x86-64-v3 no AVX-512: the compile notes say so;
+    Cortex-A76 (rpi5) packs its dense convs for sdot and gets no such note."""
+    from lwc import driver
+    from lwc.quantize import speed_notes
+    from lwc.targets import resolve
+
+    assert "has no dotprod" in speed_notes(resolve("rpi4"))[0]
+    assert "has no AVX-512/VNNI" in speed_notes(resolve("x86_64"))[0]
+    assert speed_notes(resolve("rpi5")) == []
+    slow = driver.compile(conv_model(groups=1), "rpi4")
+    assert any("rpi4 (cortex-a72) has no dotprod" in n for n in slow.notes)
+    assert "PackInt8Conv2d" not in slow.passes
+    fast = driver.compile(conv_model(groups=1), "rpi5")
+    assert not any("has no" in n for n in fast.notes)
+    assert fast.quantization["lowering"]["PackInt8Conv2d"] == 1
