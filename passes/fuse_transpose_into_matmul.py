@@ -18,6 +18,9 @@ Preconditions (declines with the reason otherwise):
   constants, e.g. the light zoo's ConstantOfShape weights): FoldConstant transposes it at
   build time for free, and leaving it keeps the dense kernels that tuning logs know;
 - the transposed tensor has no other reader (else the transpose kernel stays anyway);
+- the operand is not made by a data-movement op (reshape, slice, split item, ...): FuseOps
+  already puts the transpose into that op's kernel, so no kernel would be saved (PP-OCRv4
+  rec's attention: slice + squeeze + transpose is one kernel);
 - static shapes, both operands >= 2-D, one float dtype, no out_dtype change.
 
 Before::  lv1 = permute_dims(k, [0, 1, 3, 2]); lv2 = matmul(q, lv1)
@@ -38,6 +41,13 @@ from lwc.passes._support import (
     tensor_dtype,
     tensor_shape,
 )
+
+
+#: Producers that FuseOps merges a following transpose into (one injective kernel already).
+DATA_MOVEMENT = frozenset({
+    "relax.reshape", "relax.strided_slice", "relax.squeeze", "relax.expand_dims",
+    "relax.permute_dims", "relax.concat", "relax.split", "relax.take", "relax.flatten",
+})
 
 
 def _swaps_last_two(permute, ndim: int) -> bool:
@@ -153,6 +163,9 @@ class FuseTransposeIntoMatmul(FunctionRewrite):
             return f"permute {list(permute.attrs.axes or [])} is not a swap of the last two axes"
         if constant_derived(operand, values):
             return "transposed operand is constant-derived (FoldConstant transposes it at build)"
+        producer = values.get(operand) if isinstance(operand, relax.Var) else None
+        if isinstance(producer, relax.TupleGetItem) or getattr(getattr(producer, "op", None), "name", "") in DATA_MOVEMENT:
+            return "transpose already fuses into its data-movement producer (no kernel saved)"
         if not isinstance(transposed, relax.Var) or bindings.uses[transposed] > 1:
             return "transposed tensor has other readers"
         return None

@@ -83,3 +83,17 @@ def test_declines_other_permutation_and_shared_transpose():
 def test_numerics_match_onnxruntime():
     inputs = {n: RNG.standard_normal(s).astype("float32") for n, s in SHAPES.items()}
     assert_matches_onnxruntime(attention_like(), inputs)
+
+
+def test_declines_transpose_of_a_slice():
+    """rec's attention: k = slice(qkv); slice + transpose already form one kernel."""
+    nodes = [
+        helper.make_node("Slice", ["qk", "st", "en", "ax"], ["k"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["y"]),
+    ]
+    inits = [helper.make_tensor(n, 7, [1], [v]) for n, v in (("st", 0), ("en", 4), ("ax", 2))]
+    onnx_model = model(nodes, {"q": [1, 3, 4], "qk": [1, 5, 8]}, {"y": [1, 3, 5]}, inits)
+    pass_obj = FuseTransposeIntoMatmul()
+    assert_unchanged(pass_obj, relax_module(onnx_model))
+    assert pass_obj.stats.declined[0][1].startswith("transpose already fuses")
