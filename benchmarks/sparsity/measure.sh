@@ -15,7 +15,8 @@
 #   arm64: the pruned cls and the 90% MLPs compiled for arm64 and verified under qemu.
 #
 # Usage: bash benchmarks/sparsity/measure.sh [mlp|cls|arm64|all]   (default all; ~35 min)
-#   MLP_BUDGET (default 4m per row count), CLS_BUDGET (default 15m): tuning time budgets
+#   MLP_BUDGET (default 4m per row count), CLS_BUDGET (default 15m): tuning time budgets;
+#   ROWS (default "1 16"): the MLP row counts
 # Results: build/issue6/*.json and the summary printed at the end (summarize.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -31,7 +32,7 @@ fi
 log_dir() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["log_dir"])' "$1"; }
 
 if [ "$PART" = mlp ] || [ "$PART" = all ]; then
-  for rows in 1 16; do
+  for rows in ${ROWS:-1 16}; do
     $LWC tune "$W/mlp_r$rows.onnx" --target host --trials 100000 --time-budget "${MLP_BUDGET:-4m}" --json \
       > "$W/tune_mlp_r$rows.json"
     LOG=$(log_dir "$W/tune_mlp_r$rows.json")
