@@ -42,7 +42,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
-from lwc.passes._support import Bindings, PassStats, constant_derived, tensor_shape
+from lwc.passes._support import Bindings, PassStats, const_value, constant_derived, tensor_shape
 
 #: lwc ISA feature -> conv data layout measured to be faster with it (docs/kernel_counts.md).
 #: Empty: on x86 (avx512, untuned, PP-OCR cls) NHWC measured slower, arm64 not measured yet.
@@ -166,7 +166,7 @@ class ConvertConvLayout:
 
     def _convert(self, mod: tvm.IRModule) -> tvm.IRModule:
         """ConvertLayout with lwc's elementwise call_tir kernels made visible to it."""
-        hidden, markers = self._hide_elementwise_kernels(mod)
+        hidden, markers = self._hide_elementwise_kernels(_scalar_constants_0d(mod))
         converted = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(hidden)
         return relax.transform.DeadCodeElimination()(self._restore(converted, markers))
 
@@ -232,6 +232,30 @@ class ConvertConvLayout:
             for g, f in added.items():
                 mod[g] = f
         return mod
+
+
+def _scalar_constants_0d(mod: tvm.IRModule) -> tvm.IRModule:
+    """Size-1 constants in binary elementwise ops as 0-d scalars (same broadcast result).
+
+    ConvertLayout's broadcast rule falls back to the original layout when an operand has a
+    different rank, e.g. PP-OCRv4 det's ``multiply(scale[1], x) + shift[1]`` after each
+    hard_swish; a 0-d operand broadcasts in any layout.
+    """
+    a, b = wildcard(), wildcard()
+    root = (is_op("relax.add")(a, b) | is_op("relax.multiply")(a, b)
+            | is_op("relax.subtract")(a, b) | is_op("relax.divide")(a, b))
+
+    def replace(expr, _m):
+        args = []
+        for arg in expr.args:
+            value = const_value(arg)
+            scalar = value is not None and value.size == 1 and value.ndim
+            args.append(relax.const(value.reshape(()).item(), str(value.dtype)) if scalar else arg)
+        if all(x.same_as(y) for x, y in zip(args, expr.args)):
+            return expr
+        return relax.Call(expr.op, args, expr.attrs)
+
+    return _rewrite_all(mod, root, replace)
 
 
 def _rewrite_all(mod: tvm.IRModule, pattern, replace) -> tvm.IRModule:

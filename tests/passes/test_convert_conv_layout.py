@@ -83,3 +83,19 @@ def test_numerics_match_onnxruntime_in_nhwc(monkeypatch):
     monkeypatch.setenv("LWC_CONV_LAYOUT", "NHWC")
     x = RNG.standard_normal((1, 3, 8, 12)).astype("float32")
     assert_matches_onnxruntime(conv_block(), {"x": x})
+
+
+def test_size_one_constants_do_not_pin_nchw():
+    """PP-OCRv4 det: conv -> scale[1] * x + shift[1] -> conv stays NHWC throughout."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"]),
+        helper.make_node("Mul", ["scale", "c1"], ["m"]),
+        helper.make_node("Add", ["m", "shift"], ["a"]),
+        helper.make_node("Conv", ["a", "w2"], ["y"]),
+    ]
+    inits = [tensor("w1", RNG.standard_normal((4, 3, 1, 1))), tensor("w2", RNG.standard_normal((2, 4, 1, 1))),
+             tensor("scale", np.array([0.5])), tensor("shift", np.array([0.25]))]
+    onnx_model = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 5, 5]}, inits)
+    pass_obj = ConvertConvLayout("NHWC")
+    pass_obj(relax_module(onnx_model))
+    assert pass_obj.stats.changed["transposes left"] == 2
