@@ -626,8 +626,9 @@ def describe(report: QuantizationReport | None, lowering: dict, preset) -> dict:
     packed, unpacked = lowering.get("PackInt8Conv2d"), [d for d in declined if d["pass"] == "PackInt8Conv2d"]
     if packed is not None:
         reasons = sorted({d["reason"].split(" (")[0].split("=")[0] for d in unpacked})
+        left = max(0, lowering.get("int8_conv2d", packed) - packed)
         notes.append(f"{packed} int8 conv2d on the CPU's dot-product instruction (PackInt8Conv2d); "
-                     f"{len(unpacked)} not" + (f" ({', '.join(reasons)})" if reasons else ""))
+                     f"{left} not" + (f" ({', '.join(reasons)})" if left and reasons else ""))
     info["notes"] = notes
     return info
 

@@ -183,3 +183,4 @@ def test_compile_says_when_int8_may_be_slower_than_fp32():
     fast = driver.compile(conv_model(groups=1), "rpi5")
     assert not any("has no" in n for n in fast.notes)
     assert fast.quantization["lowering"]["PackInt8Conv2d"] == 1
+    assert "1 int8 conv2d on the CPU's dot-product instruction (PackInt8Conv2d); 0 not" in fast.notes
