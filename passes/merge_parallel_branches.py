@@ -199,9 +199,11 @@ class MergeParallelBranches:
         groups = []
         for key, members in parts.items():
             if len(members) < 2:
+                other = main_key if main_key != key else next((k for k in parts if k != key), None)
+                reason = ("its siblings on the same input were declined" if other is None else
+                          f"differs from its siblings on the same input: {_differs(key, other)}")
                 for br in members:
-                    self.stats.declined.append((br.conv_var.name, "differs from its siblings on the same "
-                                                f"input: {_differs(key, main_key)}"))
+                    self.stats.declined.append((br.conv_var.name, reason))
                 continue
             wide = [br for br in members if br.channels > MAX_BRANCH_CHANNELS]
             if wide:
