@@ -123,6 +123,8 @@ def test_auto_times_the_tuned_dense_kernel_from_the_tuning_log(tmp_path):
         entry = database.commit_workload(workload)
         args = ms.arg_info.ArgInfo.from_prim_func(workload["main"])
         database.commit_tuning_record(ms.database.TuningRecord(Trace([], {}), entry, [1e-4], target, args))
+    with open(tmp_path / tuning.RECORD_FILE, "a") as f:
+        f.write('[0, [["torn line of an interrupted run"\n')
     index = sparse_decide.tuned_dense_kernels(tmp_path, target)
     assert set(index) == {("matmul", 4, 32, 64), ("matmul", 4, 64, 32)}
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
