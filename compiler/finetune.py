@@ -15,10 +15,12 @@ What it does:
    ``nn.Linear`` and ``nn.Conv1d/2d/3d`` weight viewed as ``[out, in]``:
    ``unstructured`` (global smallest ``|w|``), ``unstructured:layer``, ``block:RxC``
    (blocks with the smallest mean ``|w|``, per layer), ``channel:l1|l2`` (output channels
-   with the smallest L1 / L2 norm, per layer, at most all but one). Differences from the
-   ONNX pruner: channel pruning ranks each layer on its own (``lwc prune`` ranks channels
-   tied across layers together), masks the layer's bias and the ``BatchNorm`` registered
-   right after a conv, and leaves the last prunable layer (usually the classifier) alone;
+   with the smallest L1 / L2 norm, per layer, at most all but one). Channel pruning
+   differs from the ONNX pruner: it ranks each layer's channels on their own (``lwc
+   prune`` ranks channels tied across layers together), it also masks the layer's bias
+   and the ``BatchNorm`` registered right after a conv (so a pruned channel is exactly
+   zero and ``lwc compile`` can delete it), and it leaves the last prunable layer
+   (usually the classifier: its outputs are the model's) alone;
 2. the masks are applied with ``torch.nn.utils.prune.custom_from_mask``, so pruned
    weights stay exactly zero while training;
 3. training: Adam on a distillation loss against the unpruned teacher (a frozen copy of
