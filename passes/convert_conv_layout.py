@@ -60,6 +60,10 @@ MAX_TRANSPOSES_PER_CONV = 0.5
 
 _TO_NHWC = [0, 2, 3, 1]  # NCHW -> NHWC axis order
 
+#: ConvertLayout's targets. conv2d_transpose stays NCHW: TVM 0.27 legalizes it for NCHW only
+#: (an NHWC one reaches VM codegen unlowered; seen on PP-OCRv4 det).
+DESIRED_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
+
 
 def layout_for(features) -> str:
     """The conv data layout to use for a target with lwc ISA ``features``.
@@ -167,7 +171,7 @@ class ConvertConvLayout:
     def _convert(self, mod: tvm.IRModule) -> tvm.IRModule:
         """ConvertLayout with lwc's elementwise call_tir kernels made visible to it."""
         hidden, markers = self._hide_elementwise_kernels(_scalar_constants_0d(mod))
-        converted = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(hidden)
+        converted = relax.transform.ConvertLayout(DESIRED_LAYOUTS)(hidden)
         return relax.transform.DeadCodeElimination()(self._restore(converted, markers))
 
     @staticmethod

@@ -99,3 +99,17 @@ def test_size_one_constants_do_not_pin_nchw():
     pass_obj = ConvertConvLayout("NHWC")
     pass_obj(relax_module(onnx_model))
     assert pass_obj.stats.changed["transposes left"] == 2
+
+
+def test_conv_transpose_stays_nchw_and_builds(monkeypatch):
+    """det's upsampling ConvTranspose: TVM legalizes it in NCHW only; numerics vs onnxruntime."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"]),
+        helper.make_node("ConvTranspose", ["c1", "wt"], ["u"], strides=[2, 2]),
+        helper.make_node("Conv", ["u", "w2"], ["y"]),
+    ]
+    inits = [tensor("w1", RNG.standard_normal((4, 3, 1, 1))), tensor("wt", RNG.standard_normal((4, 4, 2, 2))),
+             tensor("w2", RNG.standard_normal((2, 4, 1, 1)))]
+    onnx_model = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 10, 10]}, inits)
+    monkeypatch.setenv("LWC_CONV_LAYOUT", "NHWC")
+    assert_matches_onnxruntime(onnx_model, {"x": RNG.standard_normal((1, 3, 5, 5)).astype("float32")})
