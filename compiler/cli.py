@@ -137,6 +137,18 @@ def _write_bundle(args, result, out: Path) -> int:
     return 0
 
 
+def _default_tolerances(args) -> None:
+    """Fill --atol/--rtol left unset from the artifact's kind (lwc.verify.default_tolerance)."""
+    from lwc import artifact as art
+    from lwc.verify import default_tolerance
+
+    if args.atol is not None and args.rtol is not None:
+        return
+    atol, rtol, _ = default_tolerance(art.read_manifest(args.artifact))
+    args.atol = atol if args.atol is None else args.atol
+    args.rtol = rtol if args.rtol is None else args.rtol
+
+
 def _verify_structure(args) -> int | None:
     """A CUDA artifact on a machine without a GPU: check its structure only (lwc.cuda)."""
     from lwc import artifact as art
@@ -231,7 +243,7 @@ def cmd_verify(args) -> int:
     structural = _verify_structure(args)
     if structural is not None:
         return structural
-
+    _default_tolerances(args)
     report = verify(
         args.model, args.artifact, load_input_files(args.input),
         atol=args.atol, rtol=args.rtol, seed=args.seed,
@@ -354,8 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="NAME.so (its NAME.json must be beside it)")
     p.add_argument("--input", action="append", metavar="NAME=FILE.npy",
                    help="input data (default: seeded N(0,1) random)")
-    p.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance (default 1e-4)")
-    p.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    p.add_argument("--atol", type=float, default=None,
+                   help="absolute tolerance (default by artifact: CPU 1e-4, CUDA fp32 1e-3, CUDA fp16 0.15)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="relative tolerance (default by artifact: CPU 1e-4, CUDA fp32 1e-3, CUDA fp16 0.05)")
     p.add_argument("--seed", type=int, default=0, help="seed for generated inputs")
     p.add_argument("--inputs", metavar="DIR", help="a folder of samples (.npy/.npz, as --calib): "
                    "compare with the fp32 model per output (cosine, top-1 agreement); for int8 artifacts")

@@ -37,6 +37,11 @@ import numpy as np
 
 from lwc.passes._bsr import Candidate, Decide, Verdict, cost_model
 
+#: Layers above this block density stay dense unmeasured: BSR then saves under 20% of the
+#: multiply-adds and pays an index load per block, so it can only beat a dense kernel that
+#: is unscheduled (TVM's default), i.e. stand in for tuning, while growing the stored
+#: weights by the indices and adding kernel builds to every compile.
+MEASURE_MAX_DENSITY = 0.8
 #: Kernel time per measurement (ms): a few ms per layer and kernel.
 TARGET_MS = 3.0
 #: Runs per measurement; the fastest counts.
@@ -70,6 +75,9 @@ class MeasuredDecider:
         self._dense: dict[tuple, tuple[float, str]] = {}
 
     def __call__(self, cand: Candidate) -> Verdict:
+        if cand.density > MEASURE_MAX_DENSITY:
+            return Verdict(False, f"block density {cand.density:.2f} > {MEASURE_MAX_DENSITY}: dense "
+                                  "(BSR would save under 20% of the work; not measured)")
         if self.tuning_run and shape_key(cand.kind, cand.dims) not in self._tuned_index():
             return cost_model(why="lwc tune: the dense kernel is not tuned yet, untuned timings "
                                   "would mislead")(cand)

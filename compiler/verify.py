@@ -16,6 +16,31 @@ import numpy as np
 from lwc.errors import LwcError
 
 
+#: fp32 on a CPU: same arithmetic as onnxruntime up to reassociation.
+CPU_TOLERANCE = (1e-4, 1e-4)
+#: fp32 CUDA kernels (issue 7: 1e-3 abs; different reduction orders and fast-math
+#: intrinsics, ``--use_fast_math``).
+CUDA_FP32_TOLERANCE = (1e-3, 1e-3)
+#: fp16 (``--precision fp16``): 11 significant bits (IEEE 754 binary16, ~3 decimal digits);
+#: PP-OCRv4 det's sigmoid map differs by up to 0.097 at text edges while 99.99% of its
+#: pixels stay on the same side of the 0.3 threshold (benchmarks/fp16_accuracy.py).
+CUDA_FP16_TOLERANCE = (0.15, 0.05)
+
+
+def default_tolerance(manifest: dict) -> tuple[float, float, str]:
+    """(atol, rtol, which) for an artifact, from its manifest's ``cuda`` section.
+
+    ``which`` is ``cpu``, ``cuda fp32`` or ``cuda fp16``; ``lwc verify`` uses these unless
+    ``--atol``/``--rtol`` are given.
+    """
+    cuda = manifest.get("cuda") or {}
+    if not cuda:
+        return (*CPU_TOLERANCE, "cpu")
+    if cuda.get("precision") == "fp16":
+        return (*CUDA_FP16_TOLERANCE, "cuda fp16")
+    return (*CUDA_FP32_TOLERANCE, "cuda fp32")
+
+
 @dataclass
 class OutputComparison:
     name: str

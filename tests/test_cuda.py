@@ -264,3 +264,13 @@ def test_cls_on_local_gpu_matches_onnxruntime(tmp_path):
     artifact = result.export(tmp_path / "cls-cuda.so")
     report = verify(path, str(artifact), atol=1e-3, rtol=1e-3)
     assert report["ok"], report["outputs"]
+
+
+def test_verify_tolerance_follows_the_artifact_kind():
+    """lwc verify's defaults: CPU 1e-4, CUDA fp32 1e-3 (issue 7), CUDA fp16 stated looser."""
+    from lwc.verify import default_tolerance
+
+    assert default_tolerance({"target": {}}) == (1e-4, 1e-4, "cpu")
+    assert default_tolerance({"cuda": {"precision": "fp32"}}) == (1e-3, 1e-3, "cuda fp32")
+    atol, rtol, which = default_tolerance({"cuda": {"precision": "fp16"}})
+    assert which == "cuda fp16" and 1e-3 < atol <= 0.15 and rtol <= 0.05

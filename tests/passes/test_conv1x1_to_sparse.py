@@ -118,3 +118,15 @@ def test_auto_measures_the_conv_against_tvms_default_kernel():
     assert d["reason"].startswith("measured: BSR") and d["dense_schedule"] == "TVM default schedule"
     assert d["dims"] == {"b": 1, "k": 16, "n": 32, "h": 12, "w": 16}
     assert d["used"] == (d["sparse_ms"] < d["dense_ms"])
+
+
+def test_nearly_dense_weights_stay_dense_without_measuring():
+    """Above MEASURE_MAX_DENSITY BSR could only stand in for a tuned dense kernel: no timing."""
+    from lwc import sparse_decide
+    from lwc.passes._bsr import Candidate
+
+    decide = sparse_decide.MeasuredDecider(tvm_target=None)  # would fail if it tried to time
+    cand = Candidate.__new__(Candidate)
+    object.__setattr__(cand, "density", 0.97)
+    verdict = decide(cand)
+    assert not verdict.used and "not measured" in verdict.reason and verdict.sparse_ms is None
