@@ -348,3 +348,13 @@ def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, mo
     assert info["tuned_tasks"] == 0 and f"host-{newer}" in info["message"]
     with pytest.raises(LwcError, match=f"cannot be used for host-{here['mcpu']}"):
         driver.compile(str(model), "host", {"x": [1, 64]}, tuning_log=str(copy))
+
+
+def test_time_budget_shrinks_batches_so_every_task_gets_trials():
+    """45 min at 64 trials per visit reached 12 of det's 62 tasks; a budget now sizes the batch."""
+    assert tuning._trials_per_iter(1613, 62, None) == 64
+    per_iter = tuning._trials_per_iter(1613, 62, 45 * 60)
+    assert 8 <= per_iter < 64
+    assert per_iter * 62 * tuning.SECONDS_PER_TRIAL_ESTIMATE <= 45 * 60  # one visit each fits
+    assert tuning._trials_per_iter(1613, 62, 60) == 8  # never below 8
+    assert tuning._trials_per_iter(4, 1, 3600) == 4  # never above the per-task plan
