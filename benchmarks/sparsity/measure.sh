@@ -16,7 +16,8 @@
 #
 # Usage: bash benchmarks/sparsity/measure.sh [mlp|cls|arm64|all]   (default all; ~35 min)
 #   MLP_BUDGET (default 4m per row count), CLS_BUDGET (default 15m): tuning time budgets;
-#   ROWS (default "1 16"): the MLP row counts
+#   ROWS (default "1 16"): the MLP row counts; SKIP_TUNE=1 reuses the tune_*.json of an
+#   earlier run (tuning done, only compile/verify/bench again)
 # Results: build/issue6/*.json and the summary printed at the end (summarize.py).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,7 +34,7 @@ log_dir() { $PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["log_dir
 
 if [ "$PART" = mlp ] || [ "$PART" = all ]; then
   for rows in ${ROWS:-1 16}; do
-    $LWC tune "$W/mlp_r$rows.onnx" --target host --trials 100000 --time-budget "${MLP_BUDGET:-4m}" --json \
+    [ -n "${SKIP_TUNE:-}" ] && [ -s "$W/tune_mlp_r$rows.json" ] || $LWC tune "$W/mlp_r$rows.onnx" --target host --trials 100000 --time-budget "${MLP_BUDGET:-4m}" --json \
       > "$W/tune_mlp_r$rows.json"
     LOG=$(log_dir "$W/tune_mlp_r$rows.json")
     for pct in 90 80; do
@@ -51,7 +52,7 @@ fi
 
 if [ "$PART" = cls ] || [ "$PART" = all ]; then
   CLS=$($PY -c 'from lwc import models; print(models.ppocr_model("cls"))')
-  $LWC tune "$W/cls_pruned30.onnx" --target host --input-shape x:1,3,48,192 --trials 100000 \
+  [ -n "${SKIP_TUNE:-}" ] && [ -s "$W/tune_cls_pruned30.json" ] || $LWC tune "$W/cls_pruned30.onnx" --target host --input-shape x:1,3,48,192 --trials 100000 \
     --time-budget "${CLS_BUDGET:-15m}" --json > "$W/tune_cls_pruned30.json"
   $LWC compile "$CLS" --input-shape x:1,3,48,192 -o "$W/cls_dense.so" --json > "$W/cls_dense.compile.json"
   $LWC compile "$W/cls_pruned30.onnx" --input-shape x:1,3,48,192 -o "$W/cls_pruned30.so" --json \
