@@ -113,3 +113,16 @@ def test_conv_transpose_stays_nchw_and_builds(monkeypatch):
     onnx_model = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 10, 10]}, inits)
     monkeypatch.setenv("LWC_CONV_LAYOUT", "NHWC")
     assert_matches_onnxruntime(onnx_model, {"x": RNG.standard_normal((1, 3, 5, 5)).astype("float32")})
+
+
+def test_declines_when_tvm_convert_layout_fails(monkeypatch):
+    """TVM 0.27's ConvertLayout aborts on some light-zoo models; the pass declines instead."""
+    from tvm import relax
+
+    def broken(_desired):
+        raise RuntimeError("Check failed: Expected nested to match tuple")
+
+    monkeypatch.setattr(relax.transform, "ConvertLayout", broken)
+    pass_obj = ConvertConvLayout("NHWC")
+    assert_unchanged(pass_obj, prepared())
+    assert "ConvertLayout failed" in pass_obj.stats.declined[0][1]
