@@ -688,23 +688,33 @@ def _plan(tasks: list[TaskStat], trials: int) -> tuple[int, list[int]]:
 
 
 #: Seconds one trial takes on a 2-core x86 host (build + measure; 1.5-2.5 s measured while
-#: tuning PP-OCR cls/det here), used only to size batches under a time budget.
+#: tuning PP-OCR cls/det here), and evolutionary-search seconds per population member per
+#: visit (50 s for 512 on PP-OCRv4 det's convs here); used only to plan under a time budget.
 SECONDS_PER_TRIAL_ESTIMATE = 2.0
+SEARCH_SECONDS_PER_CANDIDATE = 0.1
+#: (population, trials per visit), most thorough first; MetaSchedule's defaults are (512, 64).
+_SEARCH_PLANS = ((512, 64), (512, 32), (256, 16), (128, 8))
 
 
-def _trials_per_iter(per_task: int, tasks: int, time_budget_s: float | None) -> int:
-    """Trials per task per round-robin visit (MetaSchedule's ``num_trials_per_iter``).
+def _search_plan(per_task: int, tasks: int, time_budget_s: float | None,
+                 population: int = 512) -> tuple[int, int]:
+    """(evolutionary-search population, trials per task per round-robin visit).
 
-    64 (MetaSchedule's default) unless a time budget would then end before every task had
-    one visit: with ``--time-budget`` the batch shrinks (not below 8) so the budget's
-    estimated trials (:data:`SECONDS_PER_TRIAL_ESTIMATE`) cover every task about twice.
-    Without this, 45 minutes on PP-OCRv4 det measured 12 of its 62 tasks.
+    Without a time budget: ``population`` and 64 trials per visit (MetaSchedule's
+    defaults). With ``--time-budget``: the most thorough plan of :data:`_SEARCH_PLANS`
+    whose estimated visit time (search + trials, see the constants above) lets every task
+    be visited twice, else the cheapest. Without this, 45 minutes on PP-OCRv4 det at
+    (512, 64) measured 12 of its 62 tasks. Never above ``population`` or ``per_task``.
     """
     per_iter = max(1, min(64, per_task))
-    if time_budget_s:
-        fits = time_budget_s / SECONDS_PER_TRIAL_ESTIMATE
-        per_iter = min(per_iter, max(8, int(fits / max(1, tasks) / 2)))
-    return per_iter
+    if not time_budget_s:
+        return population, per_iter
+    for pop, trials in _SEARCH_PLANS:
+        pop, trials = min(pop, population), min(trials, per_iter)
+        visit_s = pop * SEARCH_SECONDS_PER_CANDIDATE + trials * SECONDS_PER_TRIAL_ESTIMATE
+        if 2 * tasks * visit_s <= time_budget_s:
+            return pop, trials
+    return min(128, population), min(8, per_iter)
 
 
 def _workload_key(mod) -> int:
@@ -808,6 +818,8 @@ def tune(
     # TVM's runtime halves the CPU count on x86 (assumes hyper-threading); measure with
     # the cores the target is scheduled for (runner workers inherit the variable)
     os.environ.setdefault("TVM_NUM_THREADS", str(_num_cores(tvm_target)))
+    population_size, _ = _search_plan(math.ceil(trials / len(extracted)), len(extracted),
+                                      time_budget_s, population_size)
     strategy = ms.search_strategy.EvolutionarySearch(population_size=population_size)
     # MetaSchedule (re)configures its loggers per run from the handlers present and
     # gives its console handler the logger's level: start clean, at WARNING, so its
@@ -854,7 +866,7 @@ def tune(
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=runner_min_repeat_ms)
     runner = _runner(ms, rpc, evaluator)
     callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(ms, callback_state)]
-    per_iter = _trials_per_iter(per_task, len(todo), time_budget_s)
+    _, per_iter = _search_plan(per_task, len(todo), time_budget_s, population_size)
     with _Interrupt() as interrupt:
         callback_state.interrupt = interrupt
         try:

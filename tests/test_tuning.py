@@ -350,11 +350,11 @@ def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, mo
         driver.compile(str(model), "host", {"x": [1, 64]}, tuning_log=str(copy))
 
 
-def test_time_budget_shrinks_batches_so_every_task_gets_trials():
-    """45 min at 64 trials per visit reached 12 of det's 62 tasks; a budget now sizes the batch."""
-    assert tuning._trials_per_iter(1613, 62, None) == 64
-    per_iter = tuning._trials_per_iter(1613, 62, 45 * 60)
-    assert 8 <= per_iter < 64
-    assert per_iter * 62 * tuning.SECONDS_PER_TRIAL_ESTIMATE <= 45 * 60  # one visit each fits
-    assert tuning._trials_per_iter(1613, 62, 60) == 8  # never below 8
-    assert tuning._trials_per_iter(4, 1, 3600) == 4  # never above the per-task plan
+def test_time_budget_shrinks_the_search_so_every_task_gets_trials():
+    """45 min at (512, 64) reached 12 of det's 62 tasks; a budget now sizes population and batch."""
+    assert tuning._search_plan(1613, 62, None) == (512, 64)
+    pop, per_iter = tuning._search_plan(1613, 62, 45 * 60)
+    assert (pop, per_iter) != (512, 64) and per_iter >= 8 and pop >= 128
+    assert tuning._search_plan(1613, 5, 45 * 60) == (512, 64)  # few tasks: full search fits
+    assert tuning._search_plan(1613, 62, 60) == (128, 8)  # never below (128, 8)
+    assert tuning._search_plan(4, 1, 3600, population=32) == (32, 4)  # never above the caller's
