@@ -61,14 +61,15 @@ def test_dot_product_geometry_follows_the_preset_features():
 
 @pytest.mark.parametrize("dot", [VNNI, SDOT], ids=["vnni", "sdot"])
 def test_pack_weight_layout(dot):
-    w = np.random.default_rng(0).integers(-127, 128, (6, 3, 3, 3)).astype(np.int8)  # K=27, O=6
+    w = np.random.default_rng(0).integers(-127, 128, (6, 3, 3, 3)).astype(np.int8)  # C=3, O=6
     packed = pack_weight(w, dot)
     lanes = dot.lanes
-    assert packed.shape == (-(-6 // lanes), 7, lanes, 4)
-    flat = w.reshape(6, -1)
+    assert packed.shape == (-(-6 // lanes), 3, 3, 1, lanes, 4)
     for o in range(6):
-        for k in range(27):
-            assert packed[o // lanes, k // 4, o % lanes, k % 4] == flat[o, k]
+        for c in range(3):
+            for r in range(3):
+                for q in range(3):
+                    assert packed[o // lanes, r, q, c // 4, o % lanes, c % 4] == w[o, c, r, q]
     assert np.abs(packed.astype(np.int64)).sum() == np.abs(w.astype(np.int64)).sum()  # padding is zeros
 
 
