@@ -408,10 +408,11 @@ def pack_imports(build: "CudaBuild"):
 # --------------------------------------------------------------------------- fp16
 
 
-#: Passes that emit ``call_tir`` kernels (NaN-safe HardSwish/HardSigmoid), which TVM's
+#: Passes that emit ``call_tir`` kernels (NaN-safe HardSwish/HardSigmoid, matmul reading a
+#: transposed operand), which TVM's
 #: ToMixedPrecision cannot type ("Expected TensorType, but got R.Callable"). With fp16 they
 #: are skipped; TVM's FuseOps still fuses the elementwise chain into the conv before it.
-FP16_SKIPPED_PASSES = ("FuseHardSwish", "FuseHardSigmoid")
+FP16_SKIPPED_PASSES = ("FuseHardSwish", "FuseHardSigmoid", "FuseTransposeIntoMatmul")
 
 #: Ops TVM's ToMixedPrecision would run in fp16 that lwc keeps in fp32 (norm reductions).
 #: softmax, mean, sum, batch_norm have no policy and already stay fp32.

@@ -120,6 +120,9 @@ def variant_options(quantize=None, sparsity: str = "auto", disabled_passes=()) -
             :meth:`~lwc.quantize.QuantizeOptions.fingerprint`, calibration data by digest).
         sparsity: ``--sparsity`` mode; ``auto`` is the default.
         disabled_passes: ``--disable-pass`` names (order does not matter).
+
+    ``LWC_CONV_LAYOUT`` (ConvertConvLayout's override) is read from the environment and
+    counts too: an NHWC build has other conv kernels than the NCHW one.
     Raises:
         LwcError: the calibration folder does not exist.
     """
@@ -130,6 +133,9 @@ def variant_options(quantize=None, sparsity: str = "auto", disabled_passes=()) -
         options["sparsity"] = sparsity
     if disabled_passes:
         options["disabled_passes"] = sorted(set(disabled_passes))
+    layout = os.environ.get("LWC_CONV_LAYOUT", "").strip().upper()
+    if layout:  # ConvertConvLayout's override changes every conv kernel
+        options["conv_layout"] = layout
     return options
 
 

@@ -205,3 +205,14 @@ def test_cli_tune_calibration_flags_need_quantize(model_path, capsys):
 
     assert main(["tune", str(model_path), "--input-shape", "x:1,8,12,12", "--calib-random", "4"]) == 2
     assert "need --quantize int8" in capsys.readouterr().err
+
+
+def test_conv_layout_override_names_its_own_log(monkeypatch):
+    """LWC_CONV_LAYOUT=NHWC changes every conv kernel: its records get their own folder."""
+    monkeypatch.delenv("LWC_CONV_LAYOUT", raising=False)
+    assert tuning.graph_variant() == ""
+    monkeypatch.setenv("LWC_CONV_LAYOUT", "nhwc")
+    nhwc = tuning.graph_variant()
+    assert nhwc and tuning.variant_options()["conv_layout"] == "NHWC"
+    monkeypatch.setenv("LWC_CONV_LAYOUT", "NCHW")
+    assert tuning.graph_variant() not in ("", nhwc)
