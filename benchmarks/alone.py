@@ -1,0 +1,66 @@
+"""lwc tuned and onnxruntime timed one after the other, each alone (not interleaved).
+
+`lwc bench --vs-onnxruntime` interleaves blocks of runs in one process; on a 2-core
+machine each engine's idle-spinning thread pool can still slow the other (onnxruntime's
+p50 for PP-OCRv4 det read 59 ms in one interleaved run and 110 ms in the next). This
+script times each engine in its own phase (lwc first, then onnxruntime with its threads
+created after lwc's have gone idle) as a cross-check of the interleaved ratios.
+
+    .venv/bin/python benchmarks/alone.py det squeezenet ...   (names of run_benchmarks.MODELS)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_benchmarks import MODELS  # noqa: E402
+
+
+def _p50(fn, seconds: float = 10.0, min_runs: int = 5) -> float:
+    fn()  # warm-up
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < min_runs:
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def main(names: list[str]) -> list[dict]:
+    import onnxruntime as ort
+
+    from lwc import artifact, driver
+    from lwc.bench import default_threads
+
+    threads = default_threads()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            factory, shapes = MODELS[name]
+            model = str(factory())
+            path = driver.compile(model, "host", shapes).export(Path(tmp) / f"{name}.so")
+            art = artifact.load(path)
+            feed = art.full_inputs(None, 0)
+            lwc_ms = _p50(lambda: art.run(feed))
+            time.sleep(2)  # let TVM's pool go idle
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+            ort_ms = _p50(lambda: sess.run(None, feed))
+            row = {"model": name, "lwc_tuned_ms": round(lwc_ms, 3), "onnxruntime_ms": round(ort_ms, 3),
+                   "ratio": round(lwc_ms / ort_ms, 2), "threads": threads}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(MODELS))
