@@ -254,3 +254,56 @@ def evaluate(label: str, kind: str, dims: dict, wt: np.ndarray, weight_shape: tu
     decision.sparse_ms, decision.dense_ms = verdict.sparse_ms, verdict.dense_ms
     decision.dense_schedule = verdict.dense_schedule
     return decision, cand
+
+
+class BsrRewrite:
+    """The shared driver of DenseToSparse and Conv1x1ToSparse: match, decide, rewrite.
+
+    ``Pass(mode="auto", max_density=..., decide=None)(mod) -> mod``; ``.decisions`` holds a
+    :class:`Decision` per candidate, labelled ``{label}#N``. Subclasses give ``name``,
+    ``label``, :meth:`_pattern` and :meth:`_rewrite`.
+
+    Args:
+        mode: ``auto`` (ask ``decide``), ``force`` (every candidate) or ``off`` (nothing).
+        max_density: break-even of the default cost model (:func:`cost_model`).
+        decide: per-candidate decision for ``auto``; default :func:`cost_model`.
+    """
+
+    name = ""
+    label = ""
+
+    def __init__(self, mode: str = "auto", max_density: float = DEFAULT_MAX_DENSITY,
+                 decide: Decide | None = None) -> None:
+        self.mode = mode
+        self.decide = force if mode == "force" else (decide or cost_model(max_density))
+        self.decisions: list[Decision] = []
+
+    def _pattern(self):
+        """(pattern, data wildcard, weight pattern) to match."""
+        raise NotImplementedError
+
+    def _rewrite(self, builder, call, x, w, label: str):
+        """The replacement of ``call`` (or ``call`` itself when declined); appends a Decision."""
+        raise NotImplementedError
+
+    def __call__(self, mod):
+        from tvm import relax
+
+        self.decisions = []
+        if self.mode == "off":
+            return mod
+        builder = relax.BlockBuilder(mod)
+        pattern, x, w = self._pattern()
+        seen: dict = {}  # rewrite_call re-visits declined matches until nothing changes
+
+        def rewrite(expr, matches):
+            if expr not in seen:
+                label = f"{self.label}#{len(seen) + 1}"
+                seen[expr] = self._rewrite(builder, expr, matches[x], matches[w], label)
+            return seen[expr]
+
+        for gv, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                builder.update_func(gv, relax.dpl.rewrite_call(pattern, rewrite, func))
+        out = builder.finalize()
+        return out if any(d.used for d in self.decisions) else mod

@@ -24,11 +24,10 @@ Before / after::
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from lwc.passes._bsr import DEFAULT_MAX_DENSITY, Decide, Decision, cost_model, evaluate, force
+from lwc.passes._bsr import BsrRewrite, Decision, evaluate
 from lwc.passes.dense_to_sparse import _const_array, _ty, call_bsr, static_shape
 
 
@@ -36,7 +35,7 @@ def _ints(values) -> list[int]:
     return [int(v) for v in values]
 
 
-class Conv1x1ToSparse:
+class Conv1x1ToSparse(BsrRewrite):
     """``Conv1x1ToSparse(mode="auto", decide=None)(mod) -> mod``; ``.decisions`` per 1x1 conv (labelled ``conv2d#N``, N counting every conv2d).
 
     Args:
@@ -46,33 +45,11 @@ class Conv1x1ToSparse:
     """
 
     name = "Conv1x1ToSparse"
+    label = "conv2d"
 
-    def __init__(self, mode: str = "auto", max_density: float = DEFAULT_MAX_DENSITY,
-                 decide: Decide | None = None) -> None:
-        self.mode = mode
-        self.decide = force if mode == "force" else (decide or cost_model(max_density))
-        self.decisions: list[Decision] = []
-
-    def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
-        self.decisions = []
-        if self.mode == "off":
-            return mod
-        builder = relax.BlockBuilder(mod)
+    def _pattern(self):
         x, w = wildcard(), is_const()
-        pattern = is_op("relax.nn.conv2d")(x, w)
-        seen: dict = {}  # rewrite_call re-visits declined matches until nothing changes
-
-        def rewrite(expr, matches):
-            if expr not in seen:
-                label = f"conv2d#{len(seen) + 1}"
-                seen[expr] = self._rewrite(builder, expr, matches[x], matches[w], label)
-            return seen[expr]
-
-        for gv, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                builder.update_func(gv, relax.dpl.rewrite_call(pattern, rewrite, func))
-        out = builder.finalize()
-        return out if any(d.used for d in self.decisions) else mod
+        return is_op("relax.nn.conv2d")(x, w), x, w
 
     def _rewrite(self, builder, expr, x, w, label):
         why = self._check(expr, x, w)

@@ -28,11 +28,11 @@ Before / after::
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
 from lwc.passes._bsr import (  # noqa: F401  (re-exported: tests and scripts use these names)
+    BsrRewrite,
     BLOCKS,
     DEFAULT_MAX_DENSITY,
     Decide,
@@ -90,7 +90,7 @@ def call_bsr(builder, cand, x3, out_shape: tuple[int, ...], name: str):
     )
 
 
-class DenseToSparse:
+class DenseToSparse(BsrRewrite):
     """``DenseToSparse(mode="auto", decide=None)(mod) -> mod``; ``.decisions`` per matmul.
 
     Args:
@@ -100,34 +100,12 @@ class DenseToSparse:
     """
 
     name = "DenseToSparse"
+    label = "matmul"
 
-    def __init__(self, mode: str = "auto", max_density: float = DEFAULT_MAX_DENSITY,
-                 decide: Decide | None = None) -> None:
-        self.mode = mode
-        self.decide = force if mode == "force" else (decide or cost_model(max_density))
-        self.decisions: list[Decision] = []
-
-    def __call__(self, mod: tvm.IRModule) -> tvm.IRModule:
-        self.decisions = []
-        if self.mode == "off":
-            return mod
-        builder = relax.BlockBuilder(mod)
+    def _pattern(self):
         x, c = wildcard(), is_const()
         w = c | is_op("relax.permute_dims")(c)  # Gemm transB=1 imports as matmul(x, permute_dims(W))
-        pattern = is_op("relax.matmul")(x, w)
-        seen: dict = {}  # rewrite_call re-visits declined matches until nothing changes
-
-        def rewrite(expr, matches):
-            if expr not in seen:
-                label = f"matmul#{len(seen) + 1}"
-                seen[expr] = self._rewrite(builder, expr, matches[x], matches[w], label)
-            return seen[expr]
-
-        for gv, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                builder.update_func(gv, relax.dpl.rewrite_call(pattern, rewrite, func))
-        out = builder.finalize()
-        return out if any(d.used for d in self.decisions) else mod
+        return is_op("relax.matmul")(x, w), x, w
 
     def _rewrite(self, builder, expr, x, w, label):
         why = self._check(x, w)
