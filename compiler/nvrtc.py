@@ -4,7 +4,7 @@ CUDA 13 compiles only for sm_75 and newer; Jetson Nano (sm_53), TX2 (sm_62) and 
 (sm_72) need CUDA 12. NVIDIA publishes CUDA 12's runtime compiler and fatbin library as
 wheels (``pip install lwc[cuda]``: ``nvidia-cuda-nvrtc-cu12``, ``nvidia-nvfatbin-cu12``,
 ``nvidia-cuda-cccl-cu12`` for the ``<cuda/std/...>`` headers TVM's kernels include under
-NVRTC). No GPU is needed: NVRTC emits PTX and SASS (cubin) for any arch it supports
+NVRTC, ``nvidia-cuda-runtime-cu12`` for ``cuda_fp16.h``, which fp16 kernels include). No GPU is needed: NVRTC emits PTX and SASS (cubin) for any arch it supports
 (12.9: sm_50..sm_120) and nvFatbin packs both into one fatbin, the same container nvcc
 produces. The libraries are loaded with ctypes; nothing else is imported.
 """
@@ -52,11 +52,11 @@ def _package_dir(name: str) -> Path | None:
 class Nvrtc:
     """ctypes bindings to libnvrtc.so.12 and libnvfatbin.so.12 from the pip wheels."""
 
-    def __init__(self, nvrtc_dir: Path, fatbin_dir: Path, cccl_include: Path):
+    def __init__(self, nvrtc_dir: Path, fatbin_dir: Path, includes: list[Path]):
         self.path = str(nvrtc_dir / "lib" / "libnvrtc.so.12")
         self.lib = ctypes.CDLL(self.path)
         self.fatbin = ctypes.CDLL(str(fatbin_dir / "lib" / "libnvfatbin.so.12"))
-        self.include = cccl_include
+        self.includes = includes
         self.lib.nvrtcGetErrorString.restype = ctypes.c_char_p
         self.fatbin.nvFatbinGetErrorString.restype = ctypes.c_char_p
         major, minor = ctypes.c_int(), ctypes.c_int()
@@ -89,7 +89,7 @@ class Nvrtc:
         self._check(self.lib.nvrtcCreateProgram(ctypes.byref(prog), code.encode(), b"kernels.cu",
                                                 0, None, None), "create")
         try:
-            opts = [f"-arch={arch}", f"-I{self.include}", *NVRTC_FLAGS]
+            opts = [f"-arch={arch}", *(f"-I{d}" for d in self.includes), *NVRTC_FLAGS]
             argv = (ctypes.c_char_p * len(opts))(*(o.encode() for o in opts))
             status = self.lib.nvrtcCompileProgram(prog, len(opts), argv)
             if status:
@@ -139,7 +139,11 @@ def load() -> Nvrtc | None:
         return None
     if not (nvrtc_dir / "lib" / "libnvrtc.so.12").is_file() or not (cccl_dir / "include").is_dir():
         return None
+    includes = [cccl_dir / "include"]
+    runtime_dir = _package_dir("nvidia.cuda_runtime")  # cuda_fp16.h for fp16 kernels
+    if runtime_dir and (runtime_dir / "include" / "cuda_fp16.h").is_file():
+        includes.append(runtime_dir / "include")
     try:
-        return Nvrtc(nvrtc_dir, fatbin_dir, cccl_dir / "include")
+        return Nvrtc(nvrtc_dir, fatbin_dir, includes)
     except OSError:
         return None
