@@ -30,7 +30,10 @@ def conv_then_activations():
 def test_nan_propagates_like_onnxruntime_with_fusion_on():
     x = np.arange(16, dtype=np.float32).reshape(SHAPE) - 8
     x[0, 0, 0, 0] = x[0, 1, 1, 1] = np.nan
-    ref, got = run_both(conv_then_activations(), {"x": x})
+    # the identity weight is 75% zero: --sparsity auto may time a BSR kernel faster, and a
+    # sparse kernel skips the zero weights, so NaN * 0 is never computed (docs/sparsity.md);
+    # this test is about fusion, so the sparsity stage stays out of it
+    ref, got = run_both(conv_then_activations(), {"x": x}, disabled=("Conv1x1ToSparse", "DenseToSparse"))
     for r, g in zip(ref, got):
         np.testing.assert_array_equal(np.isnan(g), np.isnan(r))
         np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6)
