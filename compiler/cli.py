@@ -187,7 +187,10 @@ def add_graph_arguments(p: argparse.ArgumentParser) -> None:
     """The options that change the graph compile builds: --disable-pass, --quantize and its
     calibration flags, --sparsity. ``lwc compile`` and ``lwc tune`` share them, so a tuned
     graph is the compiled one (read back with :func:`graph_options`)."""
-    p.add_argument("--disable-pass", action="append", metavar="NAME", help="skip an lwc pass (repeatable)")
+    p.add_argument("--disable-pass", action="append", metavar="NAME",
+                   help="skip an lwc pass (repeatable); 'all' skips every pass of lwc's graph "
+                   "pipeline (fusion, folding, layout, NaN guards) -- the baseline the compile "
+                   "report's kernel counts compare with")
     p.add_argument("--quantize", choices=("int8",), help="int8 post-training quantization "
                    "(needs --calib DIR or --calib-random N)")
     p.add_argument("--calib", metavar="DIR", help="calibration samples: .npy/.npz files (or images "
@@ -211,8 +214,22 @@ def graph_options(args) -> dict:
     Raises:
         LwcError: calibration flags without --quantize.
     """
-    return {"disabled_passes": tuple(args.disable_pass or ()), "quantize": _quantize_options(args),
+    return {"disabled_passes": expand_disabled(args.disable_pass or ()), "quantize": _quantize_options(args),
             "sparsity": args.sparsity}
+
+
+def expand_disabled(names) -> tuple[str, ...]:
+    """``--disable-pass`` values with ``all`` replaced by every pass of lwc's graph pipeline
+    (:func:`lwc.pipeline.pass_names`; the sparsity stage and int8 lowering keep their own
+    names), duplicates dropped, order kept."""
+    from lwc import pipeline
+
+    out: list[str] = []
+    for name in names:
+        for n in (pipeline.pass_names() if name.strip().lower() == "all" else [name]):
+            if n not in out:
+                out.append(n)
+    return tuple(out)
 
 
 def _verify_samples(args) -> int:

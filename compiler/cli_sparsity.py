@@ -13,7 +13,7 @@ def cmd_prune(args) -> int:
     result = prune(
         args.model, args.method, args.amount,
         inputs=load_input_files(args.input), input_shapes=_input_shapes(args.input_shape),
-        seed=args.seed, measure=not args.no_measure,
+        seed=args.seed, measure=not args.no_measure, round_to=args.round_to,
     )
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".pruned.onnx")
     result.save(out)
@@ -40,6 +40,10 @@ def register(subparsers) -> None:
                    "(e.g. block:1x4) (default: unstructured)")
     p.add_argument("--amount", "-a", type=float, required=True,
                    help="fraction in [0, 1) of weights / channels / blocks set to zero")
+    p.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="channel methods: keep a multiple of N output channels per layer, nearest "
+                   "to 1-amount (e.g. 16 for AVX-512, 8 for AVX2, 4 for NEON; odd counts leave "
+                   "vector lanes empty and can make the pruned model slower) (default: 1)")
     p.add_argument("-o", "--output", help="pruned model path (default: MODEL.pruned.onnx)")
     p.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
                    help="static shape of a dynamic input, for the deviation measurement")

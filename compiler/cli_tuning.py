@@ -68,7 +68,7 @@ def cmd_tune(args) -> int:
         result = tuning.tune(
             args.model, args.target, _input_shapes(args.input_shape),
             trials=args.trials, time_budget_s=budget, log_root=args.log_dir, rpc=rpc,
-            on_progress=bar, **graph_options(args),
+            on_progress=bar, reuse_records=args.reuse_records or (), **graph_options(args),
         )
     finally:
         bar.close()
@@ -135,6 +135,10 @@ def register(subparsers) -> None:
     p.add_argument("--rpc-key", metavar="KEY", help="device key at the tracker (e.g. rpi5)")
     p.add_argument("--log-dir", metavar="DIR",
                    help="tuning logs root (default: $LWC_TUNING_LOGS or ./tuning_logs)")
+    p.add_argument("--reuse-records", action="append", metavar="LOG_FOLDER",
+                   help="start from another tuning log's records for the kernels both graphs share "
+                   "(records are per workload: a --disable-pass or pruned variant of a tuned model "
+                   "keeps most kernels); same target only; repeatable")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_tune)

@@ -158,8 +158,30 @@ def _root_rows(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
     return w if sparsity.attr(node, "transB", 0) and node.op_type == "Gemm" else w.T
 
 
-def channel_plan(model: onnx.ModelProto, amount: float, norm: str, consts) -> list[np.ndarray]:
-    """Groups of global channel indices to zero: per layer (same root set), the weakest ``amount``."""
+def _round_keep(total: int, prunable: int, amount: float, round_to: int) -> int:
+    """How many of a layer's ``prunable`` channels to zero so ``total`` - that is a multiple of ``round_to``.
+
+    The kept count is ``total - floor(amount * prunable)`` rounded to the nearest multiple of
+    ``round_to`` (at least ``round_to``), as Torch-Pruning's ``round_to`` option does: vector
+    units fill whole lanes (AVX-512: 16 fp32, AVX2 and NEON quads: 8 / 4), so 23 channels
+    cost as much as 32 and pruning to odd counts can make a layer slower (docs/sparsity.md).
+    Never all of the prunable channels; never more than ``prunable``.
+    """
+    k = int(amount * prunable)
+    if round_to > 1 and k:
+        keep = max(round_to, int(np.floor((total - k) / round_to + 0.5)) * round_to)
+        k = max(0, total - keep)
+    return min(k, prunable - 1)
+
+
+def channel_plan(
+    model: onnx.ModelProto, amount: float, norm: str, consts, round_to: int = 1
+) -> list[np.ndarray]:
+    """Groups of global channel indices to zero: per layer (same root set), the weakest ``amount``.
+
+    ``round_to`` > 1 rounds each layer's kept output channels to a multiple of it
+    (:func:`_round_keep`).
+    """
     g = channels.build(model, consts)
     can = channels.removable(g, require_zero=False)
     comp = g.components()
@@ -183,8 +205,10 @@ def channel_plan(model: onnx.ModelProto, amount: float, norm: str, consts) -> li
                 score += float(np.abs(row).mean() if norm == "l1" else np.sqrt((row**2).mean()))
         layers.setdefault(tuple(roots), []).append((score / max(len(roots), 1), idxs))
     plan = []
-    for groups in layers.values():
-        k = min(int(amount * len(groups)), len(groups) - 1)
+    for roots, groups in layers.items():
+        total = max((_root_rows(nodes[g.roots[r]], consts[nodes[g.roots[r]].input[1]]).shape[0] for r in roots),
+                    default=len(groups))
+        k = _round_keep(total, len(groups), amount, round_to)
         groups.sort(key=lambda s: s[0])
         plan.extend(np.array(idxs) for _, idxs in groups[:k])
     return plan, g, owner
@@ -273,6 +297,7 @@ def prune(
     input_shapes: dict[str, list[int]] | None = None,
     seed: int = 0,
     measure: bool = True,
+    round_to: int = 1,
 ) -> PruneResult:
     """Prune ``model``'s conv/dense/matmul weights by magnitude.
 
@@ -282,14 +307,19 @@ def prune(
         inputs / input_shapes / seed: data for the deviation measurement; inputs with
             dynamic dims and no shape are not measured (noted).
         measure: False skips the onnxruntime comparison.
+        round_to: channel methods only: each layer keeps a multiple of this many output
+            channels (nearest to ``1 - amount``; 16 suits AVX-512 fp32, 4 NEON), so the
+            achieved amount differs per layer.
 
     Raises:
-        LwcError: bad method or amount, unreadable model, no prunable weights.
+        LwcError: bad method, amount or round_to, unreadable model, no prunable weights.
     """
     from lwc.frontend import load_onnx
 
     meth = parse_method(method)
     amount = check_amount(amount)
+    if round_to < 1 or (round_to > 1 and meth.kind != "channel"):
+        raise LwcError(f"--round-to {round_to}: must be >= 1, and applies to channel:* methods only")
     original = load_onnx(model) if not isinstance(model, onnx.ModelProto) else model
     consts = sparsity.constant_arrays(original)
     refs = sparsity.weight_refs(original, consts)
@@ -310,7 +340,7 @@ def prune(
         rows, cols = meth.block
         set_constants(pruned, {r.weight: _block(consts[r.weight], r.layout, rows, cols, amount) for r in refs})
     else:
-        plan, g, owner = channel_plan(original, amount, meth.option, consts)
+        plan, g, owner = channel_plan(original, amount, meth.option, consts, round_to)
         if not plan and amount > 0:
             raise LwcError(
                 "no channel can be pruned: every output channel is tied to a graph output or to "

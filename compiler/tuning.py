@@ -742,6 +742,41 @@ def _existing(database, contexts) -> list[tuple[int, float | None]]:
     return out
 
 
+def import_records(database, contexts, folder: Path, preset, tvm_target) -> int:
+    """Copy ``folder``'s tuning records into ``database`` for the tasks that have none yet.
+
+    Records are keyed by workload (the kernel's TIR, structurally hashed), so a variant of
+    a tuned model (``--disable-pass``, pruned channels elsewhere) reuses every kernel the
+    two graphs share and tunes only the rest. Tasks that already have records are left
+    alone, so running again does not duplicate them.
+
+    Returns:
+        the number of records copied.
+    Raises:
+        LwcError: ``folder`` has no manifest, or its records are for another target.
+    """
+    ms = _ms()
+    manifest = read_manifest(Path(folder))
+    if manifest is None:
+        raise LwcError(f"--reuse-records {folder}: not a tuning log folder (no {MANIFEST})")
+    why = manifest_mismatch(manifest, preset, tvm_target)
+    if why:
+        raise LwcError(f"--reuse-records {folder}: {why}")
+    wanted = {}
+    for ctx, (count, _) in zip(contexts, _existing(database, contexts)):
+        if count == 0:
+            wanted[_workload_key(ctx.mod)] = ctx.mod
+    copied = 0
+    for record in open_database(Path(folder)).get_all_tuning_records():
+        mod = wanted.get(_workload_key(record.workload.mod))
+        if mod is None:
+            continue
+        database.commit_tuning_record(ms.database.TuningRecord(
+            record.trace, database.commit_workload(mod), record.run_secs, record.target, record.args_info))
+        copied += 1
+    return copied
+
+
 def _quiet_metaschedule_console() -> None:
     """MetaSchedule logs every trial to stdout; keep only its log files."""
     for name in [_MS_LOGGER, *logging.root.manager.loggerDict]:
@@ -769,6 +804,7 @@ def tune(
     quantize=None,
     sparsity: str = "auto",
     disabled_passes: tuple[str, ...] = (),
+    reuse_records: tuple[str | os.PathLike, ...] = (),
 ) -> TuneResult:
     """Tune a model's tasks with MetaSchedule and store records in a tuning log folder.
 
@@ -786,11 +822,15 @@ def tune(
             (``--quantize int8 --calib ...``, ``--sparsity``, ``--disable-pass``), as
             :func:`lwc.driver.compile` takes them; the graph tuned is the one compile
             builds with them, and the log folder's key names them (:func:`graph_variant`).
+        reuse_records: other tuning log folders (same target) whose records seed this
+            model's tasks that have none yet (:func:`import_records`); those tasks then
+            count as having that many trials.
 
     Returns:
         a :class:`TuneResult`.
     Raises:
-        LwcError: bad model/target, GPU target, or no tunable task.
+        LwcError: bad model/target, GPU target, no tunable task, or a ``reuse_records``
+            folder that is missing or was tuned for another target.
     """
     from lwc.frontend import model_sha256
     from lwc.targets import Preset, resolve
@@ -841,6 +881,8 @@ def tune(
     )
     _quiet_metaschedule_console()
     database = open_database(folder)
+    reused = {str(other): import_records(database, contexts, Path(other), preset, tvm_target)
+              for other in reuse_records}
     stats = [
         TaskStat(name=c.task_name, flops=_flops(c.mod), weight=int(w))
         for c, w in zip(contexts, weights)
@@ -856,6 +898,9 @@ def tune(
     variant = variant_options(quantize, sparsity, disabled_passes)
     if variant:
         manifest["variant"] = variant
+    if reused or old_manifest and old_manifest.get("reused_records"):
+        # records copied from other logs count as trials of their tasks; say how many
+        manifest["reused_records"] = {**(old_manifest or {}).get("reused_records", {}), **reused}
     _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     if not todo:
         return TuneResult(folder, stats, 0, time.perf_counter() - started, "every task already has "

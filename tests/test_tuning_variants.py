@@ -216,3 +216,61 @@ def test_conv_layout_override_names_its_own_log(monkeypatch):
     assert nhwc and tuning.variant_options()["conv_layout"] == "NHWC"
     monkeypatch.setenv("LWC_CONV_LAYOUT", "NCHW")
     assert tuning.graph_variant() not in ("", nhwc)
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+def test_reuse_records_seeds_the_kernels_two_variants_share(model_path, tmp_path):
+    """``lwc tune --disable-pass all --reuse-records LOG``: the passes-off graph starts from
+    the default graph's records for every identical kernel and tunes only the others."""
+    from lwc.cli import expand_disabled
+
+    logs = tmp_path / "logs"
+    off_passes = expand_disabled(["all"])
+    assert "PreserveNaN" in off_passes and "FoldBatchNorm" in off_passes
+    on_tasks = len(tuning.task_workloads(*_fused_fp32(model_path, ())))
+    base = tuning.tune(model_path, "host", SHAPE, trials=2 * on_tasks, log_root=logs, **QUICK)
+    base_trials = {tuning._workload_key(wl): t.trials
+                   for wl, t in zip(tuning.task_workloads(*_fused_fp32(model_path, ())), base.tasks)}
+    off_workloads = tuning.task_workloads(*_fused_fp32(model_path, off_passes))
+    shared = [tuning._workload_key(wl) in base_trials for wl in off_workloads]
+    # the 1x1 conv is the same kernel; the first conv's relu loses its NaN guard (PreserveNaN off)
+    assert any(shared) and not all(shared)
+    off = tuning.tune(model_path, "host", SHAPE, trials=2 * len(off_workloads), log_root=logs,
+                      disabled_passes=off_passes, reuse_records=(base.log_dir,), **QUICK)
+    assert off.log_dir != base.log_dir
+    manifest = json.loads((off.log_dir / tuning.MANIFEST).read_text())
+    copied = manifest["reused_records"][str(base.log_dir)]
+    assert copied == sum(base_trials[tuning._workload_key(wl)] for wl, s in zip(off_workloads, shared) if s)
+    # the copied tasks start with the base's trials; only the others were measured here
+    assert off.resumed_trials == copied
+    assert off.trials_run == sum(t.trials for t, s in zip(off.tasks, shared) if not s) > 0
+    # running again copies nothing twice
+    again = tuning.tune(model_path, "host", SHAPE, trials=2 * len(off_workloads), log_root=logs,
+                        disabled_passes=off_passes, reuse_records=(base.log_dir,), **QUICK)
+    assert again.trials_run == 0
+    assert json.loads((off.log_dir / tuning.MANIFEST).read_text())["reused_records"][str(base.log_dir)] == 0
+    # and compile with the same options finds the folder, every task tuned
+    compiled = driver.compile(str(model_path), "host", SHAPE, disabled_passes=off_passes, tuning_log=str(off.log_dir))
+    assert compiled.extra["tuning"]["tuned_tasks"] == compiled.extra["tuning"]["tasks"] == len(off_workloads)
+
+
+def test_reuse_records_refuses_a_folder_that_is_no_log_or_for_another_target(model_path, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LwcError, match="not a tuning log folder"):
+        tuning.tune(model_path, "host", SHAPE, trials=1, log_root=tmp_path / "logs",
+                    reuse_records=(tmp_path / "empty",), **QUICK)
+    other = tmp_path / "other"
+    other.mkdir()
+    manifest = json.loads((REPO / "tuning_logs" / "fcdf8dabbb44-host-znver4" / tuning.MANIFEST).read_text())
+    manifest["target"]["tvm"] = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}
+    (other / tuning.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(LwcError, match="--reuse-records .*tuned for"):
+        tuning.tune(model_path, "host", SHAPE, trials=1, log_root=tmp_path / "logs",
+                    reuse_records=(other,), **QUICK)
+
+
+def _fused_fp32(model_path, disabled):
+    prepared = tuning.prepared_module(str(model_path), "host", SHAPE, disabled_passes=tuple(disabled))
+    return tuning.prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target

@@ -33,3 +33,14 @@ def test_disable_pass_and_dump_ir(tmp_path, monkeypatch):
 def test_unknown_pass_is_an_error():
     with pytest.raises(LwcError, match="no such pass"):
         pipeline.run_passes(relax_module(conv_relu()), resolve("host"), ("FoldEverything",))
+
+
+def test_disable_pass_all_means_every_graph_pass_and_keeps_other_names():
+    from lwc.cli import expand_disabled
+
+    assert expand_disabled(["all"]) == tuple(pipeline.pass_names())
+    # other stages keep their own names; duplicates and case of "all" do not matter
+    both = expand_disabled(["DenseToSparse", "ALL", "PreserveNaN"])
+    assert both == ("DenseToSparse", *pipeline.pass_names())
+    _, records = pipeline.run_passes(relax_module(conv_relu()), resolve("host"), expand_disabled(["all"]))
+    assert all(r.disabled for r in records)
