@@ -277,7 +277,7 @@ def compile(  # noqa: A001  (the product's verb)
                            tuning.graph_variant(quantize, sparsity, disabled_passes))
     imported, sparsity_info = sparse_compile.apply(
         imported, sparsity, preset=preset, disabled=disabled_passes,
-        tuning_folder=sparse_compile.tuning_folder(preset, tuning_log, use_tuning_logs, key),
+        tuning_log=sparse_compile.tuning_log_choice(preset, tuning_log, use_tuning_logs, key),
     )
     staged = (*quant.LOWERING_PASS_NAMES, *sparse_compile.PASS_NAMES)  # not Relax-pipeline passes
     fp32_disabled = tuple(n for n in disabled_passes if n not in staged)

@@ -32,7 +32,7 @@ MODES = ("auto", "off", "force")
 PASS_NAMES = ("RemoveZeroChannels", "DenseToSparse", "Conv1x1ToSparse")
 
 
-def apply(imported, mode: str = "auto", *, preset=None, tuning_folder: Path | None = None,
+def apply(imported, mode: str = "auto", *, preset=None, tuning_log=None,
           disabled: tuple[str, ...] = ()):
     """Run the sparsity stage on an imported model.
 
@@ -40,7 +40,8 @@ def apply(imported, mode: str = "auto", *, preset=None, tuning_folder: Path | No
         imported: :class:`lwc.frontend.ImportedModel`.
         mode: ``auto``, ``off`` or ``force``.
         preset: the target preset (None: host, decided by the cost model).
-        tuning_folder: the model's tuning log, for the tuned dense kernels ``auto`` times.
+        tuning_log: the model's :class:`lwc.tuning.LogChoice` (:func:`tuning_log_choice`),
+            for the tuned dense kernels ``auto`` times; None: TVM's default schedules.
         disabled: ``--disable-pass`` names; those in :data:`PASS_NAMES` are skipped.
     Returns:
         (imported model after the stage, report dict: mode, analysis, passes applied,
@@ -68,7 +69,7 @@ def apply(imported, mode: str = "auto", *, preset=None, tuning_folder: Path | No
         from lwc import sparse_decide, tuning
 
         tuning_run = tuning._CAPTURE.get()  # lwc tune is capturing the graph it will tune
-        decide = sparse_decide.decider(preset, preset.tvm_target(), tuning_folder, tuning_run)
+        decide = sparse_decide.decider(preset, preset.tvm_target(), tuning_log, tuning_run)
     return _to_sparse(imported, mode, decide, disabled, info)
 
 
@@ -115,25 +116,23 @@ def _to_sparse(imported, mode: str, decide, disabled: tuple[str, ...], info: dic
     return imported, info
 
 
-def tuning_folder(preset, tuning_log: str | None, enabled: bool, model_key: str | None) -> Path | None:
+def tuning_log_choice(preset, tuning_log: str | None, enabled: bool, model_key: str | None):
     """The tuning log whose dense kernels ``auto`` times against BSR, or None.
 
-    ``--tuning-log`` when given, else the model's folder under tuning_logs/ when its
-    manifest matches the target (:func:`lwc.tuning.find_log`); None with
-    ``--no-tuning-log``. A bad ``--tuning-log`` is reported later by the tuning stage.
+    The same lookup as the tuning stage (:func:`lwc.tuning.locate_log`: ``--tuning-log``,
+    the model's folder, or a host log from an ISA-subset CPU); None with
+    ``--no-tuning-log`` or when no records apply. A bad ``--tuning-log`` is reported by
+    the tuning stage, which raises the same error.
     """
     from lwc import tuning
 
     if not enabled:
         return None
-    if tuning_log is not None:
-        folder = Path(tuning_log)
-        return folder if (folder / tuning.MANIFEST).is_file() else None
-    folder, _ = tuning.find_log(model_key, preset)
-    if folder is None or tuning.manifest_mismatch(tuning.read_manifest(folder) or {}, preset,
-                                                  preset.tvm_target()):
+    try:
+        choice = tuning.locate_log(preset, preset.tvm_target(), tuning_log=tuning_log, model_key=model_key)
+    except LwcError:
         return None
-    return folder
+    return None if choice.folder is None or choice.why_not else choice
 
 
 def summary_line(info: dict | None) -> str | None:

@@ -48,28 +48,30 @@ TARGET_MS = 3.0
 REPEAT = 3
 
 
-def decider(preset, tvm_target, tuning_folder: Path | None, tuning_run: bool = False) -> Decide:
+def decider(preset, tvm_target, tuning_log=None, tuning_run: bool = False) -> Decide:
     """The ``decide`` for ``--sparsity auto`` on ``preset``.
 
     Args:
         tvm_target: ``preset.tvm_target()``.
-        tuning_folder: the model's tuning log folder (``lwc.tuning.find_log`` or
-            ``--tuning-log``), or None (then dense is timed with TVM's default schedule).
+        tuning_log: the model's :class:`lwc.tuning.LogChoice` (``lwc.tuning.locate_log``),
+            or None (then dense is timed with TVM's default schedule).
         tuning_run: the graph is being built for ``lwc tune``: a layer whose dense kernel
             has no tuning record yet is about to get one, so timing it untuned would
             favour BSR wrongly; such layers take the cost model.
     """
     if not preset.is_native:
         return cost_model(why=f"{preset.name} is a cross target: emulated timings mean nothing")
-    return MeasuredDecider(tvm_target, tuning_folder, tuning_run)
+    return MeasuredDecider(tvm_target, tuning_log, tuning_run)
 
 
 class MeasuredDecider:
     """``decide`` by timing the BSR kernel against the dense kernel (see module docstring)."""
 
-    def __init__(self, tvm_target, tuning_folder: Path | None = None, tuning_run: bool = False) -> None:
+    def __init__(self, tvm_target, tuning_log=None, tuning_run: bool = False) -> None:
         self.target = tvm_target
-        self.folder = Path(tuning_folder) if tuning_folder else None
+        self.folder = Path(tuning_log.folder) if tuning_log is not None else None
+        # a host log tuned on an ISA-subset CPU carries that CPU's target in its records
+        self.records_target = tuning_log.records_target if tuning_log is not None else tvm_target
         self.tuning_run = tuning_run
         self._tuned: dict | None = None
         self._dense: dict[tuple, tuple[float, str]] = {}
@@ -107,7 +109,7 @@ class MeasuredDecider:
 
     def _tuned_index(self) -> dict:
         if self._tuned is None:
-            self._tuned = tuned_dense_kernels(self.folder, self.target) if self.folder else {}
+            self._tuned = tuned_dense_kernels(self.folder, self.records_target) if self.folder else {}
         return self._tuned
 
 

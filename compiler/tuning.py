@@ -433,6 +433,68 @@ def find_log(model_key_: str | None, preset, roots: list[Path] | None = None):
     return match, others
 
 
+@dataclass
+class LogChoice:
+    """The tuning log a compile uses for (model, target) -- :func:`locate_log`'s answer.
+
+    Attributes:
+        folder: the log folder, or None.
+        substitute: the CPU a host log was tuned on when it is not this machine's (its
+            ISA a subset of this CPU's, :func:`cpu_substitute`), else None.
+        records_target: the TVM target the folder's records carry (this target, or the
+            substitute CPU's).
+        why_not: why no records apply (one line; then ``folder`` may still name the log
+            that was refused), or None.
+    """
+
+    folder: Path | None
+    substitute: str | None = None
+    records_target: object = None
+    why_not: str | None = None
+
+
+def locate_log(preset, tvm_target, *, tuning_log=None, model_key=None) -> LogChoice:
+    """Find the tuning log for a model on a target: ``--tuning-log`` when given, else
+    ``tuning_logs/<model_key>-<target>/`` in :func:`search_roots`, else a host log tuned
+    on a CPU whose ISA this one includes.
+
+    The one lookup both :func:`apply_records` and ``--sparsity auto`` (which times the
+    tuned dense kernels against BSR) use, so they never disagree about the log.
+
+    Raises:
+        LwcError: ``tuning_log`` has no manifest, or was tuned for another target/TVM.
+    """
+    target = target_name(preset)
+    if tuning_log is not None:
+        folder = Path(tuning_log)
+        manifest = read_manifest(folder)
+        if manifest is None:
+            raise LwcError(f"--tuning-log {tuning_log}: no {MANIFEST} there (not a tuning log)")
+        why = manifest_mismatch(manifest, preset, tvm_target)
+        substitute = cpu_substitute(manifest, preset, tvm_target) if why else None
+        if why and not substitute:
+            raise LwcError(f"--tuning-log {tuning_log} cannot be used for {target}: {why}")
+        return LogChoice(folder, substitute, _records_target(manifest) if substitute else tvm_target)
+    folder, others = find_log(model_key, preset)
+    substitute = None
+    if folder is None:
+        for other in sorted(others):
+            substitute = cpu_substitute(read_manifest(other) or {}, preset, tvm_target)
+            if substitute:
+                folder = other
+                break
+    if folder is None:
+        extra = ""
+        if others:
+            extra = f" (tuning_logs has {', '.join(sorted(p.name.split('-', 1)[1] for p in others))})"
+        return LogChoice(None, why_not=f"no tuning records for {target}{extra}")
+    manifest = read_manifest(folder) or {}
+    why = None if substitute else manifest_mismatch(manifest, preset, tvm_target)
+    if why:
+        return LogChoice(folder, why_not=f"tuning log {folder.name} not applied ({why})")
+    return LogChoice(folder, substitute, _records_target(manifest) if substitute else tvm_target)
+
+
 def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, model_key=None):
     """Prepare ``mod`` for lowering with the matching tuning records applied.
 
@@ -459,40 +521,12 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     fused = prepare(mod, tvm_target)
     workloads = task_workloads(fused, tvm_target)
     total = len(workloads)
-    target = target_name(preset)
     if not enabled:
         return fused, _info(None, total, 0, f"tuning records disabled; {_tasks_word(total)} untuned")
-    substitute = None  # the CPU a host log was tuned on, when it is not this one
-    if tuning_log is not None:
-        folder = Path(tuning_log)
-        manifest = read_manifest(folder)
-        if manifest is None:
-            raise LwcError(f"--tuning-log {tuning_log}: no {MANIFEST} there (not a tuning log)")
-        why = manifest_mismatch(manifest, preset, tvm_target)
-        substitute = cpu_substitute(manifest, preset, tvm_target) if why else None
-        if why and not substitute:
-            raise LwcError(f"--tuning-log {tuning_log} cannot be used for {target}: {why}")
-    else:
-        folder, others = find_log(model_key, preset)
-        if folder is None:
-            for other in sorted(others):
-                substitute = cpu_substitute(read_manifest(other) or {}, preset, tvm_target)
-                if substitute:
-                    folder = other
-                    break
-        if folder is None:
-            extra = ""
-            if others:
-                extra = f" (tuning_logs has {', '.join(sorted(p.name.split('-', 1)[1] for p in others))})"
-            return fused, _info(
-                None, total, 0, f"no tuning records for {target}{extra}; {_tasks_word(total)} untuned"
-            )
-        why = None if substitute else manifest_mismatch(read_manifest(folder) or {}, preset, tvm_target)
-        if why:
-            return fused, _info(
-                folder, total, 0, f"tuning log {folder.name} not applied ({why}); {_tasks_word(total)} untuned"
-            )
-    records_target = _records_target(read_manifest(folder)) if substitute else tvm_target
+    choice = locate_log(preset, tvm_target, tuning_log=tuning_log, model_key=model_key)
+    if choice.folder is None or choice.why_not:
+        return fused, _info(choice.folder, total, 0, f"{choice.why_not}; {_tasks_word(total)} untuned")
+    folder, substitute, records_target = choice.folder, choice.substitute, choice.records_target
     database, kept, foreign = valid_records_for(folder, records_target)
     if kept == 0:
         note = f" ({foreign} records for other targets ignored)" if foreign else ""

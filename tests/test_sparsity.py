@@ -86,6 +86,25 @@ def test_channel_prune_is_physically_removable():
     assert sparsity.count_flops(shrunk) < sparsity.count_flops(result.model)
 
 
+def test_channel_prune_round_to_keeps_whole_vector_lanes():
+    """--round-to 16: 64 channels at amount 0.3 keep 48 (nearest multiple of 16 to 45), not 45."""
+    exact = prune.prune(mlp(), "channel:l1", 0.3, measure=False)
+    assert exact.layers[0]["channels_pruned"] == 19
+    rounded = prune.prune(mlp(), "channel:l1", 0.3, measure=False, round_to=16)
+    assert rounded.layers[0]["channels_pruned"] == 16
+    # the weakest channels go first either way: the rounded set is a subset of the exact one
+    zero = [set(np.flatnonzero(~np.any(numpy_helper.to_array(r.model.graph.initializer[1]).reshape(1, -1) != 0, 0)))
+            for r in (exact, rounded)]
+    assert zero[1] <= zero[0]
+    # kept = total - pruned, rounded to the nearest multiple (at least one multiple)
+    assert [prune._round_keep(n, n, 0.3, 16) for n in (8, 24, 32, 88, 200)] == [0, 8, 16, 24, 56]
+    assert prune._round_keep(64, 64, 0.3, 1) == 19
+    with pytest.raises(LwcError, match="--round-to 0"):
+        prune.prune(mlp(), "channel:l1", 0.3, round_to=0)
+    with pytest.raises(LwcError, match="channel:\\* methods only"):
+        prune.prune(mlp(), "block:1x4", 0.3, round_to=4)
+
+
 def test_errors():
     with pytest.raises(LwcError, match=r"outside \[0, 1\)"):
         prune.prune(mlp(), "unstructured", 1.0)

@@ -328,6 +328,13 @@ def test_host_log_from_an_isa_subset_cpu_is_applied_and_said(use_logs):
     assert f"records tuned on {here['mcpu']}, applied to this {newer}" in info["message"]
     forced = driver.compile(str(model), _host_as(newer), {"x": [1, 64]}, tuning_log=str(result.log_dir))
     assert forced.extra["tuning"]["tuned_tasks"] == 1
+    # --sparsity auto times the tuned dense kernels of the same log (one lookup for both)
+    from lwc import sparse_compile, sparse_decide
+
+    choice = sparse_compile.tuning_log_choice(_host_as(newer), None, True, result.manifest["model_key"])
+    assert choice.folder.name == result.log_dir.name and choice.substitute == here["mcpu"]
+    assert sparse_decide.tuned_dense_kernels(choice.folder, choice.records_target)
+    assert not sparse_decide.tuned_dense_kernels(choice.folder, _host_as(newer).tvm_target())
 
 
 def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, monkeypatch):

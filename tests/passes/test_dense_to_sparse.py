@@ -128,7 +128,7 @@ def test_auto_times_the_tuned_dense_kernel_from_the_tuning_log(tmp_path):
     index = sparse_decide.tuned_dense_kernels(tmp_path, target)
     assert set(index) == {("matmul", 4, 32, 64), ("matmul", 4, 64, 32)}
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(target, tmp_path))
+    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(target, tuning.LogChoice(tmp_path, records_target=target)))
     p(import_model(model).mod)
     assert [d.dense_schedule.split(",")[0] for d in p.decisions] == ["tuned", "tuned"]
     assert all(tmp_path.name in d.reason for d in p.decisions)
