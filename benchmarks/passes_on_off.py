@@ -1,0 +1,111 @@
+"""lwc's graph passes on vs all off (``--disable-pass all``): kernels, accuracy, latency.
+
+    .venv/bin/python benchmarks/passes_on_off.py [--models cls,det,rec] [--untuned] [--json out.json]
+
+For each model: compile twice for the host, with every lwc pass (the default) and with
+``--disable-pass all``; each build applies its own tuning log when tuning_logs/ has one
+(the passes-off graph has other kernels, so its log is a variant folder, tuned with
+``lwc tune MODEL --disable-pass all --reuse-records <passes-on log>``: the kernels both
+graphs share start from the same records). ``--untuned`` compiles both without records.
+Both artifacts are checked against onnxruntime (max abs), then timed in one process,
+interleaved in blocks of 10 runs with a settling run per switch (as ``lwc bench`` does),
+p50 over at least 8 s each. Kernel counts are the manifest's (Relax calls after FuseOps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run_benchmarks import MODELS  # noqa: E402
+
+
+def _interleaved_p50(runs: dict, seconds: float = 8.0, block: int = 10) -> dict:
+    """p50 ms of each callable in ``runs``, timed in alternating blocks."""
+    times = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()
+    end = time.perf_counter() + seconds * len(runs)
+    order = list(runs)
+    while time.perf_counter() < end or min(len(t) for t in times.values()) < 2 * block:
+        for name in order:
+            runs[name]()  # settling run
+            for _ in range(block):
+                t = time.perf_counter()
+                runs[name]()
+                times[name].append((time.perf_counter() - t) * 1e3)
+        order.reverse()
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def run_model(name: str, untuned: bool, tmp: Path) -> dict:
+    import onnxruntime as ort
+
+    from lwc import artifact, driver, pipeline
+
+    factory, shapes = MODELS[name]
+    model = str(factory())
+    row = {"model": name}
+    arts = {}
+    for label, disabled in (("on", ()), ("off", tuple(pipeline.pass_names()))):
+        result = driver.compile(model, "host", shapes, disabled_passes=disabled, use_tuning_logs=not untuned)
+        path = result.export(tmp / f"{name}-{label}.so")
+        info = json.loads(path.with_suffix(".json").read_text())
+        tuning = info.get("tuning", {})
+        row[f"kernels_{label}"] = info["report"]["kernel_count"]["with_lwc_passes"]
+        row[f"tuned_{label}"] = f"{tuning.get('tuned_tasks', 0)}/{tuning.get('tasks', 0)}"
+        row[f"log_{label}"] = Path(tuning["log"]).name if tuning.get("log") else None
+        arts[label] = artifact.load(path)
+    feed = arts["on"].full_inputs(None, 0)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    want = session.run(None, feed)
+    for label, art in arts.items():
+        got = art.run(feed)
+        row[f"max_abs_{label}"] = max(float(np.max(np.abs(np.asarray(g, np.float64) - w))) for g, w in zip(got, want))
+    p50 = _interleaved_p50({label: (lambda a=a: a.run(feed)) for label, a in arts.items()})
+    row.update({f"p50_ms_{k}": round(v, 3) for k, v in p50.items()})
+    row["ratio_on_off"] = round(p50["on"] / p50["off"], 3)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def markdown(rows: list[dict], untuned: bool) -> str:
+    from lwc import tvm_compat
+    from lwc.bench import default_threads
+    from lwc.tuning import machine_cpu
+
+    head = (f"{'untuned' if untuned else 'tuned'}, host {machine_cpu()}, {default_threads()} threads, "
+            f"apache-tvm {tvm_compat.versions().get('apache-tvm')}, {dt.date.today()}")
+    lines = [head, "", "| model | kernels off → on | tuned tasks off / on | p50 ms off | p50 ms on | on/off | "
+             "max abs vs onnxruntime off / on |", "|---|---|---|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['kernels_off']} → {r['kernels_on']} | {r['tuned_off']} / {r['tuned_on']} | "
+                     f"{r['p50_ms_off']} | {r['p50_ms_on']} | **{r['ratio_on_off']}** | "
+                     f"{r['max_abs_off']:.1e} / {r['max_abs_on']:.1e} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="cls,det,rec")
+    p.add_argument("--untuned", action="store_true", help="compile both without tuning records")
+    p.add_argument("--json", help="write the rows here too")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [run_model(name, args.untuned, Path(tmp)) for name in args.models.split(",")]
+    print(markdown(rows, args.untuned))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
