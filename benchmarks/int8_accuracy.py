@@ -8,6 +8,7 @@ noise, several ink colours), PP-OCR's preprocessing. The model is compiled with
 For det, the share of pixels on the same side of DBNet's 0.3 text threshold is added.
 
     .venv/bin/python benchmarks/int8_accuracy.py det [--target arm64] [--calib-n 16] [--held-n 8]
+        [--calib-method M] [--max-accuracy-drop X]
 
 Writes build/int8_accuracy/<model>-<target>/ (calib/, heldout/, the artifact, result.json).
 """
@@ -61,13 +62,15 @@ def main() -> dict:
     p.add_argument("--calib-n", type=int, default=16)
     p.add_argument("--held-n", type=int, default=8)
     p.add_argument("--calib-method", default="percentile:99.99")
+    p.add_argument("--max-accuracy-drop", type=float, help="passed to lwc compile (fp32 fallback)")
     args = p.parse_args()
 
     from lwc.models import ppocr_model
 
     model = ppocr_model(args.model)
     h, w = SHAPES[args.model]
-    out = ROOT / "build" / "int8_accuracy" / f"{args.model}-{args.target}"
+    tag = f"-drop{args.max_accuracy_drop:g}" if args.max_accuracy_drop is not None else ""
+    out = ROOT / "build" / "int8_accuracy" / f"{args.model}-{args.target}{tag}"
     for sub, n, base in (("calib", args.calib_n, 1000), ("heldout", args.held_n, 2000)):
         (out / sub).mkdir(parents=True, exist_ok=True)
         for i in range(n):
@@ -76,11 +79,12 @@ def main() -> dict:
     so = out / f"{args.model}-int8.so"
     subprocess.run([lwc, "compile", str(model), "--target", args.target, "--input-shape", f"x:1,3,{h},{w}",
                     "--quantize", "int8", "--calib", str(out / "calib"), "--calib-method", args.calib_method,
-                    "-o", str(so)], check=True)
+                    "-o", str(so), *(["--max-accuracy-drop", str(args.max_accuracy_drop)]
+                                     if args.max_accuracy_drop is not None else [])], check=True)
     verify = subprocess.run([lwc, "verify", str(model), str(so), "--inputs", str(out / "heldout"), "--json"],
                             capture_output=True, text=True)
     result = {"model": args.model, "target": args.target, "calib": args.calib_n, "heldout": args.held_n,
-              "method": args.calib_method, "verify": json.loads(verify.stdout) if verify.stdout.strip() else None,
+              "method": args.calib_method, "max_accuracy_drop": args.max_accuracy_drop, "verify": json.loads(verify.stdout) if verify.stdout.strip() else None,
               "verify_rc": verify.returncode}
     if args.model == "det" and args.target == "host":
         import onnxruntime as ort

@@ -350,8 +350,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def top1_agreement(refs: list[np.ndarray], tests: list[np.ndarray]) -> float | None:
-    """Share of samples (rows) whose argmax over the last axis agrees; None if not a classifier output."""
-    if refs[0].ndim < 2 or refs[0].shape[-1] < 2:
+    """Share of samples (rows) whose argmax over the last axis agrees; None if not a classifier output.
+
+    Classifier outputs are ``[N, classes]`` or ``[N, T, classes]`` (CTC, per time step);
+    rank-4+ outputs are maps (NCHW, e.g. a DBNet probability map) and get None.
+    """
+    if refs[0].ndim not in (2, 3) or refs[0].shape[-1] < 2:
         return None
     r = np.concatenate([x.reshape(-1, x.shape[-1]) for x in refs]).argmax(-1)
     t = np.concatenate([x.reshape(-1, x.shape[-1]) for x in tests]).argmax(-1)
