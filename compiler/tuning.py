@@ -932,9 +932,11 @@ def tune(
     variant = variant_options(quantize, sparsity, disabled_passes)
     if variant:
         manifest["variant"] = variant
-    if reused or old_manifest and old_manifest.get("reused_records"):
-        # records copied from other logs count as trials of their tasks; say how many
-        manifest["reused_records"] = {**(old_manifest or {}).get("reused_records", {}), **reused}
+    merged = dict((old_manifest or {}).get("reused_records", {}))
+    for other, count in reused.items():
+        merged[other] = merged.get(other, 0) + count
+    if merged:  # records copied from other logs count as trials of their tasks; say how many
+        manifest["reused_records"] = merged
     _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     if not todo:
         return TuneResult(folder, stats, 0, time.perf_counter() - started, "every task already has "
