@@ -82,7 +82,7 @@ def test_auto_keeps_dense_when_bsr_wins_by_less_than_the_noise_margin(monkeypatc
     assert second.used and "BSR is faster" in second.reason
 
 
-@pytest.mark.parametrize("rows,method", [(1, "block:1x4"), (8, "block:1x4"), (3, "block:4x1")])
+@pytest.mark.parametrize("rows,method", [(1, "block:1x4"), (1, "block:4x1"), (8, "block:1x4"), (3, "block:4x1")])
 def test_numerical_matches_onnxruntime(rows, method):
     import lwc.driver
     from lwc import pipeline
