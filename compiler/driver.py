@@ -113,7 +113,8 @@ def check_pass_names(disabled: tuple[str, ...]) -> None:
     known = known_pass_names()
     unknown = sorted(set(disabled) - set(known))
     if unknown:
-        raise LwcError(f"--disable-pass {', '.join(unknown)}: no such pass; passes: {', '.join(known)}")
+        raise LwcError(f"--disable-pass {', '.join(unknown)}: no such pass; passes: {', '.join(known)} "
+                       "(or all: every graph pass)")
 
 
 @dataclass
