@@ -37,7 +37,7 @@ def _p50(fn, seconds: float = 10.0, min_runs: int = 5) -> float:
 def main(names: list[str]) -> list[dict]:
     import onnxruntime as ort
 
-    from lwc import artifact, driver
+    from lwc import artifact, driver, tvm_compat
     from lwc.bench import default_threads
 
     threads = default_threads()
@@ -49,7 +49,8 @@ def main(names: list[str]) -> list[dict]:
             path = driver.compile(model, "host", shapes).export(Path(tmp) / f"{name}.so")
             art = artifact.load(path)
             feed = art.full_inputs(None, 0)
-            lwc_ms = _p50(lambda: art.run(feed))
+            vm, args = art.vm(), [tvm_compat.tensor(a) for _, a in art.check_inputs(feed)]
+            lwc_ms = _p50(lambda: vm["main"](*args))  # one VM: art.run would make one per call
             time.sleep(2)  # let TVM's pool go idle
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads

@@ -29,7 +29,12 @@ from run_benchmarks import MODELS  # noqa: E402
 
 
 def _interleaved_p50(runs: dict, seconds: float = 8.0, block: int = 10) -> dict:
-    """p50 ms of each callable in ``runs``, timed in alternating blocks."""
+    """p50 ms of each callable in ``runs``, timed in alternating blocks.
+
+    Interleave lwc artifacts only: they share TVM's one thread pool. onnxruntime's pool
+    spins after each run and, on 2 cores, slowed TVM runs timed right after it by 2-20x
+    here; time it alone with :func:`alone_p50`.
+    """
     times = {k: [] for k in runs}
     for fn in runs.values():
         fn()
@@ -44,6 +49,26 @@ def _interleaved_p50(runs: dict, seconds: float = 8.0, block: int = 10) -> dict:
                 times[name].append((time.perf_counter() - t) * 1e3)
         order.reverse()
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def alone_p50(fn, seconds: float = 5.0, min_runs: int = 20) -> float:
+    """p50 ms of ``fn`` timed on its own, after a 1 s pause (other thread pools go idle)."""
+    time.sleep(1.0)
+    fn()
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < min_runs:
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def setup_threads() -> int:
+    """TVM's pool at the CPUs this process may use (as ``lwc bench``); returns the count."""
+    from lwc.bench import default_threads, set_tvm_threads
+
+    return set_tvm_threads(default_threads())
 
 
 def run_model(name: str, untuned: bool, tmp: Path) -> dict:
@@ -65,8 +90,7 @@ def run_model(name: str, untuned: bool, tmp: Path) -> dict:
         row[f"log_{label}"] = Path(tuning["log"]).name if tuning.get("log") else None
         arts[label] = artifact.load(path)
     feed = arts["on"].full_inputs(None, 0)
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    want = session.run(None, feed)
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feed)
     for label, art in arts.items():
         got = art.run(feed)
         row[f"max_abs_{label}"] = max(float(np.max(np.abs(np.asarray(g, np.float64) - w))) for g, w in zip(got, want))
@@ -99,6 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--untuned", action="store_true", help="compile both without tuning records")
     p.add_argument("--json", help="write the rows here too")
     args = p.parse_args(argv)
+    setup_threads()
     with tempfile.TemporaryDirectory() as tmp:
         rows = [run_model(name, args.untuned, Path(tmp)) for name in args.models.split(",")]
     print(markdown(rows, args.untuned))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +93,8 @@ class Artifact:
 
     path: Path
     manifest: dict
+    #: the VM :meth:`run` reuses (created on first run: a VM copies the weights in)
+    _vm: object = field(default=None, repr=False, compare=False)
 
     @property
     def inputs(self) -> list[dict]:
@@ -187,7 +189,9 @@ class Artifact:
     def _run_in_process(self, ordered, repeat: int) -> tuple[list[np.ndarray], float | None]:
         from lwc import tvm_compat
 
-        vm = self.vm()
+        if self._vm is None:  # loading copies every weight into the VM: once per artifact
+            self._vm = self.vm()
+        vm = self._vm
         args = [tvm_compat.tensor(a, self.device) for _, a in ordered]
         result = vm["main"](*args)
         outputs = [np.asarray(t.numpy()) for t in _flatten(result)]
