@@ -17,28 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from passes_on_off import alone_p50  # noqa: E402
 from run_benchmarks import MODELS  # noqa: E402
 
 
-def _p50(fn, seconds: float = 10.0, min_runs: int = 5) -> float:
-    fn()  # warm-up
-    times = []
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or len(times) < min_runs:
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
-
-
 def main(names: list[str]) -> list[dict]:
-    import onnxruntime as ort
-
     from lwc import artifact, driver, tvm_compat
-    from lwc.bench import default_threads
+    from lwc.bench import _ort_session, default_threads
 
     threads = default_threads()
     rows = []
@@ -50,12 +36,11 @@ def main(names: list[str]) -> list[dict]:
             art = artifact.load(path)
             feed = art.full_inputs(None, 0)
             vm, args = art.vm(), [tvm_compat.tensor(a) for _, a in art.check_inputs(feed)]
-            lwc_ms = _p50(lambda: vm["main"](*args))  # one VM: art.run would make one per call
+            # one VM (art.run made one per call until this stop)
+            lwc_ms = alone_p50(lambda: vm["main"](*args), seconds=10.0, min_runs=5)
             time.sleep(2)  # let TVM's pool go idle
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
-            ort_ms = _p50(lambda: sess.run(None, feed))
+            sess = _ort_session(model, threads)  # as lwc bench makes it
+            ort_ms = alone_p50(lambda: sess.run(None, feed), seconds=10.0, min_runs=5)
             row = {"model": name, "lwc_tuned_ms": round(lwc_ms, 3), "onnxruntime_ms": round(ort_ms, 3),
                    "ratio": round(lwc_ms / ort_ms, 2), "threads": threads}
             print(json.dumps(row), flush=True)
