@@ -187,8 +187,9 @@ def _bsr_gemv(batch: int, k: int, n: int, nnzb: int, rows: int, cols: int, paral
                         for c in T.vectorized(cols):
                             acc[0, r, c] = acc[0, r, c] + data[j, r, c] * x[b, indices[j] * cols + c, 0]
                 for r in T.unroll(rows):
-                    for c in T.vectorized(cols):
-                        acc[0, r, c] = (acc[0, r, c] + acc[1, r, c]) + (acc[2, r, c] + acc[3, r, c])
+                    for q in T.unroll(1, u):
+                        for c in T.vectorized(cols):
+                            acc[0, r, c] = acc[0, r, c] + acc[q, r, c]
                     out[b, i * rows + r, 0] = T.float32(0)
                     for c in T.unroll(cols):
                         out[b, i * rows + r, 0] = out[b, i * rows + r, 0] + acc[0, r, c]
