@@ -1,6 +1,11 @@
 """lwc's graph passes on vs all off (``--disable-pass all``): kernels, accuracy, latency.
 
     .venv/bin/python benchmarks/passes_on_off.py [--models cls,det,rec] [--untuned] [--json out.json]
+    .venv/bin/python benchmarks/passes_on_off.py --models zoo --untuned     # onnx's light model zoo
+
+``--models`` takes run_benchmarks' names (cls, det, rec, resnet50, squeezenet), any model of
+onnx's light zoo by its file name without ``light_`` (densenet121, inception_v1, ...), and
+``zoo`` for all of :data:`ZOO`.
 
 For each model: compile twice for the host, with every lwc pass (the default) and with
 ``--disable-pass all``; each build applies its own tuning log when tuning_logs/ has one
@@ -25,19 +30,40 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_benchmarks import MODELS  # noqa: E402
+from run_benchmarks import MODELS, _zoo  # noqa: E402
+
+
+#: onnx's light model zoo (onnx/backend/test/data/light), as in docs/kernel_counts.md.
+ZOO = ("bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
+       "squeezenet", "vgg19", "zfnet512")
+
+
+def model_entry(name: str):
+    """(model path factory, input shapes) for a ``--models`` name; KeyError names the known ones."""
+    if name in MODELS:
+        return MODELS[name]
+    if name in ZOO:
+        return (lambda: _zoo(name)), None
+    raise KeyError(f"unknown model {name!r}: use one of {', '.join(dict.fromkeys([*MODELS, *ZOO]))} or 'zoo'")
 
 
 def _interleaved_p50(runs: dict, seconds: float = 8.0, block: int = 10) -> dict:
     """p50 ms of each callable in ``runs``, timed in alternating blocks.
+
+    ``block`` shrinks for slow models (one run over 0.1 s: blocks of ~1 s, at least 2 runs)
+    so untuned zoo models finish in minutes; every callable gets at least 2 blocks.
 
     Interleave lwc artifacts only: they share TVM's one thread pool. onnxruntime's pool
     spins after each run and, on 2 cores, slowed TVM runs timed right after it by 2-20x
     here; time it alone with :func:`alone_p50`.
     """
     times = {k: [] for k in runs}
+    slowest = 0.0
     for fn in runs.values():
+        t = time.perf_counter()
         fn()
+        slowest = max(slowest, time.perf_counter() - t)
+    block = max(2, min(block, int(1.0 / max(slowest, 1e-6))))
     end = time.perf_counter() + seconds * len(runs)
     order = list(runs)
     while time.perf_counter() < end or min(len(t) for t in times.values()) < 2 * block:
@@ -76,7 +102,7 @@ def run_model(name: str, untuned: bool, tmp: Path) -> dict:
 
     from lwc import artifact, driver, pipeline
 
-    factory, shapes = MODELS[name]
+    factory, shapes = model_entry(name)
     model = str(factory())
     row = {"model": name}
     arts = {}
@@ -125,7 +151,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     setup_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_model(name, args.untuned, Path(tmp)) for name in args.models.split(",")]
+        names = [n for name in args.models.split(",") for n in (ZOO if name == "zoo" else (name,))]
+        for name in names:
+            model_entry(name)  # unknown names fail before any compile
+        rows = [run_model(name, args.untuned, Path(tmp)) for name in names]
     print(markdown(rows, args.untuned))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
