@@ -68,7 +68,8 @@ def cmd_tune(args) -> int:
         result = tuning.tune(
             args.model, args.target, _input_shapes(args.input_shape),
             trials=args.trials, time_budget_s=budget, log_root=args.log_dir, rpc=rpc,
-            on_progress=bar, reuse_records=args.reuse_records or (), **graph_options(args),
+            on_progress=bar, reuse_records=args.reuse_records or (), only_tasks=args.only_tasks,
+            **graph_options(args),
         )
     finally:
         bar.close()
@@ -139,6 +140,9 @@ def register(subparsers) -> None:
                    help="start from another tuning log's records for the kernels both graphs share "
                    "(records are per workload: a --disable-pass or pruned variant of a tuned model "
                    "keeps most kernels); same target only; repeatable")
+    p.add_argument("--only-tasks", metavar="REGEX",
+                   help="tune only the tasks whose name matches (names as `lwc bench --profile` "
+                   "prints them, e.g. 'fused_conv2d14_'); --trials more, split over the matching tasks, whatever they have")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_tune)

@@ -727,6 +727,30 @@ def _plan(tasks: list[TaskStat], trials: int) -> tuple[int, list[int]]:
     return per_task, todo
 
 
+def _plan_only(tasks: list[TaskStat], trials: int, pattern: str) -> tuple[int, list[int]]:
+    """:func:`_plan` for ``--only-tasks``: ``trials`` spread over the tasks whose name
+    matches ``pattern`` (``re.search``), on top of the trials they already have.
+
+    Raises:
+        LwcError: the pattern is not a regular expression or matches no task (the message
+            lists the heaviest task names).
+    """
+    import re
+
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise LwcError(f"--only-tasks {pattern!r}: not a regular expression ({exc})") from None
+    chosen = [i for i, t in enumerate(tasks) if regex.search(t.name)]
+    if not chosen:
+        heavy = sorted(tasks, key=lambda t: -t.flops * max(1, t.weight))[:5]
+        raise LwcError(f"--only-tasks {pattern!r} matches none of the {len(tasks)} tasks "
+                       f"(heaviest: {', '.join(t.name for t in heavy)})")
+    per_task = max(tasks[i].trials for i in chosen) + max(1, math.ceil(trials / len(chosen)))
+    chosen.sort(key=lambda i: -tasks[i].flops * max(1, tasks[i].weight))
+    return per_task, chosen
+
+
 #: Seconds one trial takes on a 2-core x86 host (build + measure; 1.5-2.5 s measured while
 #: tuning PP-OCR cls/det here), and evolutionary-search seconds per population member per
 #: visit (50 s for 512 on PP-OCRv4 det's convs here); used only to plan under a time budget.
@@ -839,6 +863,7 @@ def tune(
     sparsity: str = "auto",
     disabled_passes: tuple[str, ...] = (),
     reuse_records: tuple[str | os.PathLike, ...] = (),
+    only_tasks: str | None = None,
 ) -> TuneResult:
     """Tune a model's tasks with MetaSchedule and store records in a tuning log folder.
 
@@ -859,12 +884,16 @@ def tune(
         reuse_records: other tuning log folders (same target) whose records seed this
             model's tasks that have none yet (:func:`import_records`); those tasks then
             count as having that many trials.
+        only_tasks: a regular expression; tune only the tasks whose name matches
+            (``--only-tasks``, names as in ``lwc bench --profile``), ``trials`` more for
+            them whatever they already have -- for a hot kernel the even spread left behind.
 
     Returns:
         a :class:`TuneResult`.
     Raises:
         LwcError: bad model/target, GPU target, no tunable task, or a ``reuse_records``
-            folder that is missing or was tuned for another target.
+            folder that is missing or was tuned for another target; ``only_tasks``
+            matching no task.
     """
     from lwc.frontend import model_sha256
     from lwc.targets import Preset, resolve
@@ -925,7 +954,7 @@ def tune(
         stat.trials = count
         stat.best_us = best * 1e6 if best else None
     resumed = sum(s.trials for s in stats)
-    per_task, todo = _plan(stats, trials)
+    per_task, todo = _plan_only(stats, trials, only_tasks) if only_tasks else _plan(stats, trials)
     source = {"file": Path(model).name, "sha256": model_sha256(model)} if isinstance(
         model, (str, os.PathLike)) else {"file": None, "sha256": None}
     manifest = _manifest(preset, tvm_target, source, input_shapes, key, old_manifest)

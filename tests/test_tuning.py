@@ -290,6 +290,21 @@ def test_plan_spreads_trials_heaviest_first():
     assert per_task == 10 and todo == [2, 0]  # "big" already has its 10
 
 
+def test_plan_only_tasks_adds_trials_to_the_matching_tasks():
+    tasks = [tuning.TaskStat("fused_conv2d1_add", 1e3, 1, trials=64),
+             tuning.TaskStat("fused_conv2d14_add12_hard_swish6", 1e9, 4, trials=64),
+             tuning.TaskStat("fused_conv2d13_add12", 1e6, 1, trials=27)]
+    # already at the even spread's cap: --only-tasks still adds --trials on top
+    per_task, todo = tuning._plan_only(tasks, 32, "conv2d14_")
+    assert per_task == 64 + 32 and todo == [1]
+    per_task, todo = tuning._plan_only(tasks, 20, r"conv2d1[34]_")
+    assert per_task == 64 + 10 and todo == [1, 2]  # heaviest first; conv2d13 gets 47 to reach 74
+    with pytest.raises(LwcError, match=r"matches none of the 3 tasks \(heaviest: fused_conv2d14"):
+        tuning._plan_only(tasks, 10, "matmul")
+    with pytest.raises(LwcError, match="not a regular expression"):
+        tuning._plan_only(tasks, 10, "conv2d(")
+
+
 def _superset_cpu(cpu: str, triple: str) -> str | None:
     """An LLVM CPU whose ISA strictly includes ``cpu``'s (znver4 -> e.g. znver5), or None."""
     import tvm
