@@ -142,7 +142,8 @@ def register(subparsers) -> None:
                    "keeps most kernels); same target only; repeatable")
     p.add_argument("--only-tasks", metavar="REGEX",
                    help="tune only the tasks whose name matches (names as `lwc bench --profile` "
-                   "prints them, e.g. 'fused_conv2d14_'); --trials more, split over the matching tasks, whatever they have")
+                   "prints them, e.g. 'fused_conv2d14_'): --trials more whatever they have (several matches: "
+                   "up to the most-tuned one's trials + --trials/N each)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_tune)

@@ -727,20 +727,27 @@ def _plan(tasks: list[TaskStat], trials: int) -> tuple[int, list[int]]:
     return per_task, todo
 
 
+def _only_tasks_regex(pattern: str):
+    """``re.compile(pattern)``; LwcError naming ``--only-tasks`` when it is not a regex."""
+    import re
+
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise LwcError(f"--only-tasks {pattern!r}: not a regular expression ({exc})") from None
+
+
 def _plan_only(tasks: list[TaskStat], trials: int, pattern: str) -> tuple[int, list[int]]:
-    """:func:`_plan` for ``--only-tasks``: ``trials`` spread over the tasks whose name
-    matches ``pattern`` (``re.search``), on top of the trials they already have.
+    """:func:`_plan` for ``--only-tasks``: the tasks whose name matches ``pattern``
+    (``re.search``) are tuned up to the most-tuned match's trials plus ``ceil(trials / N)``
+    (N matches), heaviest first. One match gets exactly ``trials`` more; with several,
+    a match that had fewer trials catches up first, so the run may exceed ``trials``.
 
     Raises:
         LwcError: the pattern is not a regular expression or matches no task (the message
             lists the heaviest task names).
     """
-    import re
-
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise LwcError(f"--only-tasks {pattern!r}: not a regular expression ({exc})") from None
+    regex = _only_tasks_regex(pattern)
     chosen = [i for i, t in enumerate(tasks) if regex.search(t.name)]
     if not chosen:
         heavy = sorted(tasks, key=lambda t: -t.flops * max(1, t.weight))[:5]
@@ -885,8 +892,9 @@ def tune(
             model's tasks that have none yet (:func:`import_records`); those tasks then
             count as having that many trials.
         only_tasks: a regular expression; tune only the tasks whose name matches
-            (``--only-tasks``, names as in ``lwc bench --profile``), ``trials`` more for
-            them whatever they already have -- for a hot kernel the even spread left behind.
+            (``--only-tasks``, names as in ``lwc bench --profile``), ``trials`` more
+            whatever they already have (several matches: :func:`_plan_only`) -- for a hot
+            kernel the even spread left behind.
 
     Returns:
         a :class:`TuneResult`.
@@ -899,6 +907,8 @@ def tune(
     from lwc.targets import Preset, resolve
 
     started = time.perf_counter()
+    if only_tasks:
+        _only_tasks_regex(only_tasks)  # a bad pattern fails before any work
     preset = target if isinstance(target, Preset) else resolve(target)
     if preset.is_gpu:
         raise LwcError("lwc tune supports CPU targets only for now")
