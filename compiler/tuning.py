@@ -715,6 +715,11 @@ class _Interrupt:
         return False
 
 
+def _heaviness(task: TaskStat) -> float:
+    """Sort key, heaviest task first: -(FLOPs x uses in the model)."""
+    return -task.flops * max(1, task.weight)
+
+
 def _plan(tasks: list[TaskStat], trials: int) -> tuple[int, list[int]]:
     """Per-task cap and the indices of tasks still below it, heaviest (FLOPs x weight) first.
 
@@ -723,7 +728,7 @@ def _plan(tasks: list[TaskStat], trials: int) -> tuple[int, list[int]]:
     """
     per_task = max(1, math.ceil(trials / max(1, len(tasks))))
     todo = [i for i, t in enumerate(tasks) if t.trials < per_task]
-    todo.sort(key=lambda i: -tasks[i].flops * max(1, tasks[i].weight))
+    todo.sort(key=lambda i: _heaviness(tasks[i]))
     return per_task, todo
 
 
@@ -750,11 +755,11 @@ def _plan_only(tasks: list[TaskStat], trials: int, pattern: str) -> tuple[int, l
     regex = _only_tasks_regex(pattern)
     chosen = [i for i, t in enumerate(tasks) if regex.search(t.name)]
     if not chosen:
-        heavy = sorted(tasks, key=lambda t: -t.flops * max(1, t.weight))[:5]
+        heavy = sorted(tasks, key=_heaviness)[:5]
         raise LwcError(f"--only-tasks {pattern!r} matches none of the {len(tasks)} tasks "
                        f"(heaviest: {', '.join(t.name for t in heavy)})")
     per_task = max(tasks[i].trials for i in chosen) + max(1, math.ceil(trials / len(chosen)))
-    chosen.sort(key=lambda i: -tasks[i].flops * max(1, tasks[i].weight))
+    chosen.sort(key=lambda i: _heaviness(tasks[i]))
     return per_task, chosen
 
 
