@@ -520,7 +520,7 @@ def lowering_passes(preset=None) -> list:
     """The Relax passes that put QDQ graphs on integer kernels, in order (fresh instances).
 
     With a ``preset`` whose CPU has an int8 dot-product instruction MetaSchedule can
-    tensorize to (x86 AVX-512/VNNI, Arm dotprod), PackInt8Conv2d then rewrites the dense
+    tensorize to (x86 VNNI, Arm dotprod), PackInt8Conv2d then rewrites the dense
     integer convs into kernels shaped for it.
     """
     from lwc.passes.fuse_requantize import FuseRequantize
@@ -594,7 +594,7 @@ def speed_notes(preset) -> list[str]:
     """Why int8 may not beat fp32 on ``preset`` (empty where lwc uses a dot-product instruction).
 
     lwc's fast int8 path (:mod:`lwc.passes.pack_int8_conv2d`) needs an int8 dot product
-    MetaSchedule can tensorize to: x86 AVX-512 (VNNI) or Arm dotprod (ARMv8.2+, e.g.
+    MetaSchedule can tensorize to: x86 VNNI (AVX512-VNNI or AVX-VNNI) or Arm dotprod (ARMv8.2+, e.g.
     Cortex-A76/A78; the Cortex-A72 of a Raspberry Pi 4 and the A57 of Jetson Nano/TX2 lack
     it). Elsewhere the int8 convs run as TOPI's generic kernels, which widen to 16/32-bit
     multiplies: measured on cls (host, untuned) int8 2.43 ms vs fp32 1.89 ms.
@@ -603,7 +603,7 @@ def speed_notes(preset) -> list[str]:
 
     if preset.is_gpu or dot_product_for(preset.arch, preset.features) is not None:
         return []
-    missing = "dotprod" if preset.arch in ("aarch64", "arm64") else "AVX-512/VNNI"
+    missing = "dotprod" if preset.arch in ("aarch64", "arm64") else "VNNI"
     return [f"{preset.name} ({preset.cpu}) has no {missing}: int8 kernels widen to 16-bit multiplies "
             "and may be slower than fp32 on this CPU (measure with `lwc bench`)"]
 

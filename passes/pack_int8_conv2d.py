@@ -3,7 +3,7 @@ MetaSchedule tensorizes with the CPU's int8 dot-product instruction (x86 VNNI, A
 
 Why: TVM's MetaSchedule has tensorize rules for int8 dot products
 (``ScheduleRule::DefaultX86("vnni")`` with ``dot_16x4_vnni`` when the LLVM target has
-avx512vnni, ``dot_16x4_avx512`` with plain AVX-512BW, ``DefaultARM("dotprod")`` with
+avx512vnni, ``DefaultARM("dotprod")`` with
 ``dot_4x4_i8i8s32_sdot`` when the Arm target has +dotprod; apache/tvm
 src/s_tir/meta_schedule/space_generator/space_generator.cc, GetRuleKindFromTarget), but
 ``MultiLevelTilingWithIntrin`` only fires on a reduction block whose innermost spatial
@@ -139,11 +139,14 @@ _register_rules()
 def dot_product_for(arch: str, features) -> DotProduct | None:
     """The dot-product geometry MetaSchedule tensorizes to on this CPU, or None.
 
-    x86 with ``avx512`` or ``vnni`` (MetaSchedule's rule kinds "avx512"/"vnni"), aarch64
-    with ``dotprod`` ("dotprod"). Others get no tensorize rule, so the pass declines.
+    x86 with ``vnni`` (AVX512-VNNI or AVX-VNNI: ``vpdpbusd``), aarch64 with ``dotprod``
+    (``sdot``). Others get None and the pass is not run: AVX-512F/BW without VNNI (e.g.
+    Skylake-SP) would fault on ``vpdpbusd``, and TVM's ``dot_16x4_avx512`` fallback
+    (``pmaddubsw``) saturates its int16 pair sums (255 * 127 * 2 > 32767), which would
+    change results; plain AVX2 has no rule at all.
     """
     features = set(features)
-    if arch in ("x86_64", "amd64") and features & {"avx512", "vnni"}:
+    if arch in ("x86_64", "amd64") and "vnni" in features:
         return VNNI
     if arch in ("aarch64", "arm64") and "dotprod" in features:
         return SDOT

@@ -154,7 +154,10 @@ def test_max_accuracy_drop_keeps_sensitive_layers_fp32(tmp_path):
 
 
 def test_pre_quantized_qdq_model_runs_on_integer_kernels(tmp_path):
-    """onnxruntime's quantize_static (QDQ, per-channel) -> lwc matches ORT's int8 within one step."""
+    """onnxruntime's quantize_static (QDQ, per-channel) -> lwc matches the QDQ graph (onnxruntime
+    op by op) and onnxruntime's own int8 kernels, where those are exact, within one step."""
+    import ort_reference
+
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     fp32, qdq = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
@@ -178,7 +181,10 @@ def test_pre_quantized_qdq_model_runs_on_integer_kernels(tmp_path):
     assert out_dq.op_type == "DequantizeLinear"
     step = float(nh.to_array(next(t for t in model.graph.initializer if t.name == out_dq.input[1])))
     for x in samples(4, seed=5):
-        assert np.abs(result.run({"x": x})[0] - ort(qdq, x)).max() <= step * 1.001
+        got = result.run({"x": x})[0]
+        assert np.abs(got - ort_reference.run(qdq, {"x": x})[0]).max() <= step * 1.001
+        if ort_reference.fused_int8_is_exact():  # else its x86 u8s8 kernels saturate
+            assert np.abs(got - ort(qdq, x)).max() <= step * 1.001
 
 
 def test_cli_compile_and_verify_inputs(tmp_path, capsys):

@@ -66,9 +66,10 @@ def gemm_model(k=32, n=10, trans_b=True, x_zp=3, seed=0) -> onnx.ModelProto:
     return model
 
 
-def ort_run(model: onnx.ModelProto, feed: dict) -> list:
-    import onnxruntime as ort
+def ort_run(model: onnx.ModelProto, feed: dict, fused: bool = False) -> list:
+    """onnxruntime's outputs: the QDQ graph op by op (the ONNX semantics; exact on every
+    CPU), or with ``fused=True`` its int8 kernels (tests/ort_reference.py says when those
+    saturate)."""
+    import ort_reference
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feed)
+    return ort_reference.run(model, feed, fused=fused)

@@ -48,7 +48,11 @@ def test_negative_asymmetric_weights_declined():
     ids=["q1-depthwise", "grouped-stride2", "int8-zp-no-relu", "uint8-zp17-nopad"],
 )
 def test_numerical_within_one_output_step_of_onnxruntime(kwargs):
+    """Within one output step of the QDQ graph as onnxruntime evaluates it op by op, and of
+    onnxruntime's own int8 kernels where those are exact (tests/ort_reference.py: without
+    VNNI its x86 u8s8 kernels saturate, off by up to 12.75 here on Zen 3)."""
     from lwc import driver
+    from ort_reference import fused_int8_is_exact
 
     model = conv_model(**kwargs)
     result = driver.compile(model, "host")
@@ -58,6 +62,7 @@ def test_numerical_within_one_output_step_of_onnxruntime(kwargs):
     for _ in range(3):
         x = rng.uniform(-2.7, 2.7, (1, 8, 16, 16)).astype(np.float32)
         got = result.run({"x": x})[0]
-        ref = ort_run(model, {"x": x})[0]
         step = 0.05
-        assert np.abs(got - ref).max() <= step + 1e-6
+        assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= step + 1e-6
+        if fused_int8_is_exact():
+            assert np.abs(got - ort_run(model, {"x": x}, fused=True)[0]).max() <= step + 1e-6
