@@ -596,15 +596,16 @@ def speed_notes(preset) -> list[str]:
     lwc's fast int8 path (:mod:`lwc.passes.pack_int8_conv2d`) needs an int8 dot product
     MetaSchedule can tensorize to: x86 VNNI (AVX512-VNNI or AVX-VNNI) or Arm dotprod (ARMv8.2+, e.g.
     Cortex-A76/A78; the Cortex-A72 of a Raspberry Pi 4 and the A57 of Jetson Nano/TX2 lack
-    it). Elsewhere the int8 convs run as TOPI's generic kernels, which widen to 16/32-bit
-    multiplies: measured on cls (host, untuned) int8 2.43 ms vs fp32 1.89 ms.
+    it). Elsewhere the int8 convs run as TOPI's generic kernels, which cast to int32 before
+    multiplying: measured with tuning on an AVX2 Zen 3, int8 took 1.17x (det) to 1.76x
+    (resnet50) the fp32 latency (docs/int8.md).
     """
     from lwc.passes.pack_int8_conv2d import dot_product_for
 
     if preset.is_gpu or dot_product_for(preset.arch, preset.features) is not None:
         return []
     missing = "dotprod" if preset.arch in ("aarch64", "arm64") else "VNNI"
-    return [f"{preset.name} ({preset.cpu}) has no {missing}: int8 kernels widen to 16-bit multiplies "
+    return [f"{preset.name} ({preset.cpu}) has no {missing}: int8 kernels widen before multiplying "
             "and may be slower than fp32 on this CPU (measure with `lwc bench`)"]
 
 

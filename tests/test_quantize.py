@@ -60,12 +60,10 @@ def write_samples(folder: Path, arrays: list[np.ndarray]) -> Path:
 
 
 def ort(model, x):
-    import onnxruntime as rt
+    """onnxruntime with its default optimizations (fused int8 kernels for QDQ models)."""
+    import ort_reference
 
-    opts = rt.SessionOptions()
-    opts.log_severity_level = 3
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
-    return rt.InferenceSession(data, opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    return ort_reference.run(model, {"x": x}, fused=True)[0]
 
 
 # --------------------------------------------------------------------------- calibration data
