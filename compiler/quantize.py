@@ -591,21 +591,30 @@ def _count_int(mod, name: str) -> int:
 
 
 def speed_notes(preset) -> list[str]:
-    """Why int8 may not beat fp32 on ``preset`` (empty where lwc uses a dot-product instruction).
+    """Why int8 may not beat fp32 on ``preset`` (empty where lwc uses a 4-byte dot product).
 
-    lwc's fast int8 path (:mod:`lwc.passes.pack_int8_conv2d`) needs an int8 dot product
-    MetaSchedule can tensorize to: x86 VNNI (AVX512-VNNI or AVX-VNNI) or Arm dotprod (ARMv8.2+, e.g.
-    Cortex-A76/A78; the Cortex-A72 of a Raspberry Pi 4 and the A57 of Jetson Nano/TX2 lack
-    it). Elsewhere the int8 convs run as TOPI's generic kernels, which cast to int32 before
-    multiplying: measured with tuning on an AVX2 Zen 3, int8 took 1.17x (det) to 1.76x
+    lwc's fast int8 path (:mod:`lwc.passes.pack_int8_conv2d`) tensorizes the dense convs
+    with the CPU's int8 dot product: x86 VNNI (AVX512-VNNI or AVX-VNNI) or Arm dotprod
+    (ARMv8.2+, e.g. Cortex-A76/A78), 4 byte products per 32-bit lane. x86 with only AVX2
+    gets lwc's exact 16-bit ``vpmaddwd`` intrinsic instead: 2 products per lane, about
+    1.4x an fp32 FMA kernel's rate (lwc.passes._dot_intrin), which the im2col, the
+    requantize epilogue and the depthwise convs (not packed) can eat up. Elsewhere (the
+    Cortex-A72 of a Raspberry Pi 4, the A57 of Jetson Nano/TX2, pre-AVX2 x86) the int8
+    convs run as TOPI's generic kernels, which cast to int32 before multiplying: measured
+    with tuning on a Zen 3 before the AVX2 kernel existed, int8 took 1.17x (det) to 1.76x
     (resnet50) the fp32 latency (docs/int8.md).
     """
-    from lwc.passes.pack_int8_conv2d import dot_product_for
+    from lwc.passes.pack_int8_conv2d import AVX2, dot_product_for
 
-    if preset.is_gpu or dot_product_for(preset.arch, preset.features) is not None:
+    dot = None if preset.is_gpu else dot_product_for(preset.arch, preset.features)
+    if preset.is_gpu or (dot is not None and dot != AVX2):
         return []
-    missing = "dotprod" if preset.arch in ("aarch64", "arm64") else "VNNI"
-    return [f"{preset.name} ({preset.cpu}) has no {missing}: int8 kernels widen before multiplying "
+    if dot == AVX2:
+        return [f"{preset.name} ({preset.cpu}) has no VNNI: dense int8 convs run on 16-bit vpmaddwd "
+                "(2 products per lane, VNNI does 4) and int8 may be slower than fp32 on this CPU "
+                "(measure with `lwc bench`)"]
+    missing = "has no dotprod" if preset.arch in ("aarch64", "arm64") else "has neither VNNI nor AVX2"
+    return [f"{preset.name} ({preset.cpu}) {missing}: int8 kernels widen before multiplying "
             "and may be slower than fp32 on this CPU (measure with `lwc bench`)"]
 
 

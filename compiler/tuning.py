@@ -954,7 +954,7 @@ def tune(
         handler.close()
     ms_logger.setLevel(logging.WARNING)
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        extracted, work_dir=str(folder), strategy=strategy,
+        extracted, work_dir=str(folder), space=space_generator(ms, preset), strategy=strategy,
         num_threads=_num_cores(tvm_target), seed=seed,
     )
     _quiet_metaschedule_console()
@@ -1026,6 +1026,27 @@ def tune(
             _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     reason = callback_state.stop_reason or "all planned trials done"
     return TuneResult(folder, stats, callback_state.trials_done, elapsed, reason, resumed, manifest)
+
+
+def space_generator(ms, preset):
+    """MetaSchedule's design-space generator for ``preset``'s tasks.
+
+    TVM picks postprocessors from the LLVM target: RewriteTensorize (which tensorizes the
+    blocks lwc's packed int8 rule annotates with ``meta_schedule.auto_tensorize``) only
+    for targets with VNNI, AVX-512 or Arm dotprod (apache/tvm space_generator.cc,
+    GetRuleKindFromTarget). On x86 with only AVX2, PackInt8Conv2d's kernels use lwc's
+    ``vpmaddwd`` intrinsic, so TVM's LLVM postprocessors are taken with RewriteTensorize
+    added after RewriteReductionBlock (TVM's ``Postproc::DefaultCPUTensorization``
+    order); schedule rules and mutators stay TVM's. Elsewhere: TVM's default.
+    """
+    from lwc.passes.pack_int8_conv2d import AVX2, dot_product_for
+
+    if dot_product_for(preset.arch, preset.features) != AVX2:
+        return "post-order-apply"
+    postprocs = [ms.postproc.DisallowDynamicLoop(), ms.postproc.RewriteParallelVectorizeUnroll(),
+                 ms.postproc.RewriteReductionBlock(), ms.postproc.RewriteTensorize(vectorize_init_loop=True),
+                 ms.postproc.RewriteLayout()]
+    return ms.space_generator.PostOrderApply(postprocs=postprocs)
 
 
 def _partial_export(cxx: str):

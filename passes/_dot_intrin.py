@@ -1,4 +1,4 @@
-"""lwc's own x86 VNNI tensor intrinsic (not a pass): ``lwc_dot_16x4_vnni``.
+"""lwc's own x86 int8 tensor intrinsics (not a pass): ``lwc_dot_16x4_vnni``, ``lwc_dot_8x2_avx2``.
 
 TVM 0.27's ``dot_16x4_vnni`` (tvm.s_tir.tensor_intrin.x86) calls
 ``llvm.x86.avx512.vpdpbusd.512`` with ``<16 x i32>`` operands, the signature of LLVM up
@@ -11,21 +11,36 @@ operands as byte vectors:
 
     C[i] += sum_k int32(A[k]) * int32(B[i, k])      i < 16, k < 4     (one vpdpbusd)
 
+x86 CPUs with AVX2 but no VNNI (Zen 2/3, Haswell..Skylake client) have no exact byte dot
+product: ``vpmaddubsw`` (TVM's ``dot_16x4_avx512`` and onnxruntime's u8s8 kernels) adds two
+uint8 x int8 products into a *saturating* int16 (255 * 127 * 2 > 32767). ``lwc_dot_8x2_avx2``
+multiplies int16 pairs instead (``vpmaddwd``: int16 x int16 products summed pairwise into
+int32, exact for any int16 input; Intel SDM vol. 2, PMADDWD), with the activations already
+widened to int16 by the kernel's im2col and the int8 weights sign-extended in the
+intrinsic::
+
+    C[i] += sum_k int32(A[k]) * int32(B[i, k])      i < 8, k < 2      (one vpmaddwd + vpaddd)
+    A: int16 (a uint8 activation widened), B: int8 weights, C: int32
+
+Measured on a Zen 3 (2 threads, the 3136x64x576 im2col matmul of a 56x56 3x3 conv 64->64,
+hand-tiled): 260 GOP/s vs 191 GFLOP/s for the best fp32 FMA tiling of the same matmul, 1.36x.
+
 Registered once, on import; :func:`register` is idempotent.
 """
 
 from __future__ import annotations
 
 VNNI_INTRIN = "lwc_dot_16x4_vnni"
+AVX2_INTRIN = "lwc_dot_8x2_avx2"
 
 
 def register() -> str:
-    """Register :data:`VNNI_INTRIN` with TVM (once); returns its name."""
+    """Register :data:`VNNI_INTRIN` and :data:`AVX2_INTRIN` with TVM (once); returns the VNNI name."""
     from tvm.s_tir import TensorIntrin
 
-    if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is None:
-        desc, impl = _vnni_funcs()
-        TensorIntrin.register(VNNI_INTRIN, desc, impl)
+    for name, make in ((VNNI_INTRIN, _vnni_funcs), (AVX2_INTRIN, _avx2_funcs)):
+        if TensorIntrin.get(name, allow_missing=True) is None:
+            TensorIntrin.register(name, *make())
     return VNNI_INTRIN
 
 
@@ -65,6 +80,46 @@ def _vnni_funcs():
                 a_u8x64,
                 b_i8x64,
                 dtype="int32x16",
+            )
+
+    return desc, impl
+
+
+def _avx2_funcs():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((8, 2), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((2,), "int16", offset_factor=1),
+        B: T.Buffer((8, 2), "int8", offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            a_pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")  # (A[0], A[1]) in 32 bits
+            a_i16x16 = T.reinterpret(T.broadcast(a_pair, 8), dtype="int16x16")
+            b_i16x16 = T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16")  # vpmovsxbw
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                a_i16x16,
+                b_i16x16,
+                dtype="int32x8",
             )
 
     return desc, impl

@@ -1,5 +1,6 @@
 """PackInt8Conv2d: integer conv2d -> im2col + a matmul on packed weights that
-MetaSchedule tensorizes with the CPU's int8 dot-product instruction (x86 VNNI, Arm sdot).
+MetaSchedule tensorizes with the CPU's int8 dot-product instruction (x86 VNNI, Arm sdot;
+on x86 AVX2 without VNNI lwc's exact 16-bit ``vpmaddwd`` intrinsic).
 
 Why: TVM's MetaSchedule has tensorize rules for int8 dot products
 (``ScheduleRule::DefaultX86("vnni")`` with ``dot_16x4_vnni`` when the LLVM target has
@@ -8,11 +9,12 @@ avx512vnni, ``DefaultARM("dotprod")`` with
 src/s_tir/meta_schedule/space_generator/space_generator.cc, GetRuleKindFromTarget), but
 ``MultiLevelTilingWithIntrin`` only fires on a reduction block whose innermost spatial
 iterator indexes ``lanes`` contiguous weights and whose innermost reduction iterator
-indexes 4 contiguous bytes of both operands (``GetTensorizeLoopMapping``), i.e. the
-intrinsic's description::
+indexes ``width`` contiguous elements of both operands (``GetTensorizeLoopMapping``), i.e.
+the intrinsic's description::
 
-    C[i] += int32(A[k]) * int32(B[i, k])     i < lanes (16 VNNI, 4 sdot), k < 4
-    A: activations (VNNI: uint8, sdot: int8), B: weights int8, C: int32
+    C[i] += int32(A[k]) * int32(B[i, k])     i < lanes (16 VNNI, 4 sdot, 8 AVX2),
+                                             k < width (4 VNNI/sdot, 2 AVX2)
+    A: activations (VNNI: uint8, sdot: int8, AVX2: int16), B: weights int8, C: int32
 
 TOPI's NCHW conv2d (LowerQdqConv2d's output) has neither shape, so it was never
 tensorized and int8 ran slower than fp32. This pass writes the conv as a matmul whose
@@ -20,16 +22,16 @@ block has exactly that shape (one ``call_tir`` kernel, three blocks)::
 
     a[n, oh, ow, r, q, c] = x[n, c, oh*s + r*d - pt, ow*s + q*d - pl]  (z_x outside: the
                                                                          padding; 0 for c >= C)
-    acc[n, oh, ow, o] = sum_{r,q,c} int32(a[n, oh, ow, r, q, c]) * int32(Wp[o//L, r, q, c//4, o%L, c%4])
+    acc[n, oh, ow, o] = sum_{r,q,c} int32(a[n, oh, ow, r, q, c]) * int32(Wp[o//L, r, q, c//K, o%L, c%K])
     y[n, o, oh, ow] = acc[n, oh, ow, o] (+ 128 * sum W[o] when a is x - 128)
 
-with C padded to a multiple of 4 and O to a multiple of L with zero weights (they add
+(L lanes, K width) with C padded to a multiple of K and O to a multiple of L with zero weights (they add
 nothing); every index is affine (no div/mod in the im2col). The im2col block carries
 ``meta_schedule.inline_rule = "disable"`` and a no-op custom schedule rule
 (:data:`IM2COL_RULE`), so neither AutoInline nor RandomComputeLocation inlines it:
 inlined, the activations would be read with a stride and the intrinsic would not match. For sdot
 (int8 x int8) the uint8 activations are shifted to int8 (x - 128) in the im2col and the
-weights' row sums times 128 are added back, so the kernel's result is the exact int32
+weights' row sums times 128 are added back (for AVX2 the im2col widens them to int16), so the kernel's result is the exact int32
 conv2d either way (|acc| stays far from overflow: K * 255 * 127 < 2**31 for K < 66000).
 
 Preconditions (declines name the reason): conv2d with out_dtype int32, NCHW/OIHW,
@@ -63,23 +65,25 @@ class DotProduct:
 
     Attributes:
         lanes: int32 results per instruction (the intrinsic's spatial extent).
-        act_dtype: dtype of the broadcast operand (the activations).
+        act_dtype: dtype of the broadcast operand (the activations, as the im2col writes them).
         intrin: TVM tensor intrinsic name MetaSchedule uses for it.
+        width: products summed into each lane (the intrinsic's reduction extent).
     """
 
     lanes: int
     act_dtype: str
     intrin: str
-
+    width: int = 4
 
     @property
     def schedule_rule(self) -> str:
         """The ``schedule_rule`` block annotation naming :func:`schedule_dot_product`'s rule."""
-        return f"lwc_int8_dot_{self.lanes}x4"
+        return f"lwc_int8_dot_{self.lanes}x{self.width}"
 
 
 VNNI = DotProduct(16, "uint8", "lwc_dot_16x4_vnni")  # lwc.passes._dot_intrin (TVM's fails with LLVM 22)
 SDOT = DotProduct(4, "int8", "dot_4x4_i8i8s32_sdot")
+AVX2 = DotProduct(8, "int16", "lwc_dot_8x2_avx2", width=2)  # lwc.passes._dot_intrin: vpmaddwd
 
 
 def schedule_dot_product(sch, block, intrin: str):
@@ -127,7 +131,7 @@ def _register_rules() -> None:
     name = f"s_tir.meta_schedule.cpu.{IM2COL_RULE}"
     if tvm.get_global_func(name, allow_missing=True) is None:
         tvm.register_global_func(name, lambda sch, block: [sch])
-    for dot in (VNNI, SDOT):
+    for dot in (VNNI, SDOT, AVX2):
         name = f"s_tir.meta_schedule.cpu.{dot.schedule_rule}"
         if tvm.get_global_func(name, allow_missing=True) is None:
             tvm.register_global_func(name, lambda sch, block, intrin=dot.intrin: schedule_dot_product(sch, block, intrin))
@@ -140,14 +144,17 @@ def dot_product_for(arch: str, features) -> DotProduct | None:
     """The dot-product geometry MetaSchedule tensorizes to on this CPU, or None.
 
     x86 with ``vnni`` (AVX512-VNNI or AVX-VNNI: ``vpdpbusd``), aarch64 with ``dotprod``
-    (``sdot``). Others get None and the pass is not run: AVX-512F/BW without VNNI (e.g.
-    Skylake-SP) would fault on ``vpdpbusd``, and TVM's ``dot_16x4_avx512`` fallback
-    (``pmaddubsw``) saturates its int16 pair sums (255 * 127 * 2 > 32767), which would
-    change results; plain AVX2 has no rule at all.
+    (``sdot``), other x86 with ``avx2`` (lwc's ``vpmaddwd`` intrinsic on int16-widened
+    activations, :mod:`lwc.passes._dot_intrin`; AVX-512F without VNNI, e.g. Skylake-SP,
+    takes this one too: ``vpdpbusd`` would fault). Never TVM's ``dot_16x4_avx512``
+    (``vpmaddubsw``): it saturates its int16 pair sums (255 * 127 * 2 > 32767), which would
+    change results. Others (Cortex-A72, pre-AVX2 x86) get None and the pass is not run.
     """
     features = set(features)
     if arch in ("x86_64", "amd64") and "vnni" in features:
         return VNNI
+    if arch in ("x86_64", "amd64") and "avx2" in features:
+        return AVX2
     if arch in ("aarch64", "arm64") and "dotprod" in features:
         return SDOT
     return None
@@ -201,12 +208,13 @@ def check(conv: relax.Call, data, var2val: dict) -> str | None:
 
 
 def pack_weight(weight: np.ndarray, dot: DotProduct) -> np.ndarray:
-    """OIHW int8 -> [O/L, kh, kw, C/4, L, 4] (O padded to L, C to 4, with zeros)."""
+    """OIHW int8 -> [O/L, kh, kw, C/K, L, K] (L lanes, K width; O padded to L, C to K, with zeros)."""
     out_ch, in_ch, kh, kw = weight.shape
-    c_pad, o_pad = _round_up(in_ch, 4), _round_up(out_ch, dot.lanes)
+    width = dot.width
+    c_pad, o_pad = _round_up(in_ch, width), _round_up(out_ch, dot.lanes)
     padded = np.zeros((o_pad, c_pad, kh, kw), np.int8)
     padded[:out_ch, :in_ch] = weight
-    blocked = padded.transpose(0, 2, 3, 1).reshape(o_pad // dot.lanes, dot.lanes, kh, kw, c_pad // 4, 4)
+    blocked = padded.transpose(0, 2, 3, 1).reshape(o_pad // dot.lanes, dot.lanes, kh, kw, c_pad // width, width)
     return np.ascontiguousarray(blocked.transpose(0, 2, 3, 4, 1, 5))
 
 
@@ -215,7 +223,7 @@ def conv_kernel(data_shape, weight_shape, out_shape, strides, dilation, pads, pa
     """The im2col + packed matmul + NCHW write-back kernel (see the module docstring).
 
     Every index is affine in the loop variables (the rows are (n, oh, ow), the reduction
-    (kh, kw, c) with c padded to 4): a flat [pixel, k] im2col needed int64 div/mod per
+    (kh, kw, c) with c padded to the width): a flat [pixel, k] im2col needed int64 div/mod per
     element, which LLVM cannot vectorize on x86 (measured: 588 us for cls's first conv).
 
     Args:
@@ -232,11 +240,11 @@ def conv_kernel(data_shape, weight_shape, out_shape, strides, dilation, pads, pa
     sh, sw = strides
     dh, dw = dilation
     top, left = pads[0], pads[1]
-    lanes = dot.lanes
-    c_pad, o_pad = _round_up(c, 4), _round_up(o, lanes)
+    lanes, width = dot.lanes, dot.width
+    c_pad, o_pad = _round_up(c, width), _round_up(o, lanes)
     i64 = lambda v: tirx.IntImm("int64", v)  # noqa: E731  (Relax shapes are int64)
     x = te.placeholder([i64(d) for d in data_shape], "uint8", name="x")
-    wp = te.placeholder([i64(d) for d in (o_pad // lanes, kh, kw, c_pad // 4, lanes, 4)], "int8", name="w")
+    wp = te.placeholder([i64(d) for d in (o_pad // lanes, kh, kw, c_pad // width, lanes, width)], "int8", name="w")
     shift = dot.act_dtype == "int8"
 
     def im2col(b, i, j, r, q, ch):
@@ -257,7 +265,7 @@ def conv_kernel(data_shape, weight_shape, out_shape, strides, dilation, pads, pa
     acc = te.compute(
         [i64(d) for d in (n, oh, ow, o_pad)],
         lambda b, i, j, oc: te.sum(a[b, i, j, r, q, ch].astype("int32")
-                                   * wp[oc // lanes, r, q, ch // 4, oc % lanes, ch % 4].astype("int32"),
+                                   * wp[oc // lanes, r, q, ch // width, oc % lanes, ch % width].astype("int32"),
                                    axis=[r, q, ch]),
         name="matmul",
         attrs={"schedule_rule": dot.schedule_rule},

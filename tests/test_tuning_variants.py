@@ -155,7 +155,7 @@ def test_compile_int8_finds_the_tuned_folder_and_matches_untuned(model_path, tun
     info = tuned.extra["tuning"]
     assert info["log"] == str(result.log_dir)
     assert info["tuned_tasks"] == info["tasks"] == len(result.tasks)
-    _assert_vnni_when_host_has_it(tuned, tmp_path)
+    _assert_dot_product_instruction(tuned, tmp_path)
     untuned = driver.compile(str(model_path), "host", SHAPE, quantize=int8(), use_tuning_logs=False)
     got, ref = tuned.run({"x": x})[0], untuned.run({"x": x})[0]
     np.testing.assert_array_equal(got, ref)  # integer kernels: schedules change no bit
@@ -171,19 +171,22 @@ def test_compile_int8_finds_the_tuned_folder_and_matches_untuned(model_path, tun
     assert other.extra["tuning"]["log"] is None
 
 
-def _assert_vnni_when_host_has_it(result, tmp_path) -> None:
-    """On an AVX-512 host the tuned int8 convs are packed and run on vpdpbusd (VNNI)."""
+def _assert_dot_product_instruction(result, tmp_path) -> None:
+    """On an x86 host with VNNI or AVX2 the tuned int8 convs are packed and run on the
+    host's exact int8 dot product: vpdpbusd (VNNI), else vpmaddwd (AVX2, 16-bit), never
+    the saturating vpmaddubsw."""
     import shutil
     import subprocess
 
-    if "PackInt8Conv2d" not in result.passes or "vnni" not in result.preset.features:
+    if result.preset.arch != "x86_64" or not {"vnni", "avx2"} & set(result.preset.features):
         return
     assert result.quantization["lowering"]["PackInt8Conv2d"] == 2
     if shutil.which("objdump") is None:
         pytest.skip("objdump not installed")
     so = result.export(tmp_path / "tuned-int8.so")
     asm = subprocess.run(["objdump", "-d", str(so)], capture_output=True, text=True, check=True).stdout
-    assert "vpdpbusd" in asm
+    assert ("vpdpbusd" if "vnni" in result.preset.features else "vpmaddwd") in asm
+    assert "vpmaddubsw" not in asm
 
 
 def test_cli_tune_takes_the_compile_graph_options(model_path, tuned_int8, capsys, monkeypatch):

@@ -1,6 +1,7 @@
 """PackInt8Conv2d: structural, negative, numerical (vs onnxruntime and the unpacked
 integer conv), weight packing, the sdot variant's arithmetic, and that MetaSchedule's
-design space really tensorizes the kernel (vpdpbusd on x86, sdot on aarch64)."""
+design space really tensorizes the kernel (vpdpbusd on x86 VNNI, vpmaddwd on x86 AVX2, sdot on
+aarch64)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tvm
 from lwc.frontend import import_model
 from lwc.passes._qdq import count_ops
 from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
-from lwc.passes.pack_int8_conv2d import SDOT, VNNI, PackInt8Conv2d, conv_kernel, dot_product_for, pack_weight
+from lwc.passes.pack_int8_conv2d import AVX2, SDOT, VNNI, PackInt8Conv2d, conv_kernel, dot_product_for, pack_weight
 
 from qdq_models import conv_model, ort_run
 
@@ -54,23 +55,24 @@ def test_negative_int8_data_is_declined():
 
 def test_dot_product_geometry_follows_the_preset_features():
     assert dot_product_for("x86_64", ("avx2", "avx512", "vnni")) == VNNI
-    assert dot_product_for("x86_64", ("avx2", "avx512")) is None  # Skylake-SP: vpdpbusd would fault
-    assert dot_product_for("x86_64", ("avx2", "fma")) is None  # no tensorize rule for AVX2
+    assert dot_product_for("x86_64", ("avx2", "avx512")) == AVX2  # Skylake-SP: vpdpbusd would fault
+    assert dot_product_for("x86_64", ("avx2", "fma")) == AVX2  # Zen 3: 16-bit vpmaddwd
+    assert dot_product_for("x86_64", ("sse4",)) is None
     assert dot_product_for("aarch64", ("neon", "dotprod")) == SDOT
     assert dot_product_for("aarch64", ("neon",)) is None  # Cortex-A72: no dotprod
 
 
-@pytest.mark.parametrize("dot", [VNNI, SDOT], ids=["vnni", "sdot"])
+@pytest.mark.parametrize("dot", [VNNI, SDOT, AVX2], ids=["vnni", "sdot", "avx2"])
 def test_pack_weight_layout(dot):
     w = np.random.default_rng(0).integers(-127, 128, (6, 3, 3, 3)).astype(np.int8)  # C=3, O=6
     packed = pack_weight(w, dot)
-    lanes = dot.lanes
-    assert packed.shape == (-(-6 // lanes), 3, 3, 1, lanes, 4)
+    lanes, width = dot.lanes, dot.width
+    assert packed.shape == (-(-6 // lanes), 3, 3, -(-3 // width), lanes, width)
     for o in range(6):
         for c in range(3):
             for r in range(3):
                 for q in range(3):
-                    assert packed[o // lanes, r, q, c // 4, o % lanes, c % 4] == w[o, c, r, q]
+                    assert packed[o // lanes, r, q, c // width, o % lanes, c % width] == w[o, c, r, q]
     assert np.abs(packed.astype(np.int64)).sum() == np.abs(w.astype(np.int64)).sum()  # padding is zeros
 
 
@@ -88,10 +90,11 @@ def _reference_conv(x, w, stride, pads, pad_value):
     return out.astype(np.int32)
 
 
-@pytest.mark.parametrize("dot", [VNNI, SDOT], ids=["vnni", "sdot"])
+@pytest.mark.parametrize("dot", [VNNI, SDOT, AVX2], ids=["vnni", "sdot", "avx2"])
 def test_kernel_is_the_exact_integer_conv(dot):
-    """Both geometries (sdot shifts the activations to int8 and adds 128 * row sums back)
-    give the exact int32 conv2d, built as plain TIR for this machine."""
+    """Every geometry (sdot shifts the activations to int8 and adds 128 * row sums back,
+    AVX2 widens them to int16) gives the exact int32 conv2d, built as plain TIR for this
+    machine."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (2, 5, 9, 11)).astype(np.uint8)
     w = rng.integers(-127, 128, (7, 5, 3, 3)).astype(np.int8)
@@ -131,13 +134,12 @@ def test_numerical_matches_onnxruntime_and_the_unpacked_conv(kwargs):
         assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
 
 
-def _vnni_preset():
-    """An x86-64 Zen 4 (AVX512-VNNI) preset: code for it compiles on any x86 host (nothing runs)."""
+def _x86_preset(mcpu: str = "znver4", features=("avx2", "fma", "avx512", "vnni")):
+    """An x86-64 preset (default Zen 4, AVX512-VNNI): code for it compiles on any x86 host."""
     from lwc.targets import Preset
 
-    return Preset(name="znver4", description="AMD Zen 4", target={"kind": "llvm", "mtriple": "x86_64-linux-gnu",
-                  "mcpu": "znver4", "num-cores": 2}, cpu="znver4", features=("avx2", "fma", "avx512", "vnni"),
-                  cross_compiler="g++")
+    return Preset(name=mcpu, description=mcpu, target={"kind": "llvm", "mtriple": "x86_64-linux-gnu",
+                  "mcpu": mcpu, "num-cores": 2}, cpu=mcpu, features=features, cross_compiler="g++")
 
 
 def _design_space_script(preset, seed: int) -> tuple[str, object]:
@@ -152,7 +154,7 @@ def _design_space_script(preset, seed: int) -> tuple[str, object]:
     func = conv_kernel((1, 16, 6, 8), (32, 16, 1, 1), (1, 32, 6, 8), (1, 1), (1, 1), [0, 0, 0, 0], 0,
                        dot_product_for(preset.arch, preset.features))
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator="post-order-apply",
+    ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator=tuning.space_generator(ms, preset),
                          search_strategy="evolutionary", task_name="packed", rand_state=seed)
     [sch] = ctx.generate_design_space()
     for postproc in ctx.space_generator.postprocs:
@@ -161,12 +163,30 @@ def _design_space_script(preset, seed: int) -> tuple[str, object]:
 
 
 def test_design_space_tensorizes_with_vnni_and_builds():
-    znver4 = _vnni_preset()
+    znver4 = _x86_preset()
     assert dot_product_for(znver4.arch, znver4.features) == VNNI
     for seed in range(6):  # sampled tiles and compute locations differ by seed
         text, mod = _design_space_script(znver4, seed)
         assert "llvm.x86.avx512.vpdpbusd.512" in text
     tvm.compile(mod, target=znver4.tvm_target())  # LLVM 22 verifies the intrinsic's signature
+
+
+def test_design_space_tensorizes_with_vpmaddwd_on_avx2_and_is_exact():
+    """x86-64-v3 (AVX2, no VNNI): lwc's tuning adds RewriteTensorize, every sampled
+    schedule uses vpmaddwd, and the built kernel is the exact integer conv on this host."""
+    x86 = _x86_preset("x86-64-v3", ("avx2", "fma"))
+    assert dot_product_for(x86.arch, x86.features) == AVX2
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (1, 16, 6, 8)).astype(np.uint8)
+    w = rng.integers(-128, 128, (32, 16, 1, 1)).astype(np.int8)
+    ref = _reference_conv(x, w, 1, [0, 0, 0, 0], 0)
+    for seed in range(4):
+        text, mod = _design_space_script(x86, seed)
+        assert "llvm.x86.avx2.pmadd.wd" in text and "pmadd.ub.sw" not in text
+        lib = tvm.compile(mod, target=x86.tvm_target())
+        out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+        lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, AVX2)), out)
+        np.testing.assert_array_equal(out.numpy(), ref)
 
 
 def test_design_space_tensorizes_with_sdot_for_arm_dotprod():
@@ -176,14 +196,17 @@ def test_design_space_tensorizes_with_sdot_for_arm_dotprod():
 
 
 def test_compile_says_when_int8_may_be_slower_than_fp32():
-    """Cortex-A72 (rpi4) has no dotprod and x86-64-v3 no VNNI: the compile notes say so;
-    Cortex-A76 (rpi5) packs its dense convs for sdot and gets no such note."""
+    """Cortex-A72 (rpi4) has no dotprod and x86-64-v3 no VNNI (it packs for 16-bit
+    vpmaddwd): the compile notes say so; Cortex-A76 (rpi5) packs its dense convs for sdot
+    and gets no such note."""
     from lwc import driver
     from lwc.quantize import speed_notes
     from lwc.targets import resolve
 
     assert "has no dotprod" in speed_notes(resolve("rpi4"))[0]
-    assert "has no VNNI" in speed_notes(resolve("x86_64"))[0]
+    assert "has no VNNI: dense int8 convs run on 16-bit vpmaddwd" in speed_notes(resolve("x86_64"))[0]
+    assert speed_notes(_x86_preset()) == []  # znver4: VNNI
+    assert "has neither VNNI nor AVX2: int8 kernels widen" in speed_notes(_x86_preset("x86-64", ("sse4",)))[0]
     assert speed_notes(resolve("rpi5")) == []
     slow = driver.compile(conv_model(groups=1), "rpi4")
     assert any("rpi4 (cortex-a72) has no dotprod" in n for n in slow.notes)
