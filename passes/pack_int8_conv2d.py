@@ -27,11 +27,12 @@ block has exactly that shape (one ``call_tir`` kernel, three blocks)::
 
 (L lanes, K width) with C padded to a multiple of K and O to a multiple of L with zero weights (they add
 nothing); every index is affine (no div/mod in the im2col). The im2col block carries
-``meta_schedule.inline_rule = "disable"`` and a no-op custom schedule rule
-(:data:`IM2COL_RULE`), so neither AutoInline nor RandomComputeLocation inlines it:
-inlined, the activations would be read with a stride and the intrinsic would not match. For sdot
-(int8 x int8) the uint8 activations are shifted to int8 (x - 128) in the im2col and the
-weights' row sums times 128 are added back (for AVX2 the im2col widens them to int16), so the kernel's result is the exact int32
+``meta_schedule.inline_rule = "disable"`` and a custom schedule rule
+(:data:`IM2COL_RULE`, :func:`schedule_im2col`), so neither AutoInline nor
+RandomComputeLocation inlines it: inlined, the activations would be read with a stride and
+the intrinsic would not match. For sdot (int8 x int8) the uint8 activations are shifted to
+int8 (x - 128) in the im2col and the weights' row sums times 128 are added back (for AVX2
+the im2col widens them to int16), so the kernel's result is the exact int32
 conv2d either way (|acc| stays far from overflow: K * 255 * 127 < 2**31 for K < 66000).
 
 Preconditions (declines name the reason): conv2d with out_dtype int32, NCHW/OIHW,
