@@ -598,7 +598,9 @@ def speed_notes(preset) -> list[str]:
     (ARMv8.2+, e.g. Cortex-A76/A78), 4 byte products per 32-bit lane. x86 with only AVX2
     gets lwc's exact 16-bit ``vpmaddwd`` intrinsic instead: 2 products per lane, about
     1.4x an fp32 FMA kernel's rate (lwc.passes._dot_intrin), which the im2col, the
-    requantize epilogue and the depthwise convs (not packed) can eat up. Elsewhere (the
+    requantize epilogue and the depthwise convs (not packed) can eat up: measured with
+    tuning on a Zen 3, int8 took 0.56x (resnet50), 0.83x (PP-OCRv4 det) and 1.26x
+    (PP-OCR cls, mostly depthwise) the fp32 latency (docs/int8.md). Elsewhere (the
     Cortex-A72 of a Raspberry Pi 4, the A57 of Jetson Nano/TX2, pre-AVX2 x86) the int8
     convs run as TOPI's generic kernels, which cast to int32 before multiplying: measured
     with tuning on a Zen 3 before the AVX2 kernel existed, int8 took 1.17x (det) to 1.76x
