@@ -612,10 +612,11 @@ def speed_notes(preset) -> list[str]:
     if preset.is_gpu or (dot is not None and dot != AVX2):
         return []
     if dot == AVX2:
-        return [f"{preset.name} ({preset.cpu}) has no VNNI: dense int8 convs run on 16-bit vpmaddwd "
-                "(2 products per lane, VNNI does 4) and int8 may be slower than fp32 on this CPU "
-                "(measure with `lwc bench`)"]
-    missing = "has no dotprod" if preset.arch in ("aarch64", "arm64") else "has neither VNNI nor AVX2"
+        return [f"{preset.name} ({preset.cpu}) has no VNNI: dense int8 convs run on 16-bit "
+                "vpmaddwd (2 products per lane, VNNI does 4) and int8 may be slower than fp32 "
+                "on this CPU (measure with `lwc bench`)"]
+    arm = preset.arch in ("aarch64", "arm64")
+    missing = "has no dotprod" if arm else "has neither VNNI nor AVX2"
     return [f"{preset.name} ({preset.cpu}) {missing}: int8 kernels widen before multiplying "
             "and may be slower than fp32 on this CPU (measure with `lwc bench`)"]
 

@@ -1044,8 +1044,8 @@ def space_generator(ms, preset):
     if dot_product_for(preset.arch, preset.features) != AVX2:
         return "post-order-apply"
     postprocs = [ms.postproc.DisallowDynamicLoop(), ms.postproc.RewriteParallelVectorizeUnroll(),
-                 ms.postproc.RewriteReductionBlock(), ms.postproc.RewriteTensorize(vectorize_init_loop=True),
-                 ms.postproc.RewriteLayout()]
+                 ms.postproc.RewriteReductionBlock(),
+                 ms.postproc.RewriteTensorize(vectorize_init_loop=True), ms.postproc.RewriteLayout()]
     return ms.space_generator.PostOrderApply(postprocs=postprocs)
 
 

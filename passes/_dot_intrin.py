@@ -35,7 +35,11 @@ AVX2_INTRIN = "lwc_dot_8x2_avx2"
 
 
 def register() -> str:
-    """Register :data:`VNNI_INTRIN` and :data:`AVX2_INTRIN` with TVM (once); returns the VNNI name."""
+    """Register :data:`VNNI_INTRIN` and :data:`AVX2_INTRIN` with TVM (once).
+
+    Returns:
+        :data:`VNNI_INTRIN`.
+    """
     from tvm.s_tir import TensorIntrin
 
     for name, make in ((VNNI_INTRIN, _vnni_funcs), (AVX2_INTRIN, _avx2_funcs)):
@@ -112,7 +116,7 @@ def _avx2_funcs():
         with T.sblock("root"):
             T.reads(C[0:8], A[0:2], B[0:8, 0:2])
             T.writes(C[0:8])
-            a_pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")  # (A[0], A[1]) in 32 bits
+            a_pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")  # A[0], A[1]: 32 bits
             a_i16x16 = T.reinterpret(T.broadcast(a_pair, 8), dtype="int16x16")
             b_i16x16 = T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16")  # vpmovsxbw
             C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(

@@ -25,8 +25,8 @@ block has exactly that shape (one ``call_tir`` kernel, three blocks)::
     acc[n, oh, ow, o] = sum_{r,q,c} int32(a[n, oh, ow, r, q, c]) * int32(Wp[o//L, r, q, c//K, o%L, c%K])
     y[n, o, oh, ow] = acc[n, oh, ow, o] (+ 128 * sum W[o] when a is x - 128)
 
-(L lanes, K width) with C padded to a multiple of K and O to a multiple of L with zero weights (they add
-nothing); every index is affine (no div/mod in the im2col). The im2col block carries
+(L lanes, K width) with C padded to a multiple of K and O to a multiple of L with zero
+weights (they add nothing); every index is affine (no div/mod in the im2col). The im2col block carries
 ``meta_schedule.inline_rule = "disable"`` and a custom schedule rule
 (:data:`IM2COL_RULE`, :func:`schedule_im2col`), so neither AutoInline nor
 RandomComputeLocation inlines it: inlined, the activations would be read with a stride and
@@ -234,13 +234,14 @@ def check(conv: relax.Call, data, var2val: dict) -> str | None:
 
 
 def pack_weight(weight: np.ndarray, dot: DotProduct) -> np.ndarray:
-    """OIHW int8 -> [O/L, kh, kw, C/K, L, K] (L lanes, K width; O padded to L, C to K, with zeros)."""
+    """OIHW int8 -> [O/L, kh, kw, C/K, L, K] (L lanes, K width; O, C padded with zeros)."""
     out_ch, in_ch, kh, kw = weight.shape
     width = dot.width
     c_pad, o_pad = _round_up(in_ch, width), _round_up(out_ch, dot.lanes)
     padded = np.zeros((o_pad, c_pad, kh, kw), np.int8)
     padded[:out_ch, :in_ch] = weight
-    blocked = padded.transpose(0, 2, 3, 1).reshape(o_pad // dot.lanes, dot.lanes, kh, kw, c_pad // width, width)
+    blocked = padded.transpose(0, 2, 3, 1).reshape(o_pad // dot.lanes, dot.lanes, kh, kw,
+                                                    c_pad // width, width)
     return np.ascontiguousarray(blocked.transpose(0, 2, 3, 4, 1, 5))
 
 
@@ -270,7 +271,8 @@ def conv_kernel(data_shape, weight_shape, out_shape, strides, dilation, pads, pa
     c_pad, o_pad = _round_up(c, width), _round_up(o, lanes)
     i64 = lambda v: tirx.IntImm("int64", v)  # noqa: E731  (Relax shapes are int64)
     x = te.placeholder([i64(d) for d in data_shape], "uint8", name="x")
-    wp = te.placeholder([i64(d) for d in (o_pad // lanes, kh, kw, c_pad // width, lanes, width)], "int8", name="w")
+    wp_shape = (o_pad // lanes, kh, kw, c_pad // width, lanes, width)
+    wp = te.placeholder([i64(d) for d in wp_shape], "int8", name="w")
     shift = dot.act_dtype == "int8"
 
     def im2col(b, i, j, r, q, ch):
