@@ -48,23 +48,33 @@ def register() -> str:
     return VNNI_INTRIN
 
 
-def _vnni_funcs():
+def _dot_desc(lanes: int, width: int, act_dtype: str):
+    """The description both intrinsics share: ``C[i] += int32(A[k]) * int32(B[i, k])``,
+    i < lanes, k < width (A: act_dtype, B: int8, C: int32)."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
     def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1),
+        A: T.Buffer((width,), act_dtype, offset_factor=1),
+        B: T.Buffer((lanes, width), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
-                for k in T.serial(0, 4):
+            T.reads(C[0:lanes], A[0:width], B[0:lanes, 0:width])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, width):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
                         C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _vnni_funcs():
+    from tvm.script import tirx as T
+
+    desc = _dot_desc(16, 4, "uint8")
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -92,20 +102,7 @@ def _vnni_funcs():
 def _avx2_funcs():
     from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((2,), "int16", offset_factor=1),
-        B: T.Buffer((8, 2), "int8", offset_factor=1),
-        C: T.Buffer((8,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-            T.writes(C[0:8])
-            for i in T.serial(0, 8):
-                for k in T.serial(0, 2):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+    desc = _dot_desc(8, 2, "int16")
 
     @T.prim_func(s_tir=True)
     def impl(
