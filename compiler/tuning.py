@@ -277,6 +277,32 @@ def cpu_substitute(manifest: dict, preset, tvm_target) -> str | None:
     return their_cpu if subset else None
 
 
+def _closest_substitute(folders, preset, tvm_target) -> tuple[Path | None, str | None]:
+    """Of the host logs tuned on CPUs whose ISA this one includes, the closest one.
+
+    Closest = the tuned CPU with the most LLVM ISA features (on a ``znver5`` machine,
+    ``znver4`` records -- AVX-512 VNNI kernels -- before ``znver3``'s AVX2 ones: int8
+    workloads differ per ISA, so the nearer CPU's records also match more tasks).
+    Ties go to the first folder name.
+
+    Returns:
+        (folder, tuned CPU's LLVM name), or (None, None) when no folder qualifies.
+    """
+    from lwc import tvm_compat
+
+    best = (None, None, -1)
+    for folder in sorted(folders):
+        manifest = read_manifest(folder) or {}
+        cpu = cpu_substitute(manifest, preset, tvm_target)
+        if not cpu:
+            continue
+        triple = manifest["target"]["tvm"].get("mtriple") or tvm_compat.system_triple()
+        size = len(tvm_compat.llvm_cpu_features(cpu, triple))
+        if size > best[2]:
+            best = (folder, cpu, size)
+    return best[0], best[1]
+
+
 def _records_target(manifest: dict):
     """The TVM target a log's records were tuned for (from its manifest)."""
     import tvm
@@ -456,7 +482,7 @@ class LogChoice:
 def locate_log(preset, tvm_target, *, tuning_log=None, model_key=None) -> LogChoice:
     """Find the tuning log for a model on a target: ``--tuning-log`` when given, else
     ``tuning_logs/<model_key>-<target>/`` in :func:`search_roots`, else a host log tuned
-    on a CPU whose ISA this one includes.
+    on a CPU whose ISA this one includes (the closest such CPU, :func:`_closest_substitute`).
 
     The one lookup both :func:`apply_records` and ``--sparsity auto`` (which times the
     tuned dense kernels against BSR) use, so they never disagree about the log.
@@ -478,11 +504,7 @@ def locate_log(preset, tvm_target, *, tuning_log=None, model_key=None) -> LogCho
     folder, others = find_log(model_key, preset)
     substitute = None
     if folder is None:
-        for other in sorted(others):
-            substitute = cpu_substitute(read_manifest(other) or {}, preset, tvm_target)
-            if substitute:
-                folder = other
-                break
+        folder, substitute = _closest_substitute(others, preset, tvm_target)
     if folder is None:
         extra = ""
         if others:

@@ -8,6 +8,7 @@ Kept fast: one small MatMul+Add task, 4 trials, a 32-candidate population.
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 
 import numpy as np
@@ -370,6 +371,33 @@ def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, mo
     assert info["tuned_tasks"] == 0 and f"host-{newer}" in info["message"]
     with pytest.raises(LwcError, match=f"cannot be used for host-{here['mcpu']}"):
         driver.compile(str(model), "host", {"x": [1, 64]}, tuning_log=str(copy))
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="znver CPUs are x86-64")
+def test_host_log_from_the_closest_isa_subset_cpu_wins(tmp_path, monkeypatch):
+    """On a znver5 machine with znver3 and znver4 logs of one model, the znver4 records
+    (AVX-512 VNNI int8 workloads) apply, not the first folder by name (znver3: AVX2 only,
+    whose int8 workloads a VNNI compile does not have: 17 of resnet50's 49 tasks)."""
+    from lwc import tvm_compat
+
+    triple = "x86_64-linux-gnu"
+    features = {cpu: tvm_compat.llvm_cpu_features(cpu, triple) for cpu in ("znver3", "znver4", "znver5")}
+    assert features["znver3"] < features["znver4"] < features["znver5"]
+    key = "0123456789ab"
+    for cpu in ("znver3", "znver4"):
+        tvm = tuning._target_dict(_host_as(cpu).tvm_target())
+        folder = tmp_path / f"{key}-host-{cpu}"
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps(
+            {"target": {"name": f"host-{cpu}", "preset": "host", "tvm": tvm},
+             "versions": tvm_compat.versions()}))
+    monkeypatch.setenv("LWC_TUNING_LOGS", str(tmp_path))
+    znver5 = _host_as("znver5")
+    choice = tuning.locate_log(znver5, znver5.tvm_target(), model_key=key)
+    assert (choice.folder.name, choice.substitute, choice.why_not) == (f"{key}-host-znver4", "znver4", None)
+    assert choice.records_target.attrs["mcpu"] == "znver4"
+    (tmp_path / f"{key}-host-znver4" / "manifest.json").unlink()  # only znver3's left
+    assert tuning.locate_log(znver5, znver5.tvm_target(), model_key=key).substitute == "znver3"
 
 
 def test_time_budget_shrinks_the_search_so_every_task_gets_trials():
