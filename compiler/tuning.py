@@ -842,17 +842,23 @@ def import_records(database, contexts, folder: Path, preset, tvm_target) -> int:
     two graphs share and tunes only the rest. Tasks that already have records are left
     alone, so running again does not duplicate them.
 
+    A ``host`` log tuned on a CPU whose ISA this one includes (:func:`cpu_substitute`: a
+    ``znver4`` log when tuning on ``znver5``) seeds the search too: its records are
+    re-targeted to ``tvm_target`` (the same schedules run here) and keep their measured
+    times from the other CPU until tuning here finds better.
+
     Returns:
         the number of records copied.
     Raises:
-        LwcError: ``folder`` has no manifest, or its records are for another target.
+        LwcError: ``folder`` has no manifest, or its records are for another target that
+            is not an ISA subset of this host.
     """
     ms = _ms()
     manifest = read_manifest(Path(folder))
     if manifest is None:
         raise LwcError(f"--reuse-records {folder}: not a tuning log folder (no {MANIFEST})")
     why = manifest_mismatch(manifest, preset, tvm_target)
-    if why:
+    if why and not cpu_substitute(manifest, preset, tvm_target):
         raise LwcError(f"--reuse-records {folder}: {why}")
     wanted = {}
     for ctx, (count, _) in zip(contexts, _existing(database, contexts)):
@@ -863,8 +869,9 @@ def import_records(database, contexts, folder: Path, preset, tvm_target) -> int:
         mod = wanted.get(_workload_key(record.workload.mod))
         if mod is None:
             continue
+        target = tvm_target if why else record.target
         database.commit_tuning_record(ms.database.TuningRecord(
-            record.trace, database.commit_workload(mod), record.run_secs, record.target, record.args_info))
+            record.trace, database.commit_workload(mod), record.run_secs, target, record.args_info))
         copied += 1
     return copied
 

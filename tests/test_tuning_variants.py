@@ -10,6 +10,7 @@ model quantized on random calibration data, 2 trials per task, a 16-candidate po
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -271,6 +272,44 @@ def test_reuse_records_refuses_a_folder_that_is_no_log_or_for_another_target(mod
     with pytest.raises(LwcError, match="--reuse-records .*tuned for"):
         tuning.tune(model_path, "host", SHAPE, trials=1, log_root=tmp_path / "logs",
                     reuse_records=(other,), **QUICK)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="znver CPUs are x86-64")
+def test_reuse_records_from_an_isa_subset_cpu_are_retargeted(model_path, tmp_path):
+    """``lwc tune --reuse-records tuning_logs/<key>-host-znver4`` on a znver5 machine seeds
+    the znver5 log with znver4's records, re-targeted (a compile for znver5 applies them);
+    a log from a CPU with more ISA stays refused."""
+    from dataclasses import replace
+
+    from lwc.targets import host_preset
+
+    def host_as(cpu):
+        host = host_preset()
+        return replace(host, cpu=cpu, target={**host.target, "mcpu": cpu})
+
+    logs = tmp_path / "logs"
+    tasks = len(tuning.task_workloads(*_fused_fp32(model_path, ())))
+    base = tuning.tune(model_path, "host", SHAPE, trials=tasks, log_root=logs, **QUICK)
+    older = tmp_path / "older"  # the same records, as if tuned on a znver4
+    older.mkdir()
+    for name in (tuning.RECORD_FILE, tuning.WORKLOAD_FILE):
+        (older / name).write_bytes((base.log_dir / name).read_bytes())
+    manifest = json.loads((base.log_dir / tuning.MANIFEST).read_text())
+    manifest["target"]["tvm"]["mcpu"] = "znver4"
+    (older / tuning.MANIFEST).write_text(json.dumps(manifest))
+    # every task gets its record from the znver4 log: nothing is measured (no znver5 here)
+    newer = tuning.tune(model_path, host_as("znver5"), SHAPE, trials=tasks, log_root=logs,
+                        reuse_records=(older,), **QUICK)
+    assert newer.log_dir.name.endswith("-host-znver5") and newer.trials_run == 0
+    assert newer.resumed_trials == tasks
+    records = [json.loads(line) for line in (newer.log_dir / tuning.RECORD_FILE).read_text().splitlines()]
+    assert len(records) == tasks and all('"mcpu": "znver5"' in json.dumps(r) for r in records)
+    compiled = driver.compile(str(model_path), host_as("znver5"), SHAPE, tuning_log=str(newer.log_dir))
+    assert compiled.extra["tuning"]["tuned_tasks"] == tasks
+    assert compiled.extra["tuning"].get("tuned_on_cpu") is None  # its own log now
+    with pytest.raises(LwcError, match="--reuse-records .*tuned for"):
+        tuning.tune(model_path, host_as("znver3"), SHAPE, trials=tasks, log_root=logs,
+                    reuse_records=(older,), **QUICK)
 
 
 def _fused_fp32(model_path, disabled):
