@@ -139,7 +139,8 @@ def register(subparsers) -> None:
     p.add_argument("--reuse-records", action="append", metavar="LOG_FOLDER",
                    help="start from another tuning log's records for the kernels both graphs share "
                    "(records are per workload: a --disable-pass or pruned variant of a tuned model "
-                   "keeps most kernels); same target only; repeatable")
+                   "keeps most kernels); same target, or for host a log tuned on a CPU whose ISA this one "
+                   "includes (a znver4 log on a znver5); repeatable")
     p.add_argument("--only-tasks", metavar="REGEX",
                    help="tune only the tasks whose name matches (names as `lwc bench --profile` "
                    "prints them, e.g. 'fused_conv2d14_'): --trials more whatever they have (several matches: "

@@ -34,10 +34,12 @@ import logging
 import math
 import os
 import platform
+import re
 import signal
 import sys
 import time
 import types
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,6 +49,8 @@ from lwc.errors import LwcError
 MANIFEST = "manifest.json"
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
+#: records moved out of RECORD_FILE because their trace does not replay (drop_unreplayable)
+STALE_FILE = "stale_tuning_record.json"
 _INVALID_SECS = 1e9  # MetaSchedule records failed runs as 1e10 s
 _TARGET_KEYS = ("kind", "mtriple", "mcpu", "mattr", "arch")
 _MS_LOGGER = "tvm.s_tir.meta_schedule"
@@ -337,17 +341,86 @@ def repair_database(folder: Path) -> int:
     return dropped
 
 
+def _register_intrinsics(folder: Path) -> None:
+    """Register the tensor intrinsics a log's records may replay (TVM's and lwc's own)."""
+    manifest = read_manifest(folder) or {}
+    triple = manifest.get("target", {}).get("tvm", {}).get("mtriple") or ""
+    fast_tensor_intrin(triple.split("-")[0] if triple else platform.machine())
+    from lwc.passes._dot_intrin import register
+
+    register()
+
+
+def drop_unreplayable(folder: Path) -> int:
+    """Move records whose trace does not replay on their workload to ``STALE_FILE``.
+
+    Such a record names blocks its workload does not have: MetaSchedule's JSON database
+    keys workloads by structural equality, which ignores names, so a record committed for
+    a structurally equal kernel with other buffer names (``lv458_red`` vs ``lv547_red``)
+    points at the first one's TIR. One such line makes TVM's JSONDatabase refuse the whole
+    log; here the rest stays usable and the stale lines are kept aside, not deleted.
+
+    Returns:
+        how many records were moved.
+    """
+    ms = _ms()
+    folder = Path(folder)
+    records, workloads = folder / RECORD_FILE, folder / WORKLOAD_FILE
+    if not records.is_file() or not workloads.is_file():
+        return 0
+    _register_intrinsics(folder)
+    parsed = [ms.database.Workload.from_json(json.loads(line))
+              for line in workloads.read_text().splitlines() if line.strip()]
+    good, stale = [], []
+    for line in records.read_text().splitlines():
+        if not line.strip():
+            continue
+        index, record = json.loads(line)
+        try:
+            ms.database.TuningRecord.from_json(record, parsed[index])
+            good.append(line)
+        except Exception:  # TVM ScheduleError: a block or loop the trace names is not there
+            stale.append(line)
+    if stale:
+        with open(folder / STALE_FILE, "a") as out:
+            out.writelines(line + "\n" for line in stale)
+        tmp = records.with_name(f".{RECORD_FILE}.tmp")
+        tmp.write_text("".join(line + "\n" for line in good))
+        os.replace(tmp, records)
+    return len(stale)
+
+
 def open_database(folder: Path):
-    """MetaSchedule's JSON database in ``folder`` (created if missing)."""
+    """MetaSchedule's JSON database in ``folder`` (created if missing).
+
+    A truncated line (:func:`repair_database`) is dropped, and records that no longer
+    replay on their workload are moved aside (:func:`drop_unreplayable`, with a warning)
+    instead of failing the whole log.
+    """
     ms = _ms()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     repair_database(folder)
-    return ms.database.JSONDatabase(
-        path_workload=str(folder / WORKLOAD_FILE),
-        path_tuning_record=str(folder / RECORD_FILE),
-        module_equality="structural",
-    )
+
+    def load():
+        return ms.database.JSONDatabase(
+            path_workload=str(folder / WORKLOAD_FILE),
+            path_tuning_record=str(folder / RECORD_FILE),
+            module_equality="structural",
+        )
+
+    _register_intrinsics(folder)
+    try:
+        return load()
+    except Exception:  # TVM parses every record in parallel and reports none by name
+        moved = drop_unreplayable(folder)
+        if not moved:
+            raise
+        message = (f"tuning log {folder}: {moved} records no longer replay on their workload "
+                   f"(block names changed; moved to {STALE_FILE})")
+        warnings.warn(message, stacklevel=2)
+        print(f"lwc: WARNING: {message}", file=sys.stderr, flush=True)
+        return load()
 
 
 def _record_secs(record) -> float:
@@ -869,11 +942,68 @@ def import_records(database, contexts, folder: Path, preset, tvm_target) -> int:
         mod = wanted.get(_workload_key(record.workload.mod))
         if mod is None:
             continue
-        target = tvm_target if why else record.target
-        database.commit_tuning_record(ms.database.TuningRecord(
-            record.trace, database.commit_workload(mod), record.run_secs, target, record.args_info))
-        copied += 1
+        rebound = _rebind(record, database.commit_workload(mod), tvm_target if why else record.target)
+        if rebound is not None:
+            database.commit_tuning_record(rebound)
+            copied += 1
     return copied
+
+
+def _with_stored_names(task, database):
+    """``task`` with the database's copy of its kernel when the two differ only in names.
+
+    MetaSchedule files a new record under the stored, structurally equal workload but
+    records the trace of the task's own TIR; when a graph change renamed the kernel's
+    buffers since the log was written, that record would name blocks the stored workload
+    lacks (:func:`drop_unreplayable`). Tuning the stored copy keeps trace and workload in
+    step; the compiled kernel is the same.
+    """
+    if not database.has_workload(task.mod):
+        return task
+    stored = database.commit_workload(task.mod).mod
+    if _SBLOCK.findall(stored.script()) == _SBLOCK.findall(task.mod.script()):
+        return task
+    return _ms().ExtractedTask(task.task_name, stored, task.target, list(task.dispatched), task.weight)
+
+
+_SBLOCK = re.compile(r'T\.sblock\("([^"]+)"')
+
+
+def _rebind(record, workload, target):
+    """``record`` (tuned on a structurally equal kernel) as a record of ``workload``.
+
+    Structural equality ignores names, but a trace finds blocks by name (``GetSBlock``):
+    the same kernel extracted from another graph has other buffer names (``lv458_red``
+    there, ``lv547_red`` here). The names are mapped block by block, in program order
+    (blocks the schedule creates, ``lv458_red_rf``, by their prefix), and the result is
+    replayed on ``workload`` to check it.
+
+    Returns:
+        a TuningRecord of ``workload`` for ``target``, or None when the trace does not replay.
+    """
+    ms = _ms()
+    theirs = _SBLOCK.findall(record.workload.mod.script())
+    mine = _SBLOCK.findall(workload.mod.script())
+    trace, *rest = record.as_json()
+    if theirs != mine and len(theirs) == len(mine):
+        names = {a: b for a, b in zip(theirs, mine) if a != b}
+        prefixes = sorted(names, key=len, reverse=True)
+
+        def rename(name):
+            if name in names:
+                return names[name]
+            old = next((p for p in prefixes if name.startswith(p)), None)
+            return names[old] + name[len(old):] if old else name
+
+        insts, decisions = trace
+        insts = [[kind, inputs, [rename(attrs[0]), *attrs[1:]], outputs] if kind == "GetSBlock"
+                 else [kind, inputs, attrs, outputs] for kind, inputs, attrs, outputs in insts]
+        trace = [insts, decisions]
+    try:
+        replayed = ms.database.TuningRecord.from_json([trace, *rest], workload)
+    except Exception:  # TVM ScheduleError: a block the trace names is not in this kernel
+        return None
+    return ms.database.TuningRecord(replayed.trace, workload, record.run_secs, target, record.args_info)
 
 
 def _quiet_metaschedule_console() -> None:
@@ -968,6 +1098,8 @@ def tune(
     extracted = ms.relax_integration.extract_tasks(fused, tvm_target)
     if not extracted:
         raise LwcError("the model has no tunable tasks")
+    database = open_database(folder)
+    extracted = [_with_stored_names(task, database) for task in extracted]
     # TVM's runtime halves the CPU count on x86 (assumes hyper-threading); measure with
     # the cores the target is scheduled for (runner workers inherit the variable)
     os.environ.setdefault("TVM_NUM_THREADS", str(_num_cores(tvm_target)))
@@ -987,7 +1119,6 @@ def tune(
         num_threads=_num_cores(tvm_target), seed=seed,
     )
     _quiet_metaschedule_console()
-    database = open_database(folder)
     reused = {str(other): import_records(database, contexts, Path(other), preset, tvm_target)
               for other in reuse_records}
     stats = [

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -155,6 +157,71 @@ def test_repair_database_drops_a_truncated_line(tuned, tmp_path):
     path.write_text(path.read_text() + '[0, [[["Sample')
     assert tuning.repair_database(copy) == 1
     assert len(tuning.open_database(copy).get_all_tuning_records()) == TRIALS
+
+
+STALE = Path(__file__).parent / "data" / "stale_block_names"
+
+
+def test_a_record_naming_blocks_its_workload_lacks_is_moved_aside_not_fatal(tmp_path):
+    """A real log (cls int8, znver4) held 33 records filed under a structurally equal
+    kernel with other buffer names: TVM's JSONDatabase refused the whole log (compile
+    failed with 'parallel_for_dynamic error'). Now that record moves to the stale file
+    and the rest loads."""
+    log = tmp_path / "log"
+    shutil.copytree(STALE, log)
+    with pytest.warns(UserWarning, match="1 records no longer replay"):
+        database = tuning.open_database(log)
+    assert len(database.get_all_tuning_records()) == 1
+    assert len((log / tuning.STALE_FILE).read_text().splitlines()) == 1
+    assert len((log / tuning.RECORD_FILE).read_text().splitlines()) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(tuning.open_database(log).get_all_tuning_records()) == 1
+
+
+def test_reused_record_is_rebound_to_the_kernels_block_names(tmp_path):
+    """--reuse-records maps block names (lv458_red -> lv547_red, lv458_red_rf ->
+    lv547_red_rf) so the copied trace replays on this graph's kernel; the same record
+    copied as is (what made the stale lines) does not."""
+    from tvm.s_tir import meta_schedule as ms
+
+    log = tmp_path / "log"
+    shutil.copytree(STALE, log)
+    with pytest.warns(UserWarning):
+        [record] = tuning.open_database(log).get_all_tuning_records()
+    workloads = [ms.database.Workload.from_json(json.loads(line))
+                 for line in (log / tuning.WORKLOAD_FILE).read_text().splitlines()]
+    assert "lv458_red" in record.workload.mod.script() and "lv547_red" in workloads[0].mod.script()
+    with pytest.raises(Exception):
+        ms.database.TuningRecord.from_json(record.as_json(), workloads[0])
+    rebound = tuning._rebind(record, workloads[0], record.target)
+    assert rebound is not None
+    trace = json.dumps(rebound.as_json()[0])
+    assert "lv458" not in trace and '"lv547_red"' in trace and '"lv547_red_rf"' in trace
+    assert [float(s) for s in rebound.run_secs] == [float(s) for s in record.run_secs]
+
+
+def test_tuning_a_renamed_kernel_tunes_the_stored_copy(tmp_path):
+    """Resuming a log after a graph change renamed a kernel's buffers: the task is tuned
+    on the log's copy of the kernel, so new records replay on the workload they are filed
+    under (the cause of the stale records above, at the source)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    log = tmp_path / "log"
+    shutil.copytree(STALE, log)
+    lines = (log / tuning.WORKLOAD_FILE).read_text().splitlines()
+    (log / tuning.WORKLOAD_FILE).write_text(lines[0] + "\n")  # the log knows lv547_red only
+    (log / tuning.RECORD_FILE).write_text("")
+    renamed = ms.database.Workload.from_json(json.loads(lines[1])).mod  # lv458_red
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"})
+    database = tuning.open_database(log)
+    task = ms.ExtractedTask("mean", renamed, target, [renamed], 3)
+    tuned = tuning._with_stored_names(task, database)
+    assert "lv547_red" in tuned.mod.script() and "lv458" not in tuned.mod.script()
+    assert (tuned.task_name, int(tuned.weight)) == ("mean", 3)
+    same = ms.ExtractedTask("mean", tuned.mod, target, [tuned.mod], 3)
+    assert tuning._with_stored_names(same, database) is same
 
 
 def test_tuning_over_rpc(tmp_path):
