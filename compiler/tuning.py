@@ -396,6 +396,10 @@ def open_database(folder: Path):
     A truncated line (:func:`repair_database`) is dropped, and records that no longer
     replay on their workload are moved aside (:func:`drop_unreplayable`, with a warning)
     instead of failing the whole log.
+
+    Raises:
+        LwcError: TVM cannot load the log for another reason (a workload line it cannot
+            parse, say).
     """
     ms = _ms()
     folder = Path(folder)
@@ -412,10 +416,15 @@ def open_database(folder: Path):
     _register_intrinsics(folder)
     try:
         return load()
-    except Exception:  # TVM parses every record in parallel and reports none by name
-        moved = drop_unreplayable(folder)
+    except Exception as error:  # TVM parses every record in parallel and reports none by name
+        try:
+            moved = drop_unreplayable(folder)
+        except Exception:  # a workload line TVM cannot parse: nothing to keep apart from
+            moved = 0
         if not moved:
-            raise
+            first = (str(error).strip().splitlines() or [type(error).__name__])[-1]
+            raise LwcError(f"tuning log {folder}: TVM cannot load it ({first}); move it away "
+                           "or tune again") from None
         message = (f"tuning log {folder}: {moved} records no longer replay on their workload "
                    f"(block names changed; moved to {STALE_FILE})")
         warnings.warn(message, stacklevel=2)

@@ -179,6 +179,14 @@ def test_a_record_naming_blocks_its_workload_lacks_is_moved_aside_not_fatal(tmp_
         assert len(tuning.open_database(log).get_all_tuning_records()) == 1
 
 
+def test_a_log_tvm_cannot_load_is_a_one_line_error(tmp_path):
+    log = tmp_path / "log"
+    shutil.copytree(STALE, log)
+    (log / tuning.WORKLOAD_FILE).write_text('["not a workload", {}]\n')
+    with pytest.raises(LwcError, match=r"tuning log .*log: TVM cannot load it \(.*\); move it away"):
+        tuning.open_database(log)
+
+
 def test_reused_record_is_rebound_to_the_kernels_block_names(tmp_path):
     """--reuse-records maps block names (lv458_red -> lv547_red, lv458_red_rf ->
     lv547_red_rf) so the copied trace replays on this graph's kernel; the same record
