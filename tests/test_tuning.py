@@ -381,8 +381,9 @@ def test_plan_only_tasks_adds_trials_to_the_matching_tasks():
         tuning._plan_only(tasks, 10, "conv2d(")
 
 
-def _superset_cpu(cpu: str, triple: str) -> str | None:
-    """An LLVM CPU whose ISA strictly includes ``cpu``'s (znver4 -> e.g. znver5), or None."""
+def _related_cpu(cpu: str, triple: str, wider: bool) -> str | None:
+    """An LLVM CPU whose ISA strictly includes ``cpu``'s (``wider``: znver4 -> znver5) or
+    that ``cpu``'s strictly includes (znver5 -> znver4), or None."""
     import tvm
     from tvm.target import codegen
 
@@ -391,7 +392,8 @@ def _superset_cpu(cpu: str, triple: str) -> str | None:
     mine = tvm_compat.llvm_cpu_features(cpu, triple)
     for other in codegen.llvm_get_cpu_archlist(tvm.target.Target({"kind": "llvm", "mtriple": triple})):
         other = str(other)
-        if other != cpu and mine < tvm_compat.llvm_cpu_features(other, triple):
+        theirs = tvm_compat.llvm_cpu_features(other, triple)
+        if other != cpu and (mine < theirs if wider else theirs < mine):
             return other
     return None
 
@@ -405,25 +407,53 @@ def _host_as(cpu: str):
     return replace(host, cpu=cpu, target={**host.target, "mcpu": cpu})
 
 
-def test_host_log_from_an_isa_subset_cpu_is_applied_and_said(use_logs):
-    """A host log tuned on this CPU serves a newer CPU of the same family (e.g. records
+def _relabel(log_dir, cpu: str, root) -> Path:
+    """A copy of ``log_dir`` under ``root`` as if tuned on ``cpu`` (manifest and records)."""
+    here = json.loads((log_dir / "manifest.json").read_text())["target"]["tvm"]["mcpu"]
+    copy = root / log_dir.name.replace(f"host-{here}", f"host-{cpu}")
+    shutil.copytree(log_dir, copy, ignore=shutil.ignore_patterns("logs"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["target"]["tvm"]["mcpu"] = cpu
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    records = copy / tuning.RECORD_FILE
+    records.write_text(records.read_text().replace(f'"{here}"', f'"{cpu}"'))
+    return copy
+
+
+def _older_and_newer(use_logs, tmp_path, monkeypatch):
+    """(log tuned on the older CPU, older, newer): this CPU's log and a CPU whose ISA
+    includes this one's, or, on a CPU LLVM knows nothing wider than (znver5), the log
+    relabeled as tuned on a CPU this one includes. Compiles only: nothing runs as newer."""
+    _, _, result = use_logs
+    here = result.manifest["target"]["tvm"]
+    newer = _related_cpu(here["mcpu"], here["mtriple"], wider=True)
+    if newer is not None:
+        return result.log_dir, here["mcpu"], newer
+    older = _related_cpu(here["mcpu"], here["mtriple"], wider=False)
+    if older is None:
+        pytest.skip(f"LLVM knows no CPU whose ISA includes or is included in {here['mcpu']}'s")
+    root = tmp_path / "relabeled"
+    root.mkdir()
+    monkeypatch.setenv("LWC_TUNING_LOGS", str(root))  # only the copy is visible
+    return _relabel(result.log_dir, older, root), older, here["mcpu"]
+
+
+def test_host_log_from_an_isa_subset_cpu_is_applied_and_said(use_logs, tmp_path, monkeypatch):
+    """A host log tuned on an older CPU serves a newer CPU of the same family (e.g. records
     tuned on znver4 compile for znver5), and the compile output says so."""
     model, _, result = use_logs
-    here = result.manifest["target"]["tvm"]
-    newer = _superset_cpu(here["mcpu"], here["mtriple"])
-    if newer is None:
-        pytest.skip(f"LLVM knows no CPU whose ISA strictly includes {here['mcpu']}'s")
+    log, older, newer = _older_and_newer(use_logs, tmp_path, monkeypatch)
     info = driver.compile(str(model), _host_as(newer), {"x": [1, 64]}).extra["tuning"]
     assert (info["tuned_tasks"], info["untuned_tasks"]) == (1, 0)
-    assert info["tuned_on_cpu"] == here["mcpu"]
-    assert f"records tuned on {here['mcpu']}, applied to this {newer}" in info["message"]
-    forced = driver.compile(str(model), _host_as(newer), {"x": [1, 64]}, tuning_log=str(result.log_dir))
+    assert info["tuned_on_cpu"] == older
+    assert f"records tuned on {older}, applied to this {newer}" in info["message"]
+    forced = driver.compile(str(model), _host_as(newer), {"x": [1, 64]}, tuning_log=str(log))
     assert forced.extra["tuning"]["tuned_tasks"] == 1
     # --sparsity auto times the tuned dense kernels of the same log (one lookup for both)
     from lwc import sparse_compile, sparse_decide
 
     choice = sparse_compile.tuning_log_choice(_host_as(newer), None, True, result.manifest["model_key"])
-    assert choice.folder.name == result.log_dir.name and choice.substitute == here["mcpu"]
+    assert choice.folder.name == log.name and choice.substitute == older
     assert sparse_decide.tuned_dense_kernels(choice.folder, choice.records_target)
     assert not sparse_decide.tuned_dense_kernels(choice.folder, _host_as(newer).tvm_target())
 
@@ -431,21 +461,15 @@ def test_host_log_from_an_isa_subset_cpu_is_applied_and_said(use_logs):
 def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, monkeypatch):
     """The reverse (records from a CPU with features this one lacks) stays untuned."""
     model, _, result = use_logs
-    here = result.manifest["target"]["tvm"]
-    newer = _superset_cpu(here["mcpu"], here["mtriple"])
-    if newer is None:
-        pytest.skip(f"LLVM knows no CPU whose ISA strictly includes {here['mcpu']}'s")
-    name = result.log_dir.name.replace(f"host-{here['mcpu']}", f"host-{newer}")
-    copy = tmp_path / name
-    shutil.copytree(result.log_dir, copy, ignore=shutil.ignore_patterns("logs"))
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["target"]["tvm"]["mcpu"] = newer
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    monkeypatch.setenv("LWC_TUNING_LOGS", str(tmp_path))  # only the copy is visible
-    info = driver.compile(str(model), "host", {"x": [1, 64]}).extra["tuning"]
+    log, older, newer = _older_and_newer(use_logs, tmp_path, monkeypatch)
+    root = tmp_path / "wider"
+    root.mkdir()
+    copy = _relabel(log, newer, root)
+    monkeypatch.setenv("LWC_TUNING_LOGS", str(root))  # only the copy is visible
+    info = driver.compile(str(model), _host_as(older), {"x": [1, 64]}).extra["tuning"]
     assert info["tuned_tasks"] == 0 and f"host-{newer}" in info["message"]
-    with pytest.raises(LwcError, match=f"cannot be used for host-{here['mcpu']}"):
-        driver.compile(str(model), "host", {"x": [1, 64]}, tuning_log=str(copy))
+    with pytest.raises(LwcError, match=f"cannot be used for host-{older}"):
+        driver.compile(str(model), _host_as(older), {"x": [1, 64]}, tuning_log=str(copy))
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="znver CPUs are x86-64")
