@@ -444,10 +444,7 @@ def valid_records_for(folder: Path, tvm_target):
         (database, number of records kept, number dropped for another target).
     """
     ms = _ms()
-    records = Path(folder) / RECORD_FILE
-    if records.is_file() and "tensorize" in records.read_text(errors="replace").lower():
-        fast_tensor_intrin(_arch(tvm_target))  # records replay tensorize with named intrinsics
-    source = open_database(folder)
+    source = open_database(folder)  # registers the tensor intrinsics the records replay
     mine = target_identity(_target_dict(tvm_target))
     memory = ms.database.MemoryDatabase(module_equality="structural")
     kept = foreign = 0
