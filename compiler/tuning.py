@@ -344,8 +344,7 @@ def repair_database(folder: Path) -> int:
 def _register_intrinsics(folder: Path) -> None:
     """Register the tensor intrinsics a log's records may replay (TVM's and lwc's own)."""
     manifest = read_manifest(folder) or {}
-    triple = manifest.get("target", {}).get("tvm", {}).get("mtriple") or ""
-    fast_tensor_intrin(triple.split("-")[0] if triple else platform.machine())
+    fast_tensor_intrin(_triple_arch(manifest.get("target", {}).get("tvm", {}).get("mtriple")))
     from lwc.passes._dot_intrin import register
 
     register()
@@ -1233,7 +1232,12 @@ def _runner(ms, rpc: RpcSettings | None, evaluator):
 
 
 def _arch(tvm_target) -> str:
-    triple = str(tvm_target.attrs.get("mtriple", "") or "")
+    return _triple_arch(tvm_target.attrs.get("mtriple"))
+
+
+def _triple_arch(triple) -> str:
+    """``x86_64-linux-gnu`` -> ``x86_64``; this machine's arch when there is no triple."""
+    triple = str(triple or "")
     return triple.split("-")[0] if triple else platform.machine()
 
 
