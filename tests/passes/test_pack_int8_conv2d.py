@@ -142,9 +142,15 @@ def _x86_preset(mcpu: str = "znver4", features=("avx2", "fma", "avx512", "vnni")
                   "mcpu": mcpu, "num-cores": 2}, cpu=mcpu, features=features, cross_compiler="g++")
 
 
-def _design_spaces(preset, seed: int) -> list[tuple[str, object]]:
-    """The packed conv kernel after MetaSchedule's design spaces (two: the im2col as the
-    postprocessor schedules it, and by input rows) and postprocessors: (script, module)."""
+#: (weight shape, pads) of the kernels the design-space tests schedule: a 1x1 conv (im2col)
+#: and a 3x3 conv (implicit GEMM on a padded NHWC copy).
+KERNELS = [((32, 16, 1, 1), [0, 0, 0, 0]), ((32, 16, 3, 3), [1, 1, 1, 1])]
+
+
+def _design_spaces(preset, seed: int, kernel=KERNELS[0]) -> list[tuple[str, object]]:
+    """The packed conv kernel after MetaSchedule's design spaces (four: the activation
+    block as the postprocessor schedules it or by input rows, times the matmul with its
+    reduction innermost or register-blocked) and postprocessors: (script, module)."""
     from lwc import tuning
     from lwc.targets import resolve
 
@@ -152,13 +158,14 @@ def _design_spaces(preset, seed: int) -> list[tuple[str, object]]:
     tuning.fast_tensor_intrin(preset.arch)
     from tvm.s_tir import meta_schedule as ms
 
-    func = conv_kernel((1, 16, 6, 8), (32, 16, 1, 1), (1, 32, 6, 8), (1, 1), (1, 1), [0, 0, 0, 0], 0,
+    weight_shape, pads = kernel
+    func = conv_kernel((1, 16, 6, 8), weight_shape, (1, 32, 6, 8), (1, 1), (1, 1), pads, 0,
                        dot_product_for(preset.arch, preset.features))
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator=tuning.space_generator(ms, preset),
                          search_strategy="evolutionary", task_name="packed", rand_state=seed)
     spaces = ctx.generate_design_space()
-    assert len(spaces) == 2
+    assert len(spaces) == 4
     for sch in spaces:
         for postproc in ctx.space_generator.postprocs:
             assert postproc.apply(sch)
@@ -166,12 +173,26 @@ def _design_spaces(preset, seed: int) -> list[tuple[str, object]]:
 
 
 def test_design_space_tensorizes_with_vnni_and_builds():
+    """Every sampled space uses vpdpbusd and builds; on a VNNI host it is the exact conv."""
     znver4 = _x86_preset()
     assert dot_product_for(znver4.arch, znver4.features) == VNNI
-    for seed in range(6):  # sampled tiles and compute locations differ by seed
-        for text, mod in _design_spaces(znver4, seed):
-            assert "llvm.x86.avx512.vpdpbusd.512" in text
-    tvm.compile(mod, target=znver4.tvm_target())  # LLVM 22 verifies the intrinsic's signature
+    from lwc.targets import resolve
+
+    runs_here = "vnni" in resolve("host").features  # then every space is also run: exact?
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (1, 16, 6, 8)).astype(np.uint8)
+    for kernel in KERNELS:
+        weight_shape, pads = kernel
+        w = rng.integers(-128, 128, weight_shape).astype(np.int8)
+        ref = _reference_conv(x, w, 1, pads, 0)
+        for seed in range(4):  # sampled tiles and compute locations differ by seed
+            for text, mod in _design_spaces(znver4, seed, kernel):
+                assert "llvm.x86.avx512.vpdpbusd.512" in text
+                lib = tvm.compile(mod, target=znver4.tvm_target())  # LLVM 22 verifies the intrinsic's signature
+                if runs_here:
+                    out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+                    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, VNNI)), out)
+                    np.testing.assert_array_equal(out.numpy(), ref)
 
 
 def test_design_space_tensorizes_with_vpmaddwd_on_avx2_and_is_exact():
@@ -181,21 +202,24 @@ def test_design_space_tensorizes_with_vpmaddwd_on_avx2_and_is_exact():
     assert dot_product_for(x86.arch, x86.features) == AVX2
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (1, 16, 6, 8)).astype(np.uint8)
-    w = rng.integers(-128, 128, (32, 16, 1, 1)).astype(np.int8)
-    ref = _reference_conv(x, w, 1, [0, 0, 0, 0], 0)
-    for seed in range(3):
-        for text, mod in _design_spaces(x86, seed):
-            assert "llvm.x86.avx2.pmadd.wd" in text and "pmadd.ub.sw" not in text
-            lib = tvm.compile(mod, target=x86.tvm_target())
-            out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
-            lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, AVX2)), out)
-            np.testing.assert_array_equal(out.numpy(), ref)
+    for kernel in KERNELS:
+        weight_shape, pads = kernel
+        w = rng.integers(-128, 128, weight_shape).astype(np.int8)
+        ref = _reference_conv(x, w, 1, pads, 0)
+        for seed in range(3):
+            for text, mod in _design_spaces(x86, seed, kernel):
+                assert "llvm.x86.avx2.pmadd.wd" in text and "pmadd.ub.sw" not in text
+                lib = tvm.compile(mod, target=x86.tvm_target())
+                out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+                lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, AVX2)), out)
+                np.testing.assert_array_equal(out.numpy(), ref)
 
 
 def test_design_space_tensorizes_with_sdot_for_arm_dotprod():
-    for seed in range(6):
-        for text, _ in _design_spaces("rpi5", seed):
-            assert "llvm.aarch64.neon.sdot" in text
+    for kernel in KERNELS:
+        for seed in range(3):
+            for text, _ in _design_spaces("rpi5", seed, kernel):
+                assert "llvm.aarch64.neon.sdot" in text
 
 
 def test_compile_says_when_int8_may_be_slower_than_fp32():
