@@ -36,6 +36,16 @@ def test_structural_dense_conv_becomes_one_packed_kernel():
     text = kernel.script()
     assert '"schedule_rule": "lwc_int8_dot_16x4"' in text
     assert '"meta_schedule.inline_rule": "disable"' in text
+    # a 3x3 conv reads a padded NHWC copy of its input (implicit GEMM), never an im2col
+    assert 'T.sblock("nhwc")' in text and 'T.sblock("im2col")' not in text
+
+
+def test_structural_1x1_conv_keeps_its_im2col():
+    """A 1x1 conv's im2col is its input in NHWC (subsampled by the stride): kept, so its
+    workload (and the tuning records filed under it) did not change with the implicit GEMM."""
+    func = conv_kernel((1, 16, 12, 16), (32, 16, 1, 1), (1, 32, 6, 8), (2, 2), (1, 1), [0] * 4, 0, VNNI)
+    text = func.script()
+    assert 'T.sblock("im2col")' in text and 'T.sblock("nhwc")' not in text
 
 
 def test_negative_depthwise_is_declined_with_its_reason():
