@@ -1,4 +1,4 @@
-"""PackInt8Conv2d: integer conv2d -> im2col + a matmul on packed weights that
+"""PackInt8Conv2d: integer conv2d -> a matmul on packed weights (implicit GEMM) that
 MetaSchedule tensorizes with the CPU's int8 dot-product instruction (x86 VNNI, Arm sdot;
 on x86 AVX2 without VNNI lwc's exact 16-bit ``vpmaddwd`` intrinsic).
 
@@ -18,27 +18,30 @@ the intrinsic's description::
 
 TOPI's NCHW conv2d (LowerQdqConv2d's output) has neither shape, so it was never
 tensorized and int8 ran slower than fp32. This pass writes the conv as a matmul whose
-block has exactly that shape (one ``call_tir`` kernel, three blocks)::
+block has exactly that shape (one ``call_tir`` kernel, three blocks). A 3x3 (any kh*kw > 1)
+conv is an implicit GEMM on a padded NHWC copy of its input::
 
-    a[n, oh, ow, r, q, c] = x[n, c, oh*s + r*d - pt, ow*s + q*d - pl]  (z_x outside: the
-                                                                         padding; 0 for c >= C)
-    acc[n, oh, ow, o] = sum_{r,q,c} int32(a[n, oh, ow, r, q, c]) * int32(Wp[o//L, r, q, c//K, o%L, c%K])
+    a[n, hp, wp, c] = x[n, c, hp - pt, wp - pl]      (z_x outside: the padding; 0 for c >= C)
+    acc[n, oh, ow, o] = sum_{r,q,c} int32(a[n, oh*s + r*d, ow*s + q*d, c]) * int32(Wp[o//L, r, q, c//K, o%L, c%K])
     y[n, o, oh, ow] = acc[n, oh, ow, o] (+ 128 * sum W[o] when a is x - 128)
 
-(L lanes, K width) with C padded to a multiple of K and O to a multiple of L with zero
-weights (they add nothing); every index is affine (no div/mod in the im2col). The im2col block carries
-``meta_schedule.inline_rule = "disable"`` and a custom schedule rule
+and a 1x1 conv reads its im2col ``a[n, oh, ow, 0, 0, c] = x[n, c, oh*s - pt, ow*s - pl]``
+(the input in NHWC, subsampled by the stride) at ``a[n, oh, ow, r, q, c]``. An im2col for
+a 3x3 conv would write each input pixel 9 times (22 MB for PP-OCRv4 det's 96->24 convs at
+160x160). (L lanes, K width) with C padded to a multiple of K and O to a multiple of L
+with zero weights (they add nothing); every index is affine (no div/mod). The activation
+block carries ``meta_schedule.inline_rule = "disable"`` and a custom schedule rule
 (:data:`IM2COL_RULE`, :func:`schedule_im2col`), so neither AutoInline nor
 RandomComputeLocation inlines it: inlined, the activations would be read with a stride and
 the intrinsic would not match. For sdot (int8 x int8) the uint8 activations are shifted to
-int8 (x - 128) in the im2col and the weights' row sums times 128 are added back (for AVX2
-the im2col widens them to int16), so the kernel's result is the exact int32
+int8 (x - 128) in the activation block and the weights' row sums times 128 are added back
+(for AVX2 it widens them to int16), so the kernel's result is the exact int32
 conv2d either way (|acc| stays far from overflow: K * 255 * 127 < 2**31 for K < 66000).
 
 Preconditions (declines name the reason): conv2d with out_dtype int32, NCHW/OIHW,
 groups 1 (depthwise/grouped convs have 9..few-element reductions: nothing for a dot
 product), uint8 data (optionally through ``nn.pad`` with a constant pad value, which is
-folded into the im2col), a constant int8 weight.
+folded into the activation block), a constant int8 weight.
 
 Before::  xp = pad(xq, ..., pad_value=z); acc = conv2d(xp, Wq, out_dtype="int32")
 After::   acc = call_tir(int8_conv2d_packed, (xq, Wp[, wsum]), R.Tensor((n, o, oh, ow), "int32"))
