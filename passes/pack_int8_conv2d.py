@@ -164,7 +164,8 @@ def schedule_im2col(sch, block):
     2. Rows: the input-column loop (``ow`` / ``wp``) innermost, (n, oh / hp) parallel:
        the NCHW input is read along its rows (contiguous for stride 1), the block written
        with a stride; the same conv: 14 ms (76 GOP/s), but 2x slower than 1. at 64
-       channels.
+       channels (both measured on Zen 3 with the im2col of 3x3 convs, before the
+       implicit GEMM).
 
     Returns:
         [sch, rows] (the block's loops as the kernel makes them; [sch] otherwise).
@@ -282,8 +283,9 @@ def conv_kernel(data_shape, weight_shape, out_shape, strides, dilation, pads, pa
     input in NHWC, subsampled by the stride) and otherwise the padded NHWC copy
     ``a[n, hp, wp, c]`` the matmul reads at ``(oh*s + r*d, ow*s + q*d)`` (implicit GEMM,
     as oneDNN's direct convolutions do): an im2col would write every input pixel kh*kw
-    times (22 MB for a 3x3 conv 96->24 at 160x160, whose 64-trial tuning then ran 14.4
-    ms vs 5.1 ms implicit on a Zen 5). Either way each activation the intrinsic broadcasts
+    times (22 MB for a 3x3 conv 96->24 at 160x160; after 64 tuning trials on a Zen 5 with
+    the reduction-innermost matmul space: 14.4 ms with the im2col, 10.7 ms implicit; 5.1 ms
+    implicit with the register-blocked space). Either way each activation the intrinsic broadcasts
     is ``width`` contiguous channels. Every index is affine in the loop variables: a flat
     [pixel, k] im2col needed int64 div/mod per element, which LLVM cannot vectorize on x86
     (measured: 588 us for cls's first conv).
