@@ -182,27 +182,35 @@ def _design_spaces(preset, seed: int, kernel=KERNELS[0]) -> list[tuple[str, obje
     return [(sch.mod.script(), sch.mod) for sch in spaces]
 
 
-def test_design_space_tensorizes_with_vnni_and_builds():
-    """Every sampled space uses vpdpbusd and builds; on a VNNI host it is the exact conv."""
-    znver4 = _x86_preset()
-    assert dot_product_for(znver4.arch, znver4.features) == VNNI
-    from lwc.targets import resolve
-
-    runs_here = "vnni" in resolve("host").features  # then every space is also run: exact?
+def _spaces_build(preset, seeds: int, intrinsic: str, run: bool, never: str | None = None) -> None:
+    """For a 1x1 and a 3x3 kernel, every design space of ``seeds`` seeds calls ``intrinsic``
+    (never ``never``) and builds for ``preset``; with ``run`` each is also run on this host
+    and must equal the reference integer conv bit for bit."""
+    dot = dot_product_for(preset.arch, preset.features)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (1, 16, 6, 8)).astype(np.uint8)
     for kernel in KERNELS:
         weight_shape, pads = kernel
         w = rng.integers(-128, 128, weight_shape).astype(np.int8)
         ref = _reference_conv(x, w, 1, pads, 0)
-        for seed in range(4):  # sampled tiles and compute locations differ by seed
-            for text, mod in _design_spaces(znver4, seed, kernel):
-                assert "llvm.x86.avx512.vpdpbusd.512" in text
-                lib = tvm.compile(mod, target=znver4.tvm_target())  # LLVM 22 verifies the intrinsic's signature
-                if runs_here:
+        for seed in range(seeds):  # sampled tiles and compute locations differ by seed
+            for text, mod in _design_spaces(preset, seed, kernel):
+                assert intrinsic in text
+                assert never is None or never not in text
+                lib = tvm.compile(mod, target=preset.tvm_target())  # LLVM 22 verifies intrinsic signatures
+                if run:
                     out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
-                    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, VNNI)), out)
+                    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, dot)), out)
                     np.testing.assert_array_equal(out.numpy(), ref)
+
+
+def test_design_space_tensorizes_with_vnni_and_builds():
+    """Every sampled space uses vpdpbusd and builds; on a VNNI host it is the exact conv."""
+    from lwc.targets import resolve
+
+    znver4 = _x86_preset()
+    assert dot_product_for(znver4.arch, znver4.features) == VNNI
+    _spaces_build(znver4, 4, "llvm.x86.avx512.vpdpbusd.512", run="vnni" in resolve("host").features)
 
 
 def test_design_space_tensorizes_with_vpmaddwd_on_avx2_and_is_exact():
@@ -210,19 +218,7 @@ def test_design_space_tensorizes_with_vpmaddwd_on_avx2_and_is_exact():
     schedule uses vpmaddwd, and the built kernel is the exact integer conv on this host."""
     x86 = _x86_preset("x86-64-v3", ("avx2", "fma"))
     assert dot_product_for(x86.arch, x86.features) == AVX2
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (1, 16, 6, 8)).astype(np.uint8)
-    for kernel in KERNELS:
-        weight_shape, pads = kernel
-        w = rng.integers(-128, 128, weight_shape).astype(np.int8)
-        ref = _reference_conv(x, w, 1, pads, 0)
-        for seed in range(3):
-            for text, mod in _design_spaces(x86, seed, kernel):
-                assert "llvm.x86.avx2.pmadd.wd" in text and "pmadd.ub.sw" not in text
-                lib = tvm.compile(mod, target=x86.tvm_target())
-                out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
-                lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, AVX2)), out)
-                np.testing.assert_array_equal(out.numpy(), ref)
+    _spaces_build(x86, 3, "llvm.x86.avx2.pmadd.wd", run=True, never="pmadd.ub.sw")
 
 
 def test_design_space_tensorizes_with_sdot_for_arm_dotprod():
