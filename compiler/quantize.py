@@ -597,7 +597,7 @@ def speed_notes(preset) -> list[str]:
     with the CPU's int8 dot product: x86 VNNI (AVX512-VNNI or AVX-VNNI) or Arm dotprod
     (ARMv8.2+, e.g. Cortex-A76/A78), 4 byte products per 32-bit lane. x86 with only AVX2
     gets lwc's exact 16-bit ``vpmaddwd`` intrinsic instead: 2 products per lane, about
-    1.4x an fp32 FMA kernel's rate (lwc.passes._dot_intrin), which the im2col, the
+    1.4x an fp32 FMA kernel's rate (lwc.passes._dot_intrin), which the activation copy, the
     requantize epilogue and the depthwise convs (not packed) can eat up: measured with
     tuning on a Zen 3, int8 took 0.56x (resnet50), 0.83x (PP-OCRv4 det) and 1.26x
     (PP-OCR cls, mostly depthwise) the fp32 latency (docs/int8.md). With VNNI the notes

@@ -16,7 +16,7 @@ product: ``vpmaddubsw`` (TVM's ``dot_16x4_avx512`` and onnxruntime's u8s8 kernel
 uint8 x int8 products into a *saturating* int16 (255 * 127 * 2 > 32767). ``lwc_dot_8x2_avx2``
 multiplies int16 pairs instead (``vpmaddwd``: int16 x int16 products summed pairwise into
 int32, exact for any int16 input; Intel SDM vol. 2, PMADDWD), with the activations already
-widened to int16 by the kernel's im2col and the int8 weights sign-extended in the
+widened to int16 by the kernel's activation block and the int8 weights sign-extended in the
 intrinsic::
 
     C[i] += sum_k int32(A[k]) * int32(B[i, k])      i < 8, k < 2      (one vpmaddwd + vpaddd)
