@@ -384,6 +384,23 @@ def pytest_terminal_summary(terminalreporter):
 # conftest.py in a subfolder would shadow the module name "conftest".
 
 
+def host_as(cpu: str):
+    """This machine's host preset with its CPU (``mcpu``) set to ``cpu`` (an LLVM CPU name),
+    as lwc would resolve ``--target host`` on that CPU."""
+    from dataclasses import replace
+
+    from lwc.targets import host_preset
+
+    host = host_preset()
+    return replace(host, cpu=cpu, target={**host.target, "mcpu": cpu})
+
+
+@pytest.fixture(scope="session", name="host_as")
+def host_as_fixture():
+    """:func:`host_as` (LLVM CPU name -> host preset for that CPU)."""
+    return host_as
+
+
 @pytest.fixture(scope="session")
 def tol() -> dict[str, dict[str, float]]:
     """:data:`TOL`."""

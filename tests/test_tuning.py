@@ -398,15 +398,6 @@ def _related_cpu(cpu: str, triple: str, wider: bool) -> str | None:
     return None
 
 
-def _host_as(cpu: str):
-    from dataclasses import replace
-
-    from lwc.targets import host_preset
-
-    host = host_preset()
-    return replace(host, cpu=cpu, target={**host.target, "mcpu": cpu})
-
-
 def _relabel(log_dir, cpu: str, root) -> Path:
     """A copy of ``log_dir`` under ``root`` as if tuned on ``cpu`` (manifest and records)."""
     here = json.loads((log_dir / "manifest.json").read_text())["target"]["tvm"]["mcpu"]
@@ -438,27 +429,27 @@ def _older_and_newer(use_logs, tmp_path, monkeypatch):
     return _relabel(result.log_dir, older, root), older, here["mcpu"]
 
 
-def test_host_log_from_an_isa_subset_cpu_is_applied_and_said(use_logs, tmp_path, monkeypatch):
+def test_host_log_from_an_isa_subset_cpu_is_applied_and_said(use_logs, tmp_path, monkeypatch, host_as):
     """A host log tuned on an older CPU serves a newer CPU of the same family (e.g. records
     tuned on znver4 compile for znver5), and the compile output says so."""
     model, _, result = use_logs
     log, older, newer = _older_and_newer(use_logs, tmp_path, monkeypatch)
-    info = driver.compile(str(model), _host_as(newer), {"x": [1, 64]}).extra["tuning"]
+    info = driver.compile(str(model), host_as(newer), {"x": [1, 64]}).extra["tuning"]
     assert (info["tuned_tasks"], info["untuned_tasks"]) == (1, 0)
     assert info["tuned_on_cpu"] == older
     assert f"records tuned on {older}, applied to this {newer}" in info["message"]
-    forced = driver.compile(str(model), _host_as(newer), {"x": [1, 64]}, tuning_log=str(log))
+    forced = driver.compile(str(model), host_as(newer), {"x": [1, 64]}, tuning_log=str(log))
     assert forced.extra["tuning"]["tuned_tasks"] == 1
     # --sparsity auto times the tuned dense kernels of the same log (one lookup for both)
     from lwc import sparse_compile, sparse_decide
 
-    choice = sparse_compile.tuning_log_choice(_host_as(newer), None, True, result.manifest["model_key"])
+    choice = sparse_compile.tuning_log_choice(host_as(newer), None, True, result.manifest["model_key"])
     assert choice.folder.name == log.name and choice.substitute == older
     assert sparse_decide.tuned_dense_kernels(choice.folder, choice.records_target)
-    assert not sparse_decide.tuned_dense_kernels(choice.folder, _host_as(newer).tvm_target())
+    assert not sparse_decide.tuned_dense_kernels(choice.folder, host_as(newer).tvm_target())
 
 
-def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, monkeypatch):
+def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, monkeypatch, host_as):
     """The reverse (records from a CPU with features this one lacks) stays untuned."""
     model, _, result = use_logs
     log, older, newer = _older_and_newer(use_logs, tmp_path, monkeypatch)
@@ -466,14 +457,14 @@ def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, mo
     root.mkdir()
     copy = _relabel(log, newer, root)
     monkeypatch.setenv("LWC_TUNING_LOGS", str(root))  # only the copy is visible
-    info = driver.compile(str(model), _host_as(older), {"x": [1, 64]}).extra["tuning"]
+    info = driver.compile(str(model), host_as(older), {"x": [1, 64]}).extra["tuning"]
     assert info["tuned_tasks"] == 0 and f"host-{newer}" in info["message"]
     with pytest.raises(LwcError, match=f"cannot be used for host-{older}"):
-        driver.compile(str(model), _host_as(older), {"x": [1, 64]}, tuning_log=str(copy))
+        driver.compile(str(model), host_as(older), {"x": [1, 64]}, tuning_log=str(copy))
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="znver CPUs are x86-64")
-def test_host_log_from_the_closest_isa_subset_cpu_wins(tmp_path, monkeypatch):
+def test_host_log_from_the_closest_isa_subset_cpu_wins(tmp_path, monkeypatch, host_as):
     """On a znver5 machine with znver3 and znver4 logs of one model, the znver4 records
     (AVX-512 VNNI int8 workloads) apply, not the first folder by name (znver3: AVX2 only,
     whose int8 workloads a VNNI compile does not have: 17 of resnet50's 49 tasks)."""
@@ -484,14 +475,14 @@ def test_host_log_from_the_closest_isa_subset_cpu_wins(tmp_path, monkeypatch):
     assert features["znver3"] < features["znver4"] < features["znver5"]
     key = "0123456789ab"
     for cpu in ("znver3", "znver4"):
-        tvm = tuning._target_dict(_host_as(cpu).tvm_target())
+        tvm = tuning._target_dict(host_as(cpu).tvm_target())
         folder = tmp_path / f"{key}-host-{cpu}"
         folder.mkdir()
         (folder / "manifest.json").write_text(json.dumps(
             {"target": {"name": f"host-{cpu}", "preset": "host", "tvm": tvm},
              "versions": tvm_compat.versions()}))
     monkeypatch.setenv("LWC_TUNING_LOGS", str(tmp_path))
-    znver5 = _host_as("znver5")
+    znver5 = host_as("znver5")
     choice = tuning.locate_log(znver5, znver5.tvm_target(), model_key=key)
     assert (choice.folder.name, choice.substitute, choice.why_not) == (f"{key}-host-znver4", "znver4", None)
     assert choice.records_target.attrs["mcpu"] == "znver4"

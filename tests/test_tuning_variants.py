@@ -275,18 +275,10 @@ def test_reuse_records_refuses_a_folder_that_is_no_log_or_for_another_target(mod
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="znver CPUs are x86-64")
-def test_reuse_records_from_an_isa_subset_cpu_are_retargeted(model_path, tmp_path):
+def test_reuse_records_from_an_isa_subset_cpu_are_retargeted(model_path, tmp_path, host_as):
     """``lwc tune --reuse-records tuning_logs/<key>-host-znver4`` on a znver5 machine seeds
     the znver5 log with znver4's records, re-targeted (a compile for znver5 applies them);
     a log from a CPU with more ISA stays refused."""
-    from dataclasses import replace
-
-    from lwc.targets import host_preset
-
-    def host_as(cpu):
-        host = host_preset()
-        return replace(host, cpu=cpu, target={**host.target, "mcpu": cpu})
-
     logs = tmp_path / "logs"
     tasks = len(tuning.task_workloads(*_fused_fp32(model_path, ())))
     base = tuning.tune(model_path, "host", SHAPE, trials=tasks, log_root=logs, **QUICK)
