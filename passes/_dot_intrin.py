@@ -1,4 +1,5 @@
-"""lwc's own x86 int8 tensor intrinsics (not a pass): ``lwc_dot_16x4_vnni``, ``lwc_dot_8x2_avx2``.
+"""lwc's own x86 int8 tensor intrinsics (not a pass): ``lwc_dot_16x4_vnni``,
+``lwc_dot_16x4_vnni_pixels``, ``lwc_dot_8x2_avx2``.
 
 TVM 0.27's ``dot_16x4_vnni`` (tvm.s_tir.tensor_intrin.x86) calls
 ``llvm.x86.avx512.vpdpbusd.512`` with ``<16 x i32>`` operands, the signature of LLVM up
@@ -10,6 +11,13 @@ intrinsic has TVM's description (u8 x s8 -> s32, 16 lanes x 4 bytes) and passes 
 operands as byte vectors:
 
     C[i] += sum_k int32(A[k]) * int32(B[i, k])      i < 16, k < 4     (one vpdpbusd)
+
+``lwc_dot_16x4_vnni_pixels`` is the same instruction with the roles of the operands
+swapped: 16 lanes are 16 output pixels of one output channel, each reading its own 4 input
+channels, and the 4 weights are broadcast (PackInt8Conv2d's pixel-lane kernel)::
+
+    C[i] += sum_k int32(A[i, k]) * int32(B[k])      i < 16, k < 4     (one vpdpbusd)
+    A: uint8 activations [pixel, channel], B: int8 weights, C: int32
 
 x86 CPUs with AVX2 but no VNNI (Zen 2/3, Haswell..Skylake client) have no exact byte dot
 product: ``vpmaddubsw`` (TVM's ``dot_16x4_avx512`` and onnxruntime's u8s8 kernels) adds two
@@ -31,18 +39,20 @@ Registered once, on import; :func:`register` is idempotent.
 from __future__ import annotations
 
 VNNI_INTRIN = "lwc_dot_16x4_vnni"
+VNNI_PIXELS_INTRIN = "lwc_dot_16x4_vnni_pixels"
 AVX2_INTRIN = "lwc_dot_8x2_avx2"
 
 
 def register() -> str:
-    """Register :data:`VNNI_INTRIN` and :data:`AVX2_INTRIN` with TVM (once).
+    """Register :data:`VNNI_INTRIN`, :data:`VNNI_PIXELS_INTRIN` and :data:`AVX2_INTRIN` with TVM (once).
 
     Returns:
         :data:`VNNI_INTRIN`.
     """
     from tvm.s_tir import TensorIntrin
 
-    for name, make in ((VNNI_INTRIN, _vnni_funcs), (AVX2_INTRIN, _avx2_funcs)):
+    for name, make in ((VNNI_INTRIN, _vnni_funcs), (VNNI_PIXELS_INTRIN, _vnni_pixels_funcs),
+                       (AVX2_INTRIN, _avx2_funcs)):
         if TensorIntrin.get(name, allow_missing=True) is None:
             TensorIntrin.register(name, *make())
     return VNNI_INTRIN
@@ -92,6 +102,46 @@ def _vnni_funcs():
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                 C.vload([0], dtype="int32x16"),
                 a_u8x64,
+                b_i8x64,
+                dtype="int32x16",
+            )
+
+    return desc, impl
+
+
+def _vnni_pixels_funcs():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((16, 4), "uint8", offset_factor=1),
+        B: T.Buffer((4,), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((16, 4), "uint8", offset_factor=1),
+        B: T.Buffer((4,), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+            T.writes(C[0:16])
+            b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+            b_i8x64 = T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                A.vload([0, 0], dtype="uint8x64"),
                 b_i8x64,
                 dtype="int32x16",
             )

@@ -12,7 +12,18 @@ import tvm
 from lwc.frontend import import_model
 from lwc.passes._qdq import count_ops
 from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
-from lwc.passes.pack_int8_conv2d import AVX2, SDOT, VNNI, PackInt8Conv2d, conv_kernel, dot_product_for, pack_weight
+from lwc.passes.pack_int8_conv2d import (
+    AVX2,
+    SDOT,
+    VNNI,
+    PackInt8Conv2d,
+    conv_kernel,
+    dot_product_for,
+    pack_weight,
+    pack_weight_pixels,
+    pixel_conv_kernel,
+    pixel_lanes,
+)
 
 from qdq_models import conv_model, ort_run
 
@@ -26,7 +37,7 @@ def _packed_funcs(mod) -> list:
 
 
 def test_structural_dense_conv_becomes_one_packed_kernel():
-    mod = _lowered(groups=1)
+    mod = _lowered(groups=1, hw=12)  # output width 12: channel lanes
     p = PackInt8Conv2d(VNNI)
     out = p(mod)
     assert p.lowered == 1 and not p.declined
@@ -46,6 +57,59 @@ def test_structural_1x1_conv_keeps_its_im2col():
     func = conv_kernel((1, 16, 12, 16), (32, 16, 1, 1), (1, 32, 6, 8), (2, 2), (1, 1), [0] * 4, 0, VNNI)
     text = func.script()
     assert 'T.sblock("im2col")' in text and 'T.sblock("nhwc")' not in text
+
+
+def test_structural_pixel_lanes_for_stride_1_and_widths_of_16_on_vnni_only():
+    """The pixel-lane kernel (16 output pixels per vpdpbusd) takes stride-1 convs whose
+    output width is a multiple of 16, on VNNI; the rest keep the channel-lane kernel, so
+    resnet50's convs (widths 56, 28, 14, 7) and their tuning records are unchanged."""
+    assert pixel_lanes(VNNI, (1, 24, 160, 160), (1, 1))
+    assert not pixel_lanes(VNNI, (1, 24, 160, 160), (2, 2))  # lanes would read every 2nd pixel
+    assert not pixel_lanes(VNNI, (1, 64, 56, 56), (1, 1))  # 8 of 64 lanes wasted
+    assert not pixel_lanes(AVX2, (1, 24, 160, 160), (1, 1)) and not pixel_lanes(SDOT, (1, 24, 160, 160), (1, 1))
+    mod = _lowered(groups=1, hw=16)  # 3x3, pad 1, 16x16 output
+    p = PackInt8Conv2d(VNNI)
+    out = p(mod)
+    assert p.lowered == 1 and p.pixel_lanes == 1
+    [kernel] = _packed_funcs(out)
+    text = kernel.script()
+    assert '"schedule_rule": "lwc_int8_dot_pixels_16x4"' in text and 'T.sblock("nchw4c")' in text
+    assert count_ops(out, "relax.nn.pad") == 0  # the zero point went into the activation block
+    p = PackInt8Conv2d(AVX2)
+    p(mod)
+    assert p.lowered == 1 and p.pixel_lanes == 0
+
+
+@pytest.mark.parametrize(
+    "case",
+    [((2, 5, 9, 16), (7, 5, 3, 3), (1, 1), [1, 1, 1, 1], 131),  # C, O not multiples of 4/16
+     ((1, 16, 4, 32), (32, 16, 1, 1), (1, 1), [0, 0, 0, 0], 3),  # 1x1
+     ((1, 6, 12, 16), (3, 6, 3, 3), (2, 2), [2, 2, 2, 2], 0),  # dilated
+     ((1, 3, 7, 17), (4, 3, 2, 2), (1, 1), [1, 0, 0, 0], 200)],  # asymmetric pads, 2x2
+    ids=["3x3", "1x1", "dilated", "asymmetric"],
+)
+def test_pixel_kernel_is_the_exact_integer_conv(case):
+    """The pixel-lane kernel as plain TIR (no tensorization) equals the int32 conv2d of
+    the zero-point-padded input (scipy-free reference: numpy sums over the taps)."""
+    data_shape, weight_shape, dilation, pads, zp = case
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, data_shape).astype(np.uint8)
+    w = rng.integers(-128, 128, weight_shape).astype(np.int8)
+    ref = _reference_conv(x, w, 1, pads, zp, dilation[0])
+    assert ref.shape[3] % 16 == 0
+    func = pixel_conv_kernel(x.shape, w.shape, ref.shape, dilation, pads, zp)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target="llvm")
+    out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight_pixels(w)), out)
+    np.testing.assert_array_equal(out.numpy(), ref)
+
+
+def test_pack_weight_pixels_layout():
+    w = np.random.default_rng(0).integers(-127, 128, (6, 5, 3, 3)).astype(np.int8)
+    packed = pack_weight_pixels(w)
+    assert packed.shape == (6, 3, 3, 8)  # C padded to 8
+    np.testing.assert_array_equal(packed[:, :, :, :5], w.transpose(0, 2, 3, 1))
+    assert not packed[:, :, :, 5:].any()
 
 
 def test_negative_depthwise_is_declined_with_its_reason():
@@ -86,16 +150,17 @@ def test_pack_weight_layout(dot):
     assert np.abs(packed.astype(np.int64)).sum() == np.abs(w.astype(np.int64)).sum()  # padding is zeros
 
 
-def _reference_conv(x, w, stride, pads, pad_value):
+def _reference_conv(x, w, stride, pads, pad_value, dilation=1):
     top, left, bottom, right = pads
     xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value)
     n, c, h, wd = xp.shape
     o, _, kh, kw = w.shape
-    oh, ow = (h - kh) // stride + 1, (wd - kw) // stride + 1
+    oh, ow = (h - (kh - 1) * dilation - 1) // stride + 1, (wd - (kw - 1) * dilation - 1) // stride + 1
     out = np.zeros((n, o, oh, ow), np.int64)
     for r in range(kh):
         for q in range(kw):
-            patch = xp[:, :, r:r + stride * oh:stride, q:q + stride * ow:stride]
+            y0, x0 = r * dilation, q * dilation
+            patch = xp[:, :, y0:y0 + stride * oh:stride, x0:x0 + stride * ow:stride]
             out += np.einsum("nchw,oc->nohw", patch, w[:, :, r, q].astype(np.int64))
     return out.astype(np.int32)
 
@@ -123,7 +188,7 @@ def test_kernel_is_the_exact_integer_conv(dot):
 @pytest.mark.parametrize(
     "kwargs",
     [dict(groups=1), dict(groups=1, stride=2), dict(groups=1, channels=6, x_zp=17, pads=0)],
-    ids=["3x3", "3x3-stride2", "K54-O6-nopad"],
+    ids=["3x3-pixel-lanes", "3x3-stride2", "K54-O6-nopad"],  # widths 16, 8, 14
 )
 def test_numerical_matches_onnxruntime_and_the_unpacked_conv(kwargs):
     from lwc import driver
@@ -211,6 +276,45 @@ def test_design_space_tensorizes_with_vnni_and_builds():
     znver4 = _x86_preset()
     assert dot_product_for(znver4.arch, znver4.features) == VNNI
     _spaces_build(znver4, 4, "llvm.x86.avx512.vpdpbusd.512", run="vnni" in resolve("host").features)
+
+
+def test_pixel_design_space_tensorizes_with_vnni_and_is_exact():
+    """The pixel-lane kernel's two design spaces (matmul reduction innermost or
+    register-blocked; one activation schedule) call vpdpbusd with 64 activation bytes and
+    build; on a VNNI host every sampled schedule is the exact conv."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from lwc import tuning
+    from lwc.targets import resolve
+
+    preset = _x86_preset()
+    tuning.fast_tensor_intrin(preset.arch)
+    run = "vnni" in resolve("host").features
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (1, 16, 6, 16)).astype(np.uint8)
+    for weight_shape, pads in KERNELS:
+        w = rng.integers(-128, 128, weight_shape).astype(np.int8)
+        ref = _reference_conv(x, w, 1, pads, 7)
+        func = pixel_conv_kernel(x.shape, weight_shape, ref.shape, (1, 1), pads, 7)
+        mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+        for seed in range(4):
+            ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator=tuning.space_generator(ms, preset),
+                                 search_strategy="evolutionary", task_name="pixels", rand_state=seed)
+            spaces = ctx.generate_design_space()
+            assert len(spaces) == 2
+            for sch in spaces:
+                for postproc in ctx.space_generator.postprocs:
+                    assert postproc.apply(sch)
+                text = sch.mod.script()
+                assert "llvm.x86.avx512.vpdpbusd.512" in text
+                # the weights are broadcast, the 64 activation bytes loaded as they lie
+                assert 'T.reinterpret("int8x64", T.Broadcast(' in text
+                assert "A[T.int64(0), T.Ramp(T.int64(0), T.int64(1), 64)]" in text
+                lib = tvm.compile(sch.mod, target=preset.tvm_target())
+                if run:
+                    out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+                    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight_pixels(w)), out)
+                    np.testing.assert_array_equal(out.numpy(), ref)
 
 
 def test_design_space_tensorizes_with_vpmaddwd_on_avx2_and_is_exact():
