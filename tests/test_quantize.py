@@ -138,6 +138,56 @@ def test_quantized_cnn_accuracy_and_manifest(cnn_int8):
         assert cosine(result.run({"x": x})[0], ort(model, x)) > 0.99
 
 
+def upsampler(kernel: int = 2, stride: int = 2, seed: int = 0) -> onnx.ModelProto:
+    """conv(3->6) -> relu -> ConvTranspose(6->4, kernel, stride, bias) -> sigmoid: the
+    shape of PP-OCRv4 det's head."""
+    rng = np.random.default_rng(seed)
+    side = 15 * stride + kernel  # ConvTranspose of 16 pixels
+    inits = [
+        nh.from_array(rng.normal(0, 0.3, (6, 3, 3, 3)).astype(np.float32), "w1"),
+        nh.from_array(rng.normal(0, 0.5, (6, 4, kernel, kernel)).astype(np.float32), "wt"),
+        nh.from_array(rng.normal(0, 0.1, 4).astype(np.float32), "bt"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("ConvTranspose", ["r1", "wt", "bt"], ["t"], kernel_shape=[kernel, kernel],
+                         strides=[stride, stride], name="up"),
+        helper.make_node("Sigmoid", ["t"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "up", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, side, side])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("kernel, stride, rewritten", [(2, 2, True), (3, 3, True), (3, 2, False)])
+def test_conv_transpose_with_kernel_equal_stride_becomes_conv_and_depth_to_space(kernel, stride, rewritten):
+    """Non-overlapping ConvTranspose == 1x1 Conv + DepthToSpace (CRD), checked in
+    onnxruntime; an overlapping one (kernel 3, stride 2) is left alone."""
+    from lwc.quantize import conv_transpose_to_conv
+
+    model = upsampler(kernel, stride)
+    out = conv_transpose_to_conv(model)
+    ops = [n.op_type for n in out.graph.node]
+    assert ("ConvTranspose" not in ops and ops.count("DepthToSpace") == 1) == rewritten
+    assert [n.op_type for n in model.graph.node].count("ConvTranspose") == 1  # input untouched
+    for x in samples(3, seed=4):
+        np.testing.assert_allclose(ort(out, x), ort(model, x), rtol=0, atol=1e-5)
+
+
+def test_conv_transpose_is_quantized_and_accurate(tmp_path):
+    folder = write_samples(tmp_path / "calib", samples(16))
+    model = upsampler()
+    result = driver.compile(model, "host", quantize=QuantizeOptions(calib=folder, progress=False))
+    q = result.describe()["quantization"]
+    assert [layer["name"] for layer in q["layers"]] == ["conv1", "up__conv"]
+    assert q["lowering"]["int8_conv2d"] == 2 and q["lowering"]["fp32_conv2d"] == 0
+    for x in samples(4, seed=9):
+        assert cosine(result.run({"x": x})[0], ort(model, x)) > 0.99
+
+
 def test_max_accuracy_drop_keeps_sensitive_layers_fp32(tmp_path):
     folder = write_samples(tmp_path, samples(8))
     opts = QuantizeOptions(calib=folder, max_accuracy_drop=1e-7, progress=False)
