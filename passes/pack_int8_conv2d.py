@@ -50,9 +50,10 @@ Its output rows are already NCHW (the write-back and the fused requantization ru
 ``ow``, contiguous, instead of gathering one channel every ``o_pad`` int32s), its input
 copy interleaves 4 channel planes instead of transposing all of them, and no output
 channel is padded (PP-OCRv4 det's 24-channel convs waste 8 of 32 lanes in the
-channel-lane kernel). Measured on a Zen 5 (2 threads, MetaSchedule, same trial counts),
-PP-OCRv4 det's 1x1 conv 16->32 at 320x320: 1.1 ms vs 3.7 ms; its 3x3 conv 96->24 at
-160x160: 1.7 ms after 32 trials (channel lanes: 5.1 ms after 64). Strided convs (the
+channel-lane kernel). Measured on a Zen 5 (2 threads, MetaSchedule): PP-OCRv4 det's 1x1
+conv 16->32 at 320x320, 1.1 ms after 32 trials (channel lanes: 3.9 ms, the best record of
+209 trials replayed); its 3x3 conv 96->24 at 160x160, 1.7 ms after 32 trials (channel
+lanes: 5.1 ms after 64). Strided convs (the
 lanes would read every s-th byte group) and widths that are not a multiple of 16 (lanes
 wasted on padding: resnet50's 56, 28, 14, 7) keep the channel-lane kernel.
 
