@@ -9,8 +9,9 @@ made here with ``onnxruntime.quantization.quantize_static`` on the same calibrat
 samples: QDQ format, per-channel int8 weights, uint8 activations (the scheme lwc uses),
 after converting the model to opset 13 (onnxruntime's quantizer writes per-channel
 DequantizeLinear, which opset < 13 rejects). All four engines run on the same input
-with the same thread count, interleaved in blocks of 10 runs with an untimed settling run
-before each block (as ``lwc bench`` does), so machine noise hits all alike.
+with the same thread count, interleaved in blocks of 10 runs with a 50 ms pause and an
+untimed settling run before each block (as ``lwc bench`` does), so machine noise hits all
+alike and no engine runs while another's worker threads still spin.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def ort_int8_model(model: Path, samples: list[dict], out: Path) -> Path:
 
 
 def time_engines(engines: dict, repeat: int, block: int = 10) -> dict[str, list[float]]:
-    """Interleaved timings (seconds) of ``{name: zero-arg run}``, ``repeat`` runs each."""
+    """Interleaved timings (seconds) of ``{name: zero-arg run}``, ``repeat`` runs each,
+    with :data:`lwc.bench.SPIN_SETTLE_S` of idle before each block (onnxruntime's spinning
+    workers otherwise doubled lwc's cls times)."""
+    from lwc.bench import SPIN_SETTLE_S
+
     times = {name: [] for name in engines}
     order = list(engines)
     for run in engines.values():  # warm-up
@@ -60,6 +65,7 @@ def time_engines(engines: dict, repeat: int, block: int = 10) -> dict[str, list[
     turn = 0
     while min(len(t) for t in times.values()) < repeat:
         for name in order if turn % 2 == 0 else order[::-1]:
+            time.sleep(SPIN_SETTLE_S)  # the previous engine's worker threads stop spinning
             engines[name]()  # settling run
             for _ in range(min(block, repeat - len(times[name]))):
                 start = time.perf_counter()

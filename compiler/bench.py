@@ -31,6 +31,12 @@ from lwc.errors import LwcError
 #: after a run; strictly alternating single runs on a 2-core machine measured mostly that
 #: spinning (squeezenet: lwc p50 11.4 ms interleaved vs 5.8 ms alone).
 INTERLEAVE_BLOCK = 10
+#: Seconds of idle between two engines' blocks, so the previous engine's worker threads
+#: have stopped spinning. A settling run alone was not enough: onnxruntime's intra-op
+#: workers spin for 5-20 ms after a run; on a 2-core machine lwc's PP-OCR cls fp32 then
+#: measured 0.59 ms for the whole next block (0.31 ms alone), 0.59 after a 5 ms gap and
+#: 0.32 after 20 ms (Zen 5, onnxruntime 1.32).
+SPIN_SETTLE_S = 0.05
 
 
 def default_threads() -> int:
@@ -204,7 +210,8 @@ def bench(
         n = min(INTERLEAVE_BLOCK, repeat - len(lwc_times))
         # alternate who goes first so that neither always runs on a warmer cache
         for run, times in engines if block % 2 == 0 else engines[::-1]:
-            run()  # untimed settling run: the other engine's thread pool may still spin
+            time.sleep(SPIN_SETTLE_S)  # the other engine's thread pool stops spinning
+            run()  # untimed settling run: caches, and the pool's threads wake up
             for _ in range(n):
                 start = time.perf_counter()
                 run()
