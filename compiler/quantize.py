@@ -224,14 +224,18 @@ def fold_batch_norm(model: onnx.ModelProto) -> onnx.ModelProto:
         conv.input.extend([w_name, b_name])
         conv.output[0] = bn.output[0]
         removed.add(id(bn))
-    keep = [n for n in graph.node if id(n) not in removed]
+    _set_nodes(graph, [n for n in graph.node if id(n) not in removed])
+    return out
+
+
+def _set_nodes(graph: onnx.GraphProto, nodes: list) -> None:
+    """Make ``nodes`` the graph's nodes and drop the initializers none of them reads."""
     del graph.node[:]
-    graph.node.extend(keep)
+    graph.node.extend(nodes)
     used = {i for n in graph.node for i in n.input}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    return out
 
 
 def conv_transpose_to_conv(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -288,12 +292,7 @@ def conv_transpose_to_conv(model: onnx.ModelProto) -> onnx.ModelProto:
                                       kernel_shape=[1, 1]))
         nodes.append(helper.make_node("DepthToSpace", [f"{name}__conv_out"], list(node.output),
                                       name=f"{name}__depth_to_space", blocksize=s, mode="CRD"))
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    _set_nodes(graph, nodes)
     return out
 
 

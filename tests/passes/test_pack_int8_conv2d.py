@@ -222,10 +222,9 @@ def _x86_preset(mcpu: str = "znver4", features=("avx2", "fma", "avx512", "vnni")
 KERNELS = [((32, 16, 1, 1), [0, 0, 0, 0]), ((32, 16, 3, 3), [1, 1, 1, 1])]
 
 
-def _design_spaces(preset, seed: int, kernel=KERNELS[0]) -> list[tuple[str, object]]:
-    """The packed conv kernel after MetaSchedule's design spaces (four: the activation
-    block as the postprocessor schedules it or by input rows, times the matmul with its
-    reduction innermost or register-blocked) and postprocessors: (script, module)."""
+def _scheduled(preset, func, seed: int, count: int) -> list[tuple[str, object]]:
+    """``func`` after each of MetaSchedule's ``count`` design spaces for ``preset`` (tiles
+    sampled with ``seed``) and its postprocessors: (script, module)."""
     from lwc import tuning
     from lwc.targets import resolve
 
@@ -233,18 +232,28 @@ def _design_spaces(preset, seed: int, kernel=KERNELS[0]) -> list[tuple[str, obje
     tuning.fast_tensor_intrin(preset.arch)
     from tvm.s_tir import meta_schedule as ms
 
-    weight_shape, pads = kernel
-    func = conv_kernel((1, 16, 6, 8), weight_shape, (1, 32, 6, 8), (1, 1), (1, 1), pads, 0,
-                       dot_product_for(preset.arch, preset.features))
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
     ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator=tuning.space_generator(ms, preset),
                          search_strategy="evolutionary", task_name="packed", rand_state=seed)
     spaces = ctx.generate_design_space()
-    assert len(spaces) == 4
+    assert len(spaces) == count
     for sch in spaces:
         for postproc in ctx.space_generator.postprocs:
             assert postproc.apply(sch)
     return [(sch.mod.script(), sch.mod) for sch in spaces]
+
+
+def _design_spaces(preset, seed: int, kernel=KERNELS[0]) -> list[tuple[str, object]]:
+    """The packed conv kernel after MetaSchedule's design spaces (four: the activation
+    block as the postprocessor schedules it or by input rows, times the matmul with its
+    reduction innermost or register-blocked) and postprocessors: (script, module)."""
+    from lwc.targets import resolve
+
+    preset = resolve(preset) if isinstance(preset, str) else preset
+    weight_shape, pads = kernel
+    func = conv_kernel((1, 16, 6, 8), weight_shape, (1, 32, 6, 8), (1, 1), (1, 1), pads, 0,
+                       dot_product_for(preset.arch, preset.features))
+    return _scheduled(preset, func, seed, 4)
 
 
 def _spaces_build(preset, seeds: int, intrinsic: str, run: bool, never: str | None = None) -> None:
@@ -282,13 +291,9 @@ def test_pixel_design_space_tensorizes_with_vnni_and_is_exact():
     """The pixel-lane kernel's two design spaces (matmul reduction innermost or
     register-blocked; one activation schedule) call vpdpbusd with 64 activation bytes and
     build; on a VNNI host every sampled schedule is the exact conv."""
-    from tvm.s_tir import meta_schedule as ms
-
-    from lwc import tuning
     from lwc.targets import resolve
 
     preset = _x86_preset()
-    tuning.fast_tensor_intrin(preset.arch)
     run = "vnni" in resolve("host").features
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (1, 16, 6, 16)).astype(np.uint8)
@@ -296,21 +301,13 @@ def test_pixel_design_space_tensorizes_with_vnni_and_is_exact():
         w = rng.integers(-128, 128, weight_shape).astype(np.int8)
         ref = _reference_conv(x, w, 1, pads, 7)
         func = pixel_conv_kernel(x.shape, weight_shape, ref.shape, (1, 1), pads, 7)
-        mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
         for seed in range(4):
-            ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator=tuning.space_generator(ms, preset),
-                                 search_strategy="evolutionary", task_name="pixels", rand_state=seed)
-            spaces = ctx.generate_design_space()
-            assert len(spaces) == 2
-            for sch in spaces:
-                for postproc in ctx.space_generator.postprocs:
-                    assert postproc.apply(sch)
-                text = sch.mod.script()
+            for text, mod in _scheduled(preset, func, seed, 2):
                 assert "llvm.x86.avx512.vpdpbusd.512" in text
                 # the weights are broadcast, the 64 activation bytes loaded as they lie
                 assert 'T.reinterpret("int8x64", T.Broadcast(' in text
                 assert "A[T.int64(0), T.Ramp(T.int64(0), T.int64(1), 64)]" in text
-                lib = tvm.compile(sch.mod, target=preset.tvm_target())
+                lib = tvm.compile(mod, target=preset.tvm_target())
                 if run:
                     out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
                     lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight_pixels(w)), out)
