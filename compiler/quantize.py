@@ -665,9 +665,9 @@ def speed_notes(preset) -> list[str]:
     requantize epilogue and the depthwise convs (not packed) can eat up: measured with
     tuning on a Zen 3, int8 took 0.56x (resnet50), 0.83x (PP-OCRv4 det) and 1.26x
     (PP-OCR cls, mostly depthwise) the fp32 latency (docs/int8.md). With VNNI the notes
-    are empty, yet int8 is not always faster there either: tuned on a Zen 5, 0.17x
-    (resnet50), 0.44x (det) and 1.43x (cls: mostly depthwise convs, which no dot product
-    helps, and many sub-10 us kernels). Elsewhere (the
+    are empty, yet int8 is not always faster there either: tuned on a Zen 5, 0.38x
+    (resnet50), 0.46x (det) and 1.2-2.2x (cls: mostly depthwise convs, which no dot
+    product helps, and many sub-10 us kernels). Elsewhere (the
     Cortex-A72 of a Raspberry Pi 4, the A57 of Jetson Nano/TX2, pre-AVX2 x86) the int8
     convs run as TOPI's generic kernels, which cast to int32 before multiplying: measured
     with tuning on a Zen 3 before the AVX2 kernel existed, int8 took 1.17x (det) to 1.76x
