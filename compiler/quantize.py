@@ -583,23 +583,30 @@ def import_quantized(model, input_shapes: dict | None, options: QuantizeOptions 
 def lowering_passes(preset=None) -> list:
     """The Relax passes that put QDQ graphs on integer kernels, in order (fresh instances).
 
-    With a ``preset`` whose CPU has an int8 dot-product instruction MetaSchedule can
-    tensorize to (x86 VNNI, Arm dotprod), PackInt8Conv2d then rewrites the dense
-    integer convs into kernels shaped for it.
+    With a CPU ``preset``, Int8DepthwiseConv2d puts the depthwise convs on lwc's
+    vectorized kernel that pads with the zero point itself; where the CPU has an int8
+    dot-product instruction MetaSchedule can tensorize to (x86 VNNI, Arm dotprod, and
+    lwc's AVX2 ``vpmaddwd``), PackInt8Conv2d then rewrites the dense integer convs into
+    kernels shaped for it.
     """
     from lwc.passes.fuse_requantize import FuseRequantize
+    from lwc.passes.int8_depthwise_conv2d import Int8DepthwiseConv2d
     from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
     from lwc.passes.lower_qdq_matmul import LowerQdqMatmul
     from lwc.passes.pack_int8_conv2d import PackInt8Conv2d, dot_product_for
 
     passes = [LowerQdqConv2d(), LowerQdqMatmul(), FuseRequantize()]
-    dot = dot_product_for(preset.arch, preset.features) if preset is not None and not preset.is_gpu else None
+    cpu = preset is not None and not preset.is_gpu
+    if cpu:
+        passes.append(Int8DepthwiseConv2d())
+    dot = dot_product_for(preset.arch, preset.features) if cpu else None
     if dot is not None:
         passes.append(PackInt8Conv2d(dot))
     return passes
 
 
-LOWERING_PASS_NAMES = ("LowerQdqConv2d", "LowerQdqMatmul", "FuseRequantize", "PackInt8Conv2d")
+LOWERING_PASS_NAMES = ("LowerQdqConv2d", "LowerQdqMatmul", "FuseRequantize", "Int8DepthwiseConv2d",
+                       "PackInt8Conv2d")
 
 
 def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None) -> tuple[object, list[str], dict]:
@@ -626,7 +633,8 @@ def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None) -> tuple[object,
         applied.append(name)
         summary[name] = getattr(p, "lowered", getattr(p, "fused", 0))
         declined += [{"pass": name, "op": op, "reason": reason} for op, reason in p.declined]
-    summary["int8_conv2d"] = _count_int(mod, "relax.nn.conv2d") + summary.get("PackInt8Conv2d", 0)
+    summary["int8_conv2d"] = (_count_int(mod, "relax.nn.conv2d") + summary.get("PackInt8Conv2d", 0)
+                              + summary.get("Int8DepthwiseConv2d", 0))
     summary["int8_matmul"] = _count_int(mod, "relax.matmul")
     summary["fp32_conv2d"] = _count_ops_dtype(mod, "relax.nn.conv2d", "float32")
     summary["fp32_matmul"] = _count_ops_dtype(mod, "relax.matmul", "float32")
@@ -708,11 +716,14 @@ def describe(report: QuantizationReport | None, lowering: dict, preset) -> dict:
     for d in [d for d in declined if d["pass"] != "PackInt8Conv2d"][:5]:
         notes.append(f"{d['pass']}: {d['op']} not lowered to int8: {d['reason']}")
     packed, unpacked = lowering.get("PackInt8Conv2d"), [d for d in declined if d["pass"] == "PackInt8Conv2d"]
+    depthwise = lowering.get("Int8DepthwiseConv2d", 0)
     if packed is not None:
         reasons = sorted({d["reason"].split(" (")[0].split("=")[0] for d in unpacked})
-        left = max(0, lowering.get("int8_conv2d", packed) - packed)
+        left = max(0, lowering.get("int8_conv2d", packed) - packed - depthwise)
         notes.append(f"{packed} int8 conv2d on the CPU's dot-product instruction (PackInt8Conv2d); "
                      f"{left} not" + (f" ({', '.join(reasons)})" if left and reasons else ""))
+    if depthwise:
+        notes.append(f"{depthwise} int8 depthwise conv2d on lwc's depthwise kernel (Int8DepthwiseConv2d)")
     info["notes"] = notes
     return info
 

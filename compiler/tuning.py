@@ -496,10 +496,12 @@ def task_workloads(fused, tvm_target) -> list:
     """The tuning tasks of a prepared module, as MetaSchedule extracts them.
 
     Structurally equal functions (the same conv at the same shape used twice) are one
-    task, so this is the count ``lwc tune`` shows, not the number of functions.
+    task, so this is the count ``lwc tune`` shows, not the number of functions. Kernels
+    with a fixed schedule (:func:`schedule_fixed`) are not tasks.
     """
     ms = _ms()
-    return [task.dispatched[0] for task in ms.relax_integration.extract_tasks(fused, tvm_target)]
+    return [task.dispatched[0] for task in ms.relax_integration.extract_tasks(fused, tvm_target)
+            if not _fixed_rule_funcs(task.mod)]
 
 
 def _tasks_word(n: int) -> str:
@@ -622,15 +624,18 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     workloads = task_workloads(fused, tvm_target)
     total = len(workloads)
     if not enabled:
-        return fused, _info(None, total, 0, f"tuning records disabled; {_tasks_word(total)} untuned")
+        return _with_fixed(fused, preset, tvm_target,
+                           _info(None, total, 0, f"tuning records disabled; {_tasks_word(total)} untuned"))
     choice = locate_log(preset, tvm_target, tuning_log=tuning_log, model_key=model_key)
     if choice.folder is None or choice.why_not:
-        return fused, _info(choice.folder, total, 0, f"{choice.why_not}; {_tasks_word(total)} untuned")
+        return _with_fixed(fused, preset, tvm_target,
+                           _info(choice.folder, total, 0, f"{choice.why_not}; {_tasks_word(total)} untuned"))
     folder, substitute, records_target = choice.folder, choice.substitute, choice.records_target
     database, kept, foreign = valid_records_for(folder, records_target)
     if kept == 0:
         note = f" ({foreign} records for other targets ignored)" if foreign else ""
-        return fused, _info(folder, total, 0, f"no usable records in {folder}{note}; {_tasks_word(total)} untuned")
+        return _with_fixed(fused, preset, tvm_target, _info(
+            folder, total, 0, f"no usable records in {folder}{note}; {_tasks_word(total)} untuned"))
     applied = prepare(mod, tvm_target, database)
     tuned = sum(1 for w in workloads if database.has_workload(w))
     message = f"tuning: {tuned}/{total} tasks from {_short(folder)}; {total - tuned} untuned"
@@ -640,7 +645,85 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     info = _info(folder, total, tuned, message)
     info["tuned_on_cpu"] = substitute
     info["functions_scheduled"] = len(_tuned_names(fused, applied))
-    return applied, info
+    return _with_fixed(applied, preset, tvm_target, info)
+
+
+#: Block annotations (``schedule_rule``) of lwc kernels whose MetaSchedule rule is one
+#: fixed schedule (no sampled decision worth a search): applied even without a record.
+FIXED_SCHEDULE_RULES = ("lwc_int8_depthwise",)
+
+
+def _fixed_rule_funcs(mod) -> list:
+    """Names of the unscheduled PrimFuncs holding a block with a fixed-schedule rule (of
+    those a Relax function calls, where the module has any)."""
+    from tvm import relax, s_tir
+
+    called = set()  # FuseTIR leaves the unfused kernels in the module, uncalled
+
+    def visit(expr):
+        if isinstance(expr, relax.GlobalVar):
+            called.add(expr.name_hint)
+
+    graphs = [f for f in mod.functions.values() if isinstance(f, relax.Function)]
+    for func in graphs:
+        relax.analysis.post_order_visit(func, visit)
+    names = []
+    for name, func in _prim_funcs(mod).items():
+        if (graphs and name not in called) or (func.attrs is not None and func.attrs.get("tirx.is_scheduled")):
+            continue
+        sch = s_tir.Schedule(func)
+        rules = {str(sch.get(b).annotations.get("schedule_rule", "")) for b in sch.get_child_blocks(sch.get_sblock("root"))}
+        if rules & set(FIXED_SCHEDULE_RULES):
+            names.append(name)
+    return names
+
+
+def schedule_fixed(mod, preset, tvm_target) -> tuple[object, int]:
+    """Schedule the functions no record scheduled whose kernel has a fixed schedule
+    (:data:`FIXED_SCHEDULE_RULES`, e.g. lwc's int8 depthwise conv) with MetaSchedule's
+    design space for ``preset`` (one space; the root's sampled unroll depth is drawn with
+    a fixed seed) and its postprocessors, as one tuning trial would, without measuring.
+
+    Untuned, such a function would be lowered as written: one thread, nothing
+    vectorized (PP-OCR cls's int8 depthwise conv over 200 channels: ~100 us instead of 11).
+
+    Returns:
+        (module, number of functions scheduled). A function whose space or
+        postprocessors fail is left unscheduled.
+    """
+    import tvm
+
+    names = _fixed_rule_funcs(mod)
+    if not names:
+        return mod, 0
+    ms = _ms()
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    done = 0
+    for name in names:
+        gvar = mod.get_global_var(name)
+        func = mod[gvar]
+        ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=tvm_target,
+                             space_generator=space_generator(ms, preset), task_name=name, rand_state=0)
+        try:
+            sch = ctx.generate_design_space()[0]
+            if not all(post.apply(sch) for post in ctx.space_generator.postprocs):
+                continue
+        except tvm.TVMError:
+            continue
+        scheduled = sch.mod["main"]
+        for key, value in (func.attrs or {}).items():
+            scheduled = scheduled.with_attr(key, value)
+        out[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
+        done += 1
+    return out, done
+
+
+def _with_fixed(mod, preset, tvm_target, info: dict) -> tuple[object, dict]:
+    mod, fixed = schedule_fixed(mod, preset, tvm_target)
+    info["fixed_schedules"] = fixed
+    if fixed:
+        info["message"] += f"; {fixed} with lwc's fixed schedule (int8 depthwise)"
+    return mod, info
 
 
 def _short(folder: Path) -> str:
@@ -1100,7 +1183,9 @@ def tune(
     ms = _ms()
     fast_tensor_intrin(_arch(tvm_target))
     fused = prepare(mod, tvm_target)
-    extracted = ms.relax_integration.extract_tasks(fused, tvm_target)
+    # kernels with a fixed schedule (one design space) get it at compile time: no search
+    extracted = [task for task in ms.relax_integration.extract_tasks(fused, tvm_target)
+                 if not _fixed_rule_funcs(task.mod)]
     if not extracted:
         raise LwcError("the model has no tunable tasks")
     database = open_database(folder)

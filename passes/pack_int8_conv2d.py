@@ -478,7 +478,8 @@ def pixel_conv_kernel(data_shape, weight_shape, out_shape, dilation, pads, pad_v
 class _Kernels:
     """Kernels made during one pass run (one per distinct conv geometry)."""
 
-    def __init__(self, mod: tvm.IRModule):
+    def __init__(self, mod: tvm.IRModule, prefix: str = "int8_conv2d_packed"):
+        self.prefix = prefix
         self.taken = {gv.name_hint for gv in mod.get_global_vars()}
         self.builder = relax.BlockBuilder()
         self.funcs: dict[tuple, tuple[relax.GlobalVar, tirx.PrimFunc]] = {}
@@ -486,10 +487,10 @@ class _Kernels:
     def get(self, key: tuple, make) -> relax.GlobalVar:
         if key not in self.funcs:
             index = len(self.funcs)
-            name = f"int8_conv2d_packed{index or ''}"
+            name = f"{self.prefix}{index or ''}"
             while name in self.taken:
                 index += 1
-                name = f"int8_conv2d_packed{index}"
+                name = f"{self.prefix}{index}"
             self.taken.add(name)
             func = make().with_attr("global_symbol", name)
             self.funcs[key] = (self.builder.add_func(func, name), func)

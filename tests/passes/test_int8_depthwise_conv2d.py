@@ -1,0 +1,171 @@
+"""Int8DepthwiseConv2d: structural, negative, numerical (the kernel as plain TIR and as
+MetaSchedule schedules it, against a numpy integer conv; whole compiles against
+onnxruntime and the TOPI conv), and the fixed schedule untuned builds get."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+
+from lwc.frontend import import_model
+from lwc.passes._qdq import count_ops
+from lwc.passes.int8_depthwise_conv2d import DEPTHWISE_RULE, Int8DepthwiseConv2d, depthwise_kernel, lanes_for
+from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
+
+from qdq_models import conv_model, ort_run
+
+
+def _lowered(**kwargs):
+    return LowerQdqConv2d()(import_model(conv_model(**kwargs)).mod)
+
+
+def _kernels(mod) -> list:
+    return [f for gv, f in mod.functions.items() if gv.name_hint.startswith("int8_depthwise_conv2d")]
+
+
+def _reference(x, w, strides, pads, pad_value, dilation):
+    """numpy int64 depthwise conv of the ``pad_value``-padded input, as int32."""
+    top, left, bottom, right = pads
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value)
+    (sh, sw), (dh, dw) = strides, dilation
+    _, _, kh, kw = w.shape
+    oh = (xp.shape[2] - (kh - 1) * dh - 1) // sh + 1
+    ow = (xp.shape[3] - (kw - 1) * dw - 1) // sw + 1
+    out = np.zeros((x.shape[0], x.shape[1], oh, ow), np.int64)
+    for r in range(kh):
+        for q in range(kw):
+            patch = xp[:, :, r * dh:r * dh + sh * oh:sh, q * dw:q * dw + sw * ow:sw]
+            out += patch * w[None, :, 0, r, q, None, None].astype(np.int64)
+    return out.astype(np.int32)
+
+
+#: (input shape, kh x kw, strides, dilation, pads [t, l, b, r], zero point): cls's 5x5 at
+#: 2x96 (whole vectors), a strided 3x3 with asymmetric pads, rows that are cropped (20 ->
+#: 32 columns, 11 -> 16), a dilated one, no padding at all.
+GEOMETRIES = [
+    ((1, 24, 2, 96), (5, 5), (1, 1), (1, 1), [2, 2, 2, 2], 10),
+    ((2, 5, 9, 11), (3, 3), (2, 2), (1, 1), [1, 0, 1, 2], 131),
+    ((1, 6, 12, 20), (3, 3), (1, 1), (2, 2), [2, 2, 2, 2], 7),
+    ((1, 3, 7, 11), (3, 5), (1, 1), (1, 1), [1, 2, 1, 2], 255),
+    ((1, 4, 8, 16), (3, 3), (1, 1), (1, 1), [0, 0, 0, 0], 0),
+]
+IDS = ["cls-5x5", "3x3-stride2-asym", "dilated-crop", "3x5-crop-zp255", "nopad"]
+
+
+def _case(geometry, seed: int = 0):
+    shape, (kh, kw), strides, dilation, pads, zp = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    w = rng.integers(-128, 128, (shape[1], 1, kh, kw)).astype(np.int8)
+    ref = _reference(x, w, strides, pads, zp, dilation)
+    func = depthwise_kernel(shape, (kh, kw), ref.shape, strides, dilation, pads, zp)
+    return x, w, ref, func
+
+
+def _run(lib, x, w, ref) -> np.ndarray:
+    out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w.reshape(w.shape[0], *w.shape[2:])), out)
+    return out.numpy()
+
+
+def _module(func) -> tvm.IRModule:
+    return tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+
+
+def test_structural_depthwise_conv_and_its_pad_become_one_kernel():
+    mod = _lowered()  # case Q1: depthwise 3x3, pad 1 with the zero point 128
+    assert count_ops(mod, "relax.nn.pad") == 1
+    p = Int8DepthwiseConv2d()
+    out = p(mod)
+    assert p.lowered == 1 and not p.declined
+    assert count_ops(out, "relax.nn.conv2d") == 0 and count_ops(out, "relax.nn.pad") == 0
+    [kernel] = _kernels(out)
+    text = kernel.script()
+    assert f'"schedule_rule": "{DEPTHWISE_RULE}"' in text
+    assert "T.uint8(128)" in text  # the zero point pads, inside the kernel
+
+
+def test_negative_grouped_and_int8_data_are_declined_dense_left_silently():
+    for kwargs, reason in [(dict(groups=2, stride=2), "groups=2"),
+                           (dict(x_zp=-7, x_dtype=np.int8, relu=False), "not uint8")]:
+        mod = _lowered(**kwargs)
+        p = Int8DepthwiseConv2d()
+        tvm.ir.assert_structural_equal(p(mod), mod)
+        assert p.lowered == 0 and reason in p.declined[0][1]
+    mod = _lowered(groups=1)
+    p = Int8DepthwiseConv2d()
+    tvm.ir.assert_structural_equal(p(mod), mod)
+    assert p.lowered == 0 and not p.declined  # dense convs are PackInt8Conv2d's
+
+
+def test_lanes_fewest_vectors_then_fewest_padded_columns():
+    assert [lanes_for(w) for w in (96, 16, 20, 24, 40, 11, 7, 8, 4)] == [16, 16, 16, 16, 16, 16, 8, 8, 4]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=IDS)
+def test_kernel_is_the_exact_integer_conv(geometry):
+    """As plain TIR: the int32 depthwise conv of the zero-point-padded input."""
+    x, w, ref, func = _case(geometry)
+    lib = tvm.compile(_module(func), target="llvm")
+    np.testing.assert_array_equal(_run(lib, x, w, ref), ref)
+
+
+def _fixed_schedule(func, preset):
+    """``func`` as lwc.tuning.schedule_fixed schedules it for ``preset``."""
+    from lwc import tuning
+
+    mod, fixed = tuning.schedule_fixed(_module(func), preset, preset.tvm_target())
+    assert fixed == 1
+    return mod
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=IDS)
+def test_fixed_schedule_is_parallel_vectorized_and_exact(geometry):
+    """MetaSchedule's one design space (lwc's rule) + postprocessors: channels parallel, the
+    accumulators one vector over the unrolled taps, the padded plane per channel; bit-exact
+    on this host."""
+    from lwc.targets import resolve
+
+    x, w, ref, func = _case(geometry, seed=1)
+    host = resolve("host")
+    mod = _fixed_schedule(func, host)
+    text = mod.script()
+    lanes = lanes_for(ref.shape[3] * geometry[2][1])
+    assert "T.parallel" in text and f"T.vectorized(T.int64({lanes}))" in text and "T.unroll" in text
+    assert mod["main"].attrs["tirx.is_scheduled"]
+    np.testing.assert_array_equal(_run(tvm.compile(mod, target=host.tvm_target()), x, w, ref), ref)
+
+
+def test_fixed_schedule_builds_for_arm64():
+    from lwc.targets import resolve
+
+    rpi5 = resolve("rpi5")
+    _, _, _, func = _case(GEOMETRIES[1])
+    mod = _fixed_schedule(func, rpi5)
+    assert tvm.compile(mod, target=rpi5.tvm_target()) is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(), dict(stride=2, x_zp=3), dict(channels=16, groups=16, x_zp=17, pads=0, hw=20)],
+    ids=["q1", "stride2", "nopad-width18"],
+)
+def test_numerical_matches_onnxruntime_and_the_topi_conv(kwargs):
+    """Whole compiles (no tuning records: the fixed schedule): within one output step of
+    onnxruntime, and equal to the build that keeps TOPI's conv (the pass disabled)."""
+    from lwc import driver
+
+    model = conv_model(**kwargs)
+    fast = driver.compile(model, "host", use_tuning_logs=False)
+    assert fast.quantization["lowering"]["Int8DepthwiseConv2d"] == 1
+    assert fast.describe()["tuning"]["fixed_schedules"] == 1
+    plain = driver.compile(model, "host", use_tuning_logs=False, disabled_passes=("Int8DepthwiseConv2d",))
+    assert "Int8DepthwiseConv2d" not in plain.passes
+    rng = np.random.default_rng(2)
+    channels, hw = kwargs.get("channels", 8), kwargs.get("hw", 16)
+    for _ in range(3):
+        x = rng.uniform(-2.7, 2.7, (1, channels, hw, hw)).astype(np.float32)
+        got = fast.run({"x": x})[0]
+        np.testing.assert_array_equal(got, plain.run({"x": x})[0])
+        assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
