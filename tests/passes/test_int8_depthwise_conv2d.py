@@ -10,7 +10,7 @@ import tvm
 
 from lwc.frontend import import_model
 from lwc.passes._qdq import count_ops
-from lwc.passes.int8_depthwise_conv2d import DEPTHWISE_RULE, Int8DepthwiseConv2d, depthwise_kernel, lanes_for
+from lwc.passes.int8_depthwise_conv2d import DEPTHWISE_RULE, Int8DepthwiseConv2d, depthwise_kernel, lanes_for, row_lanes
 from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
 
 from qdq_models import conv_model, ort_run
@@ -49,8 +49,9 @@ GEOMETRIES = [
     ((1, 6, 12, 20), (3, 3), (1, 1), (2, 2), [2, 2, 2, 2], 7),
     ((1, 3, 7, 11), (3, 5), (1, 1), (1, 1), [1, 2, 1, 2], 255),
     ((1, 4, 8, 16), (3, 3), (1, 1), (1, 1), [0, 0, 0, 0], 0),
+    ((1, 3, 11, 17), (3, 3), (2, 3), (2, 2), [1, 1, 2, 2], 60),
 ]
-IDS = ["cls-5x5", "3x3-stride2-asym", "dilated-crop", "3x5-crop-zp255", "nopad"]
+IDS = ["cls-5x5", "3x3-stride2-asym", "dilated-crop", "3x5-crop-zp255", "nopad", "stride3x2-dilated"]
 
 
 def _case(geometry, seed: int = 0):
@@ -131,7 +132,7 @@ def test_fixed_schedule_is_parallel_vectorized_and_exact(geometry):
     host = resolve("host")
     mod = _fixed_schedule(func, host)
     text = mod.script()
-    lanes = lanes_for(ref.shape[3] * geometry[2][1])
+    lanes = row_lanes(ref.shape[3], geometry[2][1])
     assert "T.parallel" in text and f"T.vectorized(T.int64({lanes}))" in text and "T.unroll" in text
     assert mod["main"].attrs["tirx.is_scheduled"]
     np.testing.assert_array_equal(_run(tvm.compile(mod, target=host.tvm_target()), x, w, ref), ref)
