@@ -81,6 +81,10 @@ def cmd_tune(args) -> int:
     resumed = f" (resumed from {result.resumed_trials} earlier trials)" if result.resumed_trials else ""
     print(f"tuned {args.model}: {result.trials_run} trials in {result.elapsed_s / 60:.1f} min{resumed}; "
           f"{result.stop_reason}; records in {result.log_dir} (MetaSchedule logs: {result.log_dir}/logs)")
+    st = result.single_thread
+    if st:
+        print(f"threads: {st['single_thread']} of {st['kernels_timed']} tuned kernels run faster on one thread "
+              f"(each alone: {st['parallel_us']} us -> {st['best_us']} us); compile applies it")
     return 0
 
 
@@ -114,7 +118,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "tune", help="auto-tune a model's kernels with MetaSchedule into tuning_logs/",
         description="Tune every kernel (task) of MODEL for TARGET with MetaSchedule (evolutionary "
-        "search, XGBoost cost model); trials are spread so every task gets some. Records go to "
+        "search, XGBoost cost model); trials are spread so every task gets some. Then every tuned "
+        "kernel is timed on one thread and on all, and compile runs those faster on one thread "
+        "serially (--trials 0: only that). Records go to "
         "tuning_logs/<model-key>-<target>/ with a manifest; `lwc compile` applies them. Give the same graph "
         "options as to `lwc compile` (--quantize int8 --calib DIR, --sparsity, --disable-pass): the graph "
         "tuned is the one compile builds, and the model key names the options. Ctrl-C, "

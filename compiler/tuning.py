@@ -645,7 +645,18 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     info = _info(folder, total, tuned, message)
     info["tuned_on_cpu"] = substitute
     info["functions_scheduled"] = len(_tuned_names(fused, applied))
-    return _with_fixed(applied, preset, tvm_target, info)
+    applied, info = _with_fixed(applied, preset, tvm_target, info)
+    return _with_single_thread(fused, applied, folder, info)
+
+
+def _with_single_thread(fused, applied, folder, info: dict) -> tuple[object, dict]:
+    from lwc import threads
+
+    applied, serial = threads.apply(fused, applied, threads.read(folder))
+    info["single_thread_kernels"] = serial
+    if serial:
+        info["message"] += f"; {serial} on one thread (timed by lwc tune: {threads.DECISIONS})"
+    return applied, info
 
 
 #: Block annotations (``schedule_rule``) of lwc kernels whose MetaSchedule rule is one
@@ -827,6 +838,8 @@ class TuneResult:
     stop_reason: str
     resumed_trials: int = 0
     manifest: dict = field(default_factory=dict)
+    #: kernels timed on one thread and on all (:mod:`lwc.threads`), and how many run on one
+    single_thread: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return {
@@ -837,6 +850,7 @@ class TuneResult:
             "stop_reason": self.stop_reason,
             "tasks": [t.to_json() for t in self.tasks],
             "tuned_tasks": sum(1 for t in self.tasks if t.best_us),
+            "single_thread": self.single_thread,
         }
 
 
@@ -1233,8 +1247,9 @@ def tune(
         manifest["reused_records"] = merged
     _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     if not todo:
+        threads_info = _measure_threads(mod, preset, tvm_target, folder, database, rpc)
         return TuneResult(folder, stats, 0, time.perf_counter() - started, "every task already has "
-                          f"{per_task} trials (raise --trials to tune more)", resumed, manifest)
+                          f"{per_task} trials (raise --trials to tune more)", resumed, manifest, threads_info)
 
     planned = sum(per_task - stats[i].trials for i in todo)
     callback_state = _CallbackState(stats, todo, planned, started, time_budget_s, on_progress, per_task)
@@ -1275,7 +1290,28 @@ def tune(
             manifest["tuning_time_s"] = round((old_manifest or {}).get("tuning_time_s", 0) + elapsed, 1)
             _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     reason = callback_state.stop_reason or "all planned trials done"
-    return TuneResult(folder, stats, callback_state.trials_done, elapsed, reason, resumed, manifest)
+    threads_info = {} if reason.startswith("interrupted") else _measure_threads(
+        mod, preset, tvm_target, folder, database, rpc)
+    return TuneResult(folder, stats, callback_state.trials_done, time.perf_counter() - started, reason,
+                      resumed, manifest, threads_info)
+
+
+def _measure_threads(mod, preset, tvm_target, folder: Path, database, rpc) -> dict:
+    """Time the tuned kernels on one thread and on all and store the decisions
+    (:mod:`lwc.threads`) in ``folder``; only where the kernels run on this machine."""
+    from lwc import threads
+
+    if rpc is not None or not preset.is_native:
+        return {}
+    fused = prepare(mod, tvm_target)
+    applied, _ = schedule_fixed(prepare(mod, tvm_target, database), preset, tvm_target)
+    decisions = threads.measure(fused, applied, tvm_target)
+    threads.write(folder, decisions, machine_cpu())
+    serial = [d for d in decisions.values() if threads.single_thread(d)]
+    return {"kernels_timed": len(decisions), "single_thread": len(serial),
+            "parallel_us": round(sum(d["parallel_us"] for d in decisions.values()), 1),
+            "best_us": round(sum(min(d["parallel_us"], d["serial_us"]) if threads.single_thread(d)
+                                 else d["parallel_us"] for d in decisions.values()), 1)}
 
 
 def space_generator(ms, preset):

@@ -73,6 +73,19 @@ def test_tiny_tuning_writes_database_and_manifest(tuned):
     assert manifest["trials"] == TRIALS and manifest["machine_cpu"] and manifest["created"]
 
 
+def test_tuning_ends_by_timing_the_kernel_on_one_thread_and_on_all(tuned):
+    """lwc.threads: the tuned kernel is timed both ways and the decision is stored with the
+    records, keyed by its workload hash."""
+    from lwc import threads
+
+    _, _, result = tuned
+    decisions = threads.read(result.log_dir)
+    assert len(decisions) == 1 and result.single_thread["kernels_timed"] == 1
+    [entry] = decisions.values()
+    assert entry["parallel_us"] > 0 and entry["serial_us"] > 0 and "matmul" in entry["name"]
+    assert result.single_thread["single_thread"] == int(threads.single_thread(entry))
+
+
 def test_compile_applies_records_and_matches_onnxruntime(use_logs):
     import onnxruntime as ort
 

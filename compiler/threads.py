@@ -1,0 +1,200 @@
+"""Single-thread kernels: tuned kernels that run faster on one thread than on all.
+
+Why: every ``T.parallel`` loop of a kernel is one fork/join of TVM's thread pool, and
+MetaSchedule's design space parallelizes every kernel (``ParallelVectorizeUnroll`` puts
+``max_jobs_per_core x cores`` on the root block; no space runs on one thread). For small
+kernels the fork/join costs more than the work: PP-OCR cls int8 on a Zen 5 (2 cores),
+each kernel alone, tuned: a packed 1x1 conv 32->8 at 6x96 took 14.3 us with its three
+parallel regions (activation copy, matmul, requantize) and 2.7 us on one thread; an SE
+conv on a 1x1 input 1.44 us vs 0.10 us. Its 73 distinct kernels sum to 482 us as tuned
+and 316 us taking the faster variant of each; its fp32 kernels (mostly one region each)
+177 vs 168 us. The depthwise convs and the larger kernels stay parallel.
+
+How: ``lwc tune`` ends by timing every tuned kernel of the model both ways on the
+tuning machine (:func:`measure`, the same TVM time evaluator as MetaSchedule's runner)
+and writes the result into the tuning log folder (:data:`DECISIONS`, keyed by the
+kernel's workload hash, so it is reused with the records). ``lwc compile`` runs the
+kernels listed there as faster on one thread with their parallel loops made serial
+(:func:`apply`); a log without the file changes nothing. A kernel is listed when one
+thread is at least :data:`MARGIN` faster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+#: File in a tuning log folder: {"version": 1, "kernels": {workload hash: {...}}}.
+DECISIONS = "single_thread.json"
+#: One thread must be at least this much faster (serial_us <= (1 - MARGIN) * parallel_us).
+MARGIN = 0.1
+#: Each variant is timed for about this long (ms), best of 3 repeats.
+TIME_MS = 20
+
+
+def kernel_key(func) -> str:
+    """The workload hash of an unscheduled kernel (the name-independent key of its decision)."""
+    import tvm
+    import tvm_ffi
+
+    return str(int(tvm_ffi.structural_hash(tvm.IRModule({"main": func.without_attr("global_symbol")}))))
+
+
+def serial(func):
+    """``func`` with every parallel loop made serial (TVMScript round trip), or None if
+    it has no parallel loop or the text does not parse back."""
+    from tvm.script import from_source
+
+    text = func.script()
+    if "T.parallel(" not in text:
+        return None
+    try:
+        out = from_source(text.replace("T.parallel(", "T.serial("))
+    except Exception:  # noqa: BLE001  (TVMScript parse errors have many types)
+        return None
+    for key, value in (func.attrs or {}).items():
+        out = out.with_attr(key, value)
+    return out
+
+
+def _inputs(func, dev) -> list:
+    import tvm
+
+    rng = np.random.default_rng(0)
+    arrays = []
+    for param in func.params:
+        shape = [int(d) for d in param.shape]
+        dtype = str(param.dtype)
+        if dtype.startswith("float"):
+            value = rng.standard_normal(shape).astype(dtype)
+        elif dtype == "bool":
+            value = rng.integers(0, 2, shape).astype(dtype)
+        else:
+            value = rng.integers(0, 50, shape).astype(dtype)
+        arrays.append(tvm.runtime.tensor(value, dev))
+    return arrays
+
+
+def time_kernel(func, tvm_target) -> float:
+    """Best-of-3 time of one call of ``func`` on this machine, in microseconds."""
+    import tvm
+
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    with tvm_target:
+        built = tvm.compile(mod, target=tvm_target)
+    runtime = getattr(built, "mod", built)
+    dev = tvm.cpu()
+    args = _inputs(func, dev)
+    start = time.perf_counter()
+    runtime["main"](*args)
+    once_ms = max((time.perf_counter() - start) * 1e3, 1e-3)
+    number = max(1, int(TIME_MS / once_ms))
+    evaluator = runtime.time_evaluator("main", dev, number=number, repeat=3)
+    return min(evaluator(*args).results) * 1e6
+
+
+def _called(mod) -> set[str]:
+    from tvm import relax
+
+    names = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.GlobalVar):
+            names.add(expr.name_hint)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return names
+
+
+def measure(fused, applied, tvm_target, on_kernel: Callable[[str, dict], None] | None = None) -> dict:
+    """Time every scheduled, parallel kernel of ``applied`` on one thread and on all.
+
+    Args:
+        fused: the module before scheduling (its functions give the workload keys).
+        applied: the same module with the tuning records (and fixed schedules) applied.
+        tvm_target: the host target (kernels run on this machine).
+        on_kernel: called with (name, entry) after each kernel.
+    Returns:
+        {workload hash: {"name", "parallel_us", "serial_us"}} (one entry per workload).
+    """
+    import tvm
+
+    out: dict[str, dict] = {}
+    called = _called(applied)
+    for gvar, func in applied.functions.items():
+        name = gvar.name_hint
+        if (name not in called or not isinstance(func, tvm.tirx.PrimFunc) or name not in fused
+                or not (func.attrs and func.attrs.get("tirx.is_scheduled"))):
+            continue
+        key = kernel_key(fused[name])
+        one = serial(func)
+        if key in out or one is None:
+            continue
+        try:
+            entry = {"name": name, "parallel_us": round(time_kernel(func, tvm_target), 3),
+                     "serial_us": round(time_kernel(one, tvm_target), 3)}
+        except Exception:  # noqa: BLE001  (a kernel that fails to build or run keeps its threads)
+            continue
+        out[key] = entry
+        if on_kernel is not None:
+            on_kernel(name, entry)
+    return out
+
+
+def single_thread(entry: dict) -> bool:
+    """Whether a measured kernel runs on one thread (:data:`MARGIN` faster there)."""
+    return entry["serial_us"] <= (1 - MARGIN) * entry["parallel_us"]
+
+
+def write(folder: Path, decisions: dict, machine: str) -> Path:
+    """Write ``decisions`` (from :func:`measure`) into a tuning log folder, atomically."""
+    path = Path(folder) / DECISIONS
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": 1, "measured_on": machine, "margin": MARGIN,
+                               "kernels": decisions}, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read(folder: Path | None) -> dict:
+    """The decisions in a tuning log folder ({} without the file or with an unreadable one)."""
+    if folder is None or not (Path(folder) / DECISIONS).is_file():
+        return {}
+    try:
+        data = json.loads((Path(folder) / DECISIONS).read_text())
+        return data.get("kernels", {}) if data.get("version") == 1 else {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def apply(fused, applied, decisions: dict) -> tuple[object, int]:
+    """``applied`` with the kernels ``decisions`` lists as faster on one thread made serial.
+
+    Returns:
+        (module, number of functions made serial).
+    """
+    import tvm
+
+    if not decisions:
+        return applied, 0
+    out = tvm.IRModule(dict(applied.functions), attrs=applied.attrs)
+    done = 0
+    for gvar, func in applied.functions.items():
+        name = gvar.name_hint
+        if not isinstance(func, tvm.tirx.PrimFunc) or name not in fused:
+            continue
+        entry = decisions.get(kernel_key(fused[name]))
+        if entry is None or not single_thread(entry):
+            continue
+        one = serial(func)
+        if one is not None:
+            out[gvar] = one
+            done += 1
+    return out, done
+
