@@ -670,11 +670,11 @@ def speed_notes(preset) -> list[str]:
     (ARMv8.2+, e.g. Cortex-A76/A78), 4 byte products per 32-bit lane. x86 with only AVX2
     gets lwc's exact 16-bit ``vpmaddwd`` intrinsic instead: 2 products per lane, about
     1.4x an fp32 FMA kernel's rate (lwc.passes._dot_intrin), which the activation copy, the
-    requantize epilogue and the depthwise convs (not packed) can eat up: measured with
+    requantize epilogue and the depthwise convs (lwc's own kernel, no dot product) can eat up: measured with
     tuning on a Zen 3, int8 took 0.56x (resnet50), 0.83x (PP-OCRv4 det) and 1.26x
     (PP-OCR cls, mostly depthwise) the fp32 latency (docs/int8.md). With VNNI the notes
-    are empty, yet int8 is not always faster there either: tuned on a Zen 5, 0.38x
-    (resnet50), 0.46x (det) and 1.2-2.2x (cls: mostly depthwise convs, which no dot
+    are empty, yet int8 is not always faster there either: tuned on a Zen 5, 0.33x
+    (resnet50), 0.43x (det) and 1.22x (cls: small layers, depthwise convs, which no dot
     product helps, and many sub-10 us kernels). Elsewhere (the
     Cortex-A72 of a Raspberry Pi 4, the A57 of Jetson Nano/TX2, pre-AVX2 x86) the int8
     convs run as TOPI's generic kernels, which cast to int32 before multiplying: measured
