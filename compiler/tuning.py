@@ -682,8 +682,12 @@ def _fixed_rule_funcs(mod) -> list:
     for name, func in _prim_funcs(mod).items():
         if (graphs and name not in called) or (func.attrs is not None and func.attrs.get("tirx.is_scheduled")):
             continue
-        sch = s_tir.Schedule(func)
-        rules = {str(sch.get(b).annotations.get("schedule_rule", "")) for b in sch.get_child_blocks(sch.get_sblock("root"))}
+        try:
+            sch = s_tir.Schedule(func)
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        except Exception:  # noqa: BLE001  (hand-written TIR without blocks, e.g. lwc's BSR kernels)
+            continue
+        rules = {str(sch.get(b).annotations.get("schedule_rule", "")) for b in blocks}
         if rules & set(FIXED_SCHEDULE_RULES):
             names.append(name)
     return names
@@ -708,12 +712,13 @@ def schedule_fixed(mod, preset, tvm_target) -> tuple[object, int]:
     if not names:
         return mod, 0
     ms = _ms()
+    target = _with_num_cores(tvm_target)
     out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     done = 0
     for name in names:
         gvar = mod.get_global_var(name)
         func = mod[gvar]
-        ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=tvm_target,
+        ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
                              space_generator=space_generator(ms, preset), task_name=name, rand_state=0)
         try:
             sch = ctx.generate_design_space()[0]
@@ -727,6 +732,22 @@ def schedule_fixed(mod, preset, tvm_target) -> tuple[object, int]:
         out[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
         done += 1
     return out, done
+
+
+#: Cores assumed for a board target that does not name them (MetaSchedule requires the
+#: attribute; in a fixed schedule it only bounds the root's parallel extent).
+BOARD_CORES = 4
+
+
+def _with_num_cores(tvm_target):
+    """``tvm_target`` with ``num-cores`` (:data:`BOARD_CORES` where it has none)."""
+    import tvm
+
+    if tvm_target.attrs.get("num-cores"):
+        return tvm_target
+    config = dict(tvm_target.export())
+    config["num-cores"] = BOARD_CORES
+    return tvm.target.Target(config)
 
 
 def _with_fixed(mod, preset, tvm_target, info: dict) -> tuple[object, dict]:

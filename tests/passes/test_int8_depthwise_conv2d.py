@@ -138,13 +138,35 @@ def test_fixed_schedule_is_parallel_vectorized_and_exact(geometry):
     np.testing.assert_array_equal(_run(tvm.compile(mod, target=host.tvm_target()), x, w, ref), ref)
 
 
-def test_fixed_schedule_builds_for_arm64():
+@pytest.mark.parametrize("preset", ["rpi5", "arm64"])  # arm64's target names no core count
+def test_fixed_schedule_builds_for_arm64(preset):
     from lwc.targets import resolve
 
-    rpi5 = resolve("rpi5")
+    board = resolve(preset)
     _, _, _, func = _case(GEOMETRIES[1])
-    mod = _fixed_schedule(func, rpi5)
-    assert tvm.compile(mod, target=rpi5.tvm_target()) is not None
+    mod = _fixed_schedule(func, board)
+    assert tvm.compile(mod, target=board.tvm_target()) is not None
+
+
+@pytest.mark.qemu
+def test_arm64_artifact_under_qemu_matches_onnxruntime(tmp_path):
+    """The quantized depthwise conv compiled for arm64 (fixed schedule, NEON) and run under
+    qemu-aarch64: within one output step of onnxruntime."""
+    import onnx
+
+    from lwc import cross_runtime, driver
+
+    if not (cross_runtime.cross_compiler_available() and cross_runtime.qemu_available()):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
+    model = conv_model(stride=2, x_zp=3)
+    path = tmp_path / "dw.onnx"
+    onnx.save(model, path)
+    result = driver.compile(str(path), "arm64", use_tuning_logs=False)
+    assert result.quantization["lowering"]["Int8DepthwiseConv2d"] == 1
+    so = result.export(tmp_path / "dw.so")
+    x = np.random.default_rng(3).uniform(-2.7, 2.7, (1, 8, 16, 16)).astype(np.float32)
+    [got], _ = cross_runtime.run_aarch64(so, [("x", x)], timeout_s=300)
+    assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
 
 
 @pytest.mark.parametrize(
