@@ -712,6 +712,7 @@ def schedule_fixed(mod, preset, tvm_target) -> tuple[object, int]:
     if not names:
         return mod, 0
     ms = _ms()
+    fast_tensor_intrin(_arch(tvm_target))  # the target's default rules name its dot-product intrinsics
     target = _with_num_cores(tvm_target)
     out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     done = 0
