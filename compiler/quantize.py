@@ -713,7 +713,8 @@ def describe(report: QuantizationReport | None, lowering: dict, preset) -> dict:
         notes.append(f"{lowering.get('fp32_conv2d', 0)} conv2d and {lowering.get('fp32_matmul', 0)} "
                      "matmul stay fp32")
     declined = lowering.get("declined", [])
-    for d in [d for d in declined if d["pass"] != "PackInt8Conv2d"][:5]:
+    # PackInt8Conv2d's and Int8DepthwiseConv2d's declines stay int8 (on TOPI's conv2d)
+    for d in [d for d in declined if d["pass"] not in ("PackInt8Conv2d", "Int8DepthwiseConv2d")][:5]:
         notes.append(f"{d['pass']}: {d['op']} not lowered to int8: {d['reason']}")
     packed, unpacked = lowering.get("PackInt8Conv2d"), [d for d in declined if d["pass"] == "PackInt8Conv2d"]
     depthwise = lowering.get("Int8DepthwiseConv2d", 0)

@@ -192,3 +192,15 @@ def test_numerical_matches_onnxruntime_and_the_topi_conv(kwargs):
         got = fast.run({"x": x})[0]
         np.testing.assert_array_equal(got, plain.run({"x": x})[0])
         assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
+
+
+def test_compile_notes_name_the_depthwise_kernel_and_not_grouped_convs_as_fp32():
+    """A grouped conv the pass declines is still int8 (TOPI's kernel): no "not lowered to
+    int8" note for it."""
+    from lwc import driver
+
+    dw = driver.compile(conv_model(), "host", use_tuning_logs=False)
+    assert "1 int8 depthwise conv2d on lwc's depthwise kernel (Int8DepthwiseConv2d)" in dw.notes
+    grouped = driver.compile(conv_model(groups=2, stride=2), "host", use_tuning_logs=False)
+    assert grouped.quantization["lowering"]["int8_conv2d"] == 1
+    assert not any("not lowered to int8" in n for n in grouped.notes), grouped.notes
