@@ -53,8 +53,8 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
-from lwc.passes._qdq import const_value, dtype_of, rewrite_matches
-from lwc.passes.pack_int8_conv2d import _Kernels, _pattern, _round_up, _unpad
+from lwc.passes._qdq import const_value, rewrite_matches
+from lwc.passes.pack_int8_conv2d import _Kernels, _pattern, _round_up, _unpad, int8_conv_preconditions
 
 NAME = "Int8DepthwiseConv2d"
 
@@ -227,24 +227,15 @@ def depthwise_kernel(data_shape, kernel_hw, out_shape, strides, dilation, pads, 
 
 def check(conv: relax.Call, data, var2val: dict) -> str | None:
     """Why this conv2d does not take the depthwise kernel, or None."""
-    attrs = conv.attrs
-    if str(attrs.out_dtype) != "int32":
-        return f"out_dtype {attrs.out_dtype} (needs an int32 accumulator)"
-    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
-        return f"layout {attrs.data_layout}/{attrs.kernel_layout} (needs NCHW/OIHW)"
-    source, _, value = _unpad(data, var2val)
-    if any(not isinstance(d, tvm.tirx.IntImm) for d in list(source.ty.shape) + list(conv.ty.shape)):
-        return "dynamic shape"
-    channels, groups, out_channels = int(source.ty.shape[1]), int(attrs.groups), int(conv.ty.shape[1])
+    source, _, _ = _unpad(data, var2val)
+    if not all(isinstance(e.ty.shape[1], tvm.tirx.IntImm) for e in (source, conv)):
+        return "dynamic channel count"
+    channels, groups, out_channels = int(source.ty.shape[1]), int(conv.attrs.groups), int(conv.ty.shape[1])
     if groups == 1 or groups != channels or out_channels != channels:
         return f"groups={groups} with {channels}->{out_channels} channels (not depthwise with multiplier 1)"
-    if dtype_of(source) != "uint8":
-        return f"data is {dtype_of(source)}, not uint8"
-    if not float(value).is_integer() or not 0 <= value <= 255:
-        return f"pad value {value} is not a uint8"
-    if dtype_of(conv.args[1]) != "int8" or const_value(conv.args[1], var2val) is None:
-        return "weights are not a constant int8 tensor"
-    return None
+    if const_value(conv.args[1], var2val) is None:
+        return "weights are not constant"
+    return int8_conv_preconditions(conv, data, var2val)
 
 
 @tvm.transform.module_pass(opt_level=0, name=NAME)

@@ -292,15 +292,16 @@ def _unpad(data, var2val: dict):
     return data, [0, 0, 0, 0], 0.0
 
 
-def check(conv: relax.Call, data, var2val: dict) -> str | None:
-    """Why this conv2d is not packed, or None."""
+def int8_conv_preconditions(conv: relax.Call, data, var2val: dict) -> str | None:
+    """Why an integer conv2d cannot take one of lwc's int8 conv kernels (this pass's or
+    :mod:`lwc.passes.int8_depthwise_conv2d`'s), or None: an int32 accumulator, NCHW/OIHW,
+    uint8 data (through an ``nn.pad`` with a uint8 value at most), int8 weights, static
+    shapes."""
     attrs = conv.attrs
     if str(attrs.out_dtype) != "int32":
         return f"out_dtype {attrs.out_dtype} (needs an int32 accumulator)"
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return f"layout {attrs.data_layout}/{attrs.kernel_layout} (needs NCHW/OIHW)"
-    if int(attrs.groups) != 1:
-        return f"groups={int(attrs.groups)} (a depthwise/grouped reduction is too short for a dot product)"
     source, _, value = _unpad(data, var2val)
     if dtype_of(source) != "uint8":
         return f"data is {dtype_of(source)}, not uint8"
@@ -311,6 +312,13 @@ def check(conv: relax.Call, data, var2val: dict) -> str | None:
     if any(not isinstance(d, tvm.tirx.IntImm) for d in list(source.ty.shape) + list(conv.ty.shape)):
         return "dynamic shape"
     return None
+
+
+def check(conv: relax.Call, data, var2val: dict) -> str | None:
+    """Why this conv2d is not packed, or None."""
+    if int(conv.attrs.groups) != 1:
+        return f"groups={int(conv.attrs.groups)} (a depthwise/grouped reduction is too short for a dot product)"
+    return int8_conv_preconditions(conv, data, var2val)
 
 
 def pack_weight(weight: np.ndarray, dot: DotProduct) -> np.ndarray:
