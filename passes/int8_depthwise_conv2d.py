@@ -54,7 +54,14 @@ import tvm
 from tvm import relax, te, tirx
 
 from lwc.passes._qdq import const_value, rewrite_matches
-from lwc.passes.pack_int8_conv2d import _Kernels, _pattern, _round_up, _unpad, int8_conv_preconditions
+from lwc.passes.pack_int8_conv2d import (
+    _Kernels,
+    _pattern,
+    _round_up,
+    _unpad,
+    conv_geometry,
+    int8_conv_preconditions,
+)
 
 NAME = "Int8DepthwiseConv2d"
 
@@ -265,15 +272,10 @@ class Int8DepthwiseConv2d:
         return kernels.add_to(out)
 
     def _rewrite(self, conv: relax.Call, data, var2val: dict, kernels: _Kernels) -> relax.Expr:
-        attrs = conv.attrs
-        source, extra_pads, pad_value = _unpad(data, var2val)
-        pads = [int(p) + e for p, e in zip(attrs.padding, extra_pads)]
-        weight = const_value(conv.args[1], var2val).astype(np.int8)
-        channels, _, kh, kw = weight.shape
-        shape = lambda e: tuple(int(d) for d in e.ty.shape)  # noqa: E731
-        key = (shape(source), (kh, kw), shape(conv), tuple(int(s) for s in attrs.strides),
-               tuple(int(d) for d in attrs.dilation), tuple(pads), int(pad_value))
-        gvar = kernels.get(key, lambda: depthwise_kernel(*key))
+        source, weight, key = conv_geometry(conv, data, var2val)
+        source_shape, (channels, _, kh, kw), out_shape, strides, dilation, pads, pad_value = key
+        gvar = kernels.get(key, lambda: depthwise_kernel(
+            source_shape, (kh, kw), out_shape, strides, dilation, list(pads), pad_value))
         packed = np.ascontiguousarray(weight.reshape(channels, kh, kw))
         return relax.call_tir(gvar, relax.Tuple([source, relax.const(packed)]),
-                              relax.TensorType(shape(conv), "int32"))
+                              relax.TensorType(out_shape, "int32"))

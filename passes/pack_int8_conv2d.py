@@ -483,6 +483,20 @@ def pixel_conv_kernel(data_shape, weight_shape, out_shape, dilation, pads, pad_v
     return te.create_prim_func([x, w4, y])
 
 
+def conv_geometry(conv: relax.Call, data, var2val: dict) -> tuple:
+    """(uint8 source before any ``nn.pad``, int8 OIHW weight, key) of an accepted conv;
+    key = (source shape, weight shape, output shape, strides, dilation, pads [top, left,
+    bottom, right] with the pad folded in, pad value): one kernel per distinct key."""
+    attrs = conv.attrs
+    source, extra_pads, pad_value = _unpad(data, var2val)
+    pads = tuple(int(p) + e for p, e in zip(attrs.padding, extra_pads))
+    weight = const_value(conv.args[1], var2val).astype(np.int8)
+    shape = lambda e: tuple(int(d) for d in e.ty.shape)  # noqa: E731
+    key = (shape(source), weight.shape, shape(conv), tuple(int(s) for s in attrs.strides),
+           tuple(int(d) for d in attrs.dilation), pads, int(pad_value))
+    return source, weight, key
+
+
 class _Kernels:
     """Kernels made during one pass run (one per distinct conv geometry)."""
 
@@ -542,13 +556,9 @@ class PackInt8Conv2d:
         return kernels.add_to(out)
 
     def _rewrite(self, conv: relax.Call, data, var2val: dict, kernels: _Kernels) -> relax.Expr:
-        attrs = conv.attrs
-        source, extra_pads, pad_value = _unpad(data, var2val)
-        pads = [int(p) + e for p, e in zip(attrs.padding, extra_pads)]
-        weight = const_value(conv.args[1], var2val).astype(np.int8)
+        source, weight, key = conv_geometry(conv, data, var2val)
+        pads, pad_value = list(key[5]), key[6]
         shape = lambda e: tuple(int(d) for d in e.ty.shape)  # noqa: E731
-        key = (shape(source), weight.shape, shape(conv), tuple(int(s) for s in attrs.strides),
-               tuple(int(d) for d in attrs.dilation), tuple(pads), int(pad_value))
         if pixel_lanes(self.dot, shape(conv), key[3]):
             self.pixel_lanes += 1
             gvar = kernels.get(key, lambda: pixel_conv_kernel(
