@@ -1269,7 +1269,7 @@ def tune(
         manifest["reused_records"] = merged
     _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     if not todo:
-        threads_info = _measure_threads(mod, preset, tvm_target, folder, database, rpc)
+        threads_info = _measure_threads(mod, fused, preset, tvm_target, folder, database, rpc)
         return TuneResult(folder, stats, 0, time.perf_counter() - started, "every task already has "
                           f"{per_task} trials (raise --trials to tune more)", resumed, manifest, threads_info)
 
@@ -1313,19 +1313,19 @@ def tune(
             _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     reason = callback_state.stop_reason or "all planned trials done"
     threads_info = {} if reason.startswith("interrupted") else _measure_threads(
-        mod, preset, tvm_target, folder, database, rpc)
+        mod, fused, preset, tvm_target, folder, database, rpc)
     return TuneResult(folder, stats, callback_state.trials_done, time.perf_counter() - started, reason,
                       resumed, manifest, threads_info)
 
 
-def _measure_threads(mod, preset, tvm_target, folder: Path, database, rpc) -> dict:
-    """Time the tuned kernels on one thread and on all and store the decisions
-    (:mod:`lwc.threads`) in ``folder``; only where the kernels run on this machine."""
+def _measure_threads(mod, fused, preset, tvm_target, folder: Path, database, rpc) -> dict:
+    """Time the tuned kernels of ``mod`` (``fused``: :func:`prepare` of it, unscheduled) on
+    one thread and on all and store the decisions (:mod:`lwc.threads`) in ``folder``; only
+    where the kernels run on this machine."""
     from lwc import threads
 
     if rpc is not None or not preset.is_native:
         return {}
-    fused = prepare(mod, tvm_target)
     applied, _ = schedule_fixed(prepare(mod, tvm_target, database), preset, tvm_target)
     decisions = threads.measure(fused, applied, tvm_target)
     threads.write(folder, decisions, machine_cpu())
