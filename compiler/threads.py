@@ -11,7 +11,7 @@ and 316 us taking the faster variant of each; its fp32 kernels (mostly one regio
 177 vs 168 us. The depthwise convs and the larger kernels stay parallel.
 
 How: ``lwc tune`` ends by timing every tuned kernel of the model both ways on the
-tuning machine (:func:`measure`, the same TVM time evaluator as MetaSchedule's runner)
+tuning machine (:func:`measure`, with the timer lwc's sparsity decisions use)
 and writes the result into the tuning log folder (:data:`DECISIONS`, keyed by the
 kernel's workload hash, so it is reused with the records). ``lwc compile`` runs the
 kernels listed there as faster on one thread with their parallel loops made serial
@@ -22,18 +22,13 @@ thread is at least :data:`MARGIN` faster.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Callable
-
-import numpy as np
 
 #: File in a tuning log folder: {"version": 1, "kernels": {workload hash: {...}}}.
 DECISIONS = "single_thread.json"
 #: One thread must be at least this much faster (serial_us <= (1 - MARGIN) * parallel_us).
 MARGIN = 0.1
-#: Each variant is timed for about this long (ms), best of 3 repeats.
-TIME_MS = 20
 
 
 def kernel_key(func) -> str:
@@ -61,55 +56,12 @@ def serial(func):
     return out
 
 
-def _inputs(func, dev) -> list:
-    import tvm
-
-    rng = np.random.default_rng(0)
-    arrays = []
-    for param in func.params:
-        shape = [int(d) for d in param.shape]
-        dtype = str(param.dtype)
-        if dtype.startswith("float"):
-            value = rng.standard_normal(shape).astype(dtype)
-        elif dtype == "bool":
-            value = rng.integers(0, 2, shape).astype(dtype)
-        else:
-            value = rng.integers(0, 50, shape).astype(dtype)
-        arrays.append(tvm.runtime.tensor(value, dev))
-    return arrays
-
-
 def time_kernel(func, tvm_target) -> float:
-    """Best-of-3 time of one call of ``func`` on this machine, in microseconds."""
-    import tvm
+    """One call of ``func`` on this machine, in microseconds
+    (:func:`lwc.sparse_decide.time_prim_func`: best of 3 runs, seeded random inputs)."""
+    from lwc.sparse_decide import time_prim_func
 
-    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    with tvm_target:
-        built = tvm.compile(mod, target=tvm_target)
-    runtime = getattr(built, "mod", built)
-    dev = tvm.cpu()
-    args = _inputs(func, dev)
-    start = time.perf_counter()
-    runtime["main"](*args)
-    once_ms = max((time.perf_counter() - start) * 1e3, 1e-3)
-    number = max(1, int(TIME_MS / once_ms))
-    evaluator = runtime.time_evaluator("main", dev, number=number, repeat=3)
-    return min(evaluator(*args).results) * 1e6
-
-
-def _called(mod) -> set[str]:
-    from tvm import relax
-
-    names = set()
-
-    def visit(expr):
-        if isinstance(expr, relax.GlobalVar):
-            names.add(expr.name_hint)
-
-    for func in mod.functions.values():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
-    return names
+    return time_prim_func(func, tvm_target) * 1e3
 
 
 def measure(fused, applied, tvm_target, on_kernel: Callable[[str, dict], None] | None = None) -> dict:
@@ -125,8 +77,10 @@ def measure(fused, applied, tvm_target, on_kernel: Callable[[str, dict], None] |
     """
     import tvm
 
+    from lwc.tuning import called_functions
+
     out: dict[str, dict] = {}
-    called = _called(applied)
+    called = called_functions(applied)
     for gvar, func in applied.functions.items():
         name = gvar.name_hint
         if (name not in called or not isinstance(func, tvm.tirx.PrimFunc) or name not in fused

@@ -664,20 +664,29 @@ def _with_single_thread(fused, applied, folder, info: dict) -> tuple[object, dic
 FIXED_SCHEDULE_RULES = ("lwc_int8_depthwise",)
 
 
+def called_functions(mod) -> set[str]:
+    """Names of the functions the module's Relax functions call."""
+    from tvm import relax
+
+    names = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.GlobalVar):
+            names.add(expr.name_hint)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return names
+
+
 def _fixed_rule_funcs(mod) -> list:
     """Names of the unscheduled PrimFuncs holding a block with a fixed-schedule rule (of
     those a Relax function calls, where the module has any)."""
     from tvm import relax, s_tir
 
-    called = set()  # FuseTIR leaves the unfused kernels in the module, uncalled
-
-    def visit(expr):
-        if isinstance(expr, relax.GlobalVar):
-            called.add(expr.name_hint)
-
-    graphs = [f for f in mod.functions.values() if isinstance(f, relax.Function)]
-    for func in graphs:
-        relax.analysis.post_order_visit(func, visit)
+    graphs = any(isinstance(f, relax.Function) for f in mod.functions.values())
+    called = called_functions(mod)  # FuseTIR leaves the unfused kernels in the module, uncalled
     names = []
     for name, func in _prim_funcs(mod).items():
         if (graphs and name not in called) or (func.attrs is not None and func.attrs.get("tirx.is_scheduled")):
