@@ -130,7 +130,7 @@ def run_model(name: str, untuned: bool, tmp: Path) -> dict:
 def markdown(rows: list[dict], untuned: bool) -> str:
     from lwc import tvm_compat
     from lwc.bench import default_threads
-    from lwc.tuning import machine_cpu
+    from lwc.tuning.logs import machine_cpu
 
     head = (f"{'untuned' if untuned else 'tuned'}, host {machine_cpu()}, {default_threads()} threads, "
             f"apache-tvm {tvm_compat.versions().get('apache-tvm')}, {dt.date.today()}")

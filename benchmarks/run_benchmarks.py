@@ -62,7 +62,8 @@ def _bench(path: Path, model: Path, threads: int):
 
 
 def run_model(name: str, threads: int, tune_minutes: float, workdir: Path) -> dict:
-    from lwc import driver, tuning
+    from lwc import driver
+    from lwc.tuning.search import tune
 
     factory, shapes = MODELS[name]
     model = factory()
@@ -72,8 +73,8 @@ def run_model(name: str, threads: int, tune_minutes: float, workdir: Path) -> di
     row["compile_untuned_s"] = round(time.perf_counter() - start, 1)
     path_u = untuned.export(workdir / f"{name}_untuned.so")
     if tune_minutes > 0:
-        result = tuning.tune(model, "host", shapes, trials=100_000, time_budget_s=tune_minutes * 60,
-                             log_root=REPO / "tuning_logs")
+        result = tune(model, "host", shapes, trials=100_000, time_budget_s=tune_minutes * 60,
+                      log_root=REPO / "tuning_logs")
         row["tuned_now"] = {"trials": result.trials_run, "minutes": round(result.elapsed_s / 60, 1)}
     tuned = driver.compile(str(model), "host", shapes)
     row["tuning"] = tuned.extra["tuning"]
@@ -93,7 +94,8 @@ def _fmt(v, digits=3):
 
 
 def markdown(rows: list[dict], threads: int) -> str:
-    from lwc import tuning, tvm_compat
+    from lwc import tvm_compat
+    from lwc.tuning.logs import machine_cpu
 
     import onnxruntime
 
@@ -102,7 +104,7 @@ def markdown(rows: list[dict], threads: int) -> str:
         "# lwc vs onnxruntime on the host CPU",
         "",
         f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- CPU: {tuning.machine_cpu()}; {threads} threads for both (TVM_NUM_THREADS / "
+        f"- CPU: {machine_cpu()}; {threads} threads for both (TVM_NUM_THREADS / "
         "intra_op_num_threads)",
         f"- lwc {v['lwc']}, apache-tvm {v['apache-tvm']}, apache-tvm-ffi {v['apache-tvm-ffi']}, "
         f"onnxruntime {onnxruntime.__version__}",

@@ -73,13 +73,15 @@ def main(argv=None) -> int:
     from tvm import relax
     from tvm.s_tir import dlight as dl
 
-    from lwc import tuning, tvm_compat
+    from lwc import tvm_compat
+    from lwc.tuning.apply import prepare
+    from lwc.tuning.search import prepared_module
 
     factory, shapes = MODELS[args.model]
     model = factory()
-    prepared = tuning.prepared_module(str(model), "host", shapes)
+    prepared = prepared_module(str(model), "host", shapes)
     target = prepared.tvm_target
-    base = tuning.prepare(prepared.mod, target)
+    base = prepare(prepared.mod, target)
     with target:
         variants = {
             "default": base,

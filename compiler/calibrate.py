@@ -200,6 +200,25 @@ def random_samples(inputs: list, count: int, seed: int = 0) -> list[dict[str, np
     return out
 
 
+def calibration_samples(inputs: list, calib: str | Path | None, calib_random: int | None,
+                        preprocess: ImagePreprocess | None = None,
+                        limit: int | None = None) -> tuple[list[dict], str]:
+    """The samples of ``--calib DIR`` (:func:`load_samples`) or ``--calib-random N``
+    (:func:`random_samples`), and a label of their source for the report.
+
+    Raises:
+        LwcError: both or neither given, or :func:`load_samples`'s errors.
+    """
+    if calib is not None and calib_random:
+        raise LwcError("give either --calib DIR or --calib-random N, not both")
+    if calib is not None:
+        return load_samples(calib, inputs, preprocess, limit), f"{calib}"
+    if calib_random:
+        return random_samples(inputs, calib_random), f"random N(0,1) x{calib_random}"
+    raise LwcError("--quantize int8 needs calibration data: --calib DIR (.npy/.npz/images) "
+                   "or --calib-random N (poor accuracy)")
+
+
 # --------------------------------------------------------------------------- methods
 
 

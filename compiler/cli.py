@@ -64,37 +64,46 @@ def load_input_files(values: list[str] | None) -> dict[str, np.ndarray]:
 
 
 def cmd_compile(args) -> int:
-    from lwc import driver
+    from lwc import driver, pipeline
+    from lwc.targets import resolve
 
+    # the cheap checks first: a bad target, model path, shape or flag is reported before
+    # the progress line and the long work
+    preset = resolve(args.target)
+    check_model_path(args.model)
+    shapes = _input_shapes(args.input_shape)
+    options = compile_options(args)
+    pipeline.check_pass_names(options.disabled_passes)
+    driver.check_cross_compiler(preset, args.cross_compiler)
     out = Path(args.output) if args.output else Path(Path(args.model).stem + ".so")
     if args.bundle:
         from lwc import bundle
-        from lwc.targets import resolve
 
-        bundle.check_bundle_target(resolve(args.target))  # before the long work
+        bundle.check_bundle_target(preset)  # before the long work
         out = bundle.bundle_dir_for(args.output, args.model)
     _log(args, f"lwc: compiling {args.model} for {args.target} ...")
     result = driver.compile(
         args.model,
-        args.target,
-        _input_shapes(args.input_shape),
+        preset,
+        shapes,
+        options,
         cross_compiler=args.cross_compiler,
-        **graph_options(args),
-        precision=args.precision,
-        nvcc=args.nvcc,
         tuning_log=args.tuning_log,
         use_tuning_logs=not args.no_tuning_log,
     )
     if args.bundle:
         return _write_bundle(args, result, out)
+    link_start = time.perf_counter()
     path = result.export(out)
+    link_s = time.perf_counter() - link_start
     manifest = result.describe()
     if args.report:
         from lwc.report import write_html
 
         _log(args, f"lwc: report written to {write_html(manifest, args.report)}")
     if args.json:
-        print(json.dumps({"artifact": str(path), "manifest": str(path.with_suffix(".json")), **manifest}, indent=2))
+        print(json.dumps({"artifact": str(path), "manifest": str(path.with_suffix(".json")), **manifest,
+                          "command_times_s": _times(result.build_time_s, link_s)}, indent=2))
         return 0
     for note in result.notes:
         _log(args, f"lwc: note: {note}")
@@ -112,16 +121,70 @@ def cmd_compile(args) -> int:
     size = path.stat().st_size
     print(
         f"wrote {path} ({size / 1e6:.2f} MB, {result.preset.arch}, target {result.preset.name}) "
-        f"and {path.with_suffix('.json').name} in {result.build_time_s:.1f} s"
+        f"and {path.with_suffix('.json').name} in {_format_times(_times(result.build_time_s, link_s))}"
     )
     return 0
+
+
+_MODULE_LOADED = time.perf_counter()
+
+
+def _since_start() -> float:
+    """Seconds since this process started (interpreter start-up and imports included):
+    from /proc/self/stat where there is one, else since this module was imported."""
+    fallback = time.perf_counter() - _MODULE_LOADED
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime, since boot
+        elapsed = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return fallback
+    return elapsed if fallback <= elapsed < fallback + 600 else fallback
+
+
+def _times(compile_s: float, link_s: float) -> dict:
+    """The command's wall time and its parts: compile (the manifest's build_time_s),
+    link (export: linking and writing the files) and the rest (interpreter start-up,
+    importing TVM, argument checks)."""
+    total = max(_since_start(), compile_s + link_s)
+    return {"total": round(total, 3), "compile": round(compile_s, 3), "link": round(link_s, 3),
+            "startup_and_other": round(total - compile_s - link_s, 3)}
+
+
+def _format_times(t: dict, link: str = "link") -> str:
+    return (f"{t['total']:.1f} s (compile {t['compile']:.1f} s, {link} {t['link']:.1f} s, "
+            f"start-up and imports {t['startup_and_other']:.1f} s)")
+
+
+def check_model_path(model: str) -> None:
+    """The MODEL argument names a file.
+
+    Raises:
+        LwcError: it does not exist, or it is a folder (its .onnx files are named: one
+            is suggested, several are listed).
+    """
+    path = Path(model)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.onnx") if p.is_file())
+        if len(found) == 1:
+            hint = f"did you mean {str(path / found[0])!r}?"
+        elif found:
+            more = ", ..." if len(found) > 8 else ""
+            hint = f"it holds {len(found)} .onnx files: {', '.join(found[:8])}{more}"
+        else:
+            hint = "it holds no .onnx file"
+        raise LwcError(f"model {model!r} is a directory, not an ONNX file; {hint}")
+    if not path.exists():
+        raise LwcError(f"model file {model!r} not found")
 
 
 def _write_bundle(args, result, out: Path) -> int:
     from lwc import bundle
 
     _log(args, f"lwc: writing bundle {out}/ ...")
+    link_start = time.perf_counter()
     written = bundle.write_bundle(result, out)
+    link_s = time.perf_counter() - link_start
     if args.json:
         print(json.dumps({"bundle": str(written.path), "artifact": str(written.artifact),
                           "size_bytes": written.size_bytes, "files": list(written.files),
@@ -132,7 +195,8 @@ def _write_bundle(args, result, out: Path) -> int:
     print(
         f"wrote bundle {written.path}/ ({written.size_bytes / 1e6:.2f} MB: {written.artifact.name} "
         f"{written.artifact.stat().st_size / 1e6:.2f} MB + runtime, {result.preset.arch}, "
-        f"target {result.preset.name}) in {result.build_time_s:.1f} s"
+        f"target {result.preset.name}) in "
+        f"{_format_times(_times(result.build_time_s, link_s), 'link and bundle')}"
     )
     return 0
 
@@ -186,7 +250,7 @@ def _quantize_options(args):
 def add_graph_arguments(p: argparse.ArgumentParser) -> None:
     """The options that change the graph compile builds: --disable-pass, --quantize and its
     calibration flags, --sparsity. ``lwc compile`` and ``lwc tune`` share them, so a tuned
-    graph is the compiled one (read back with :func:`graph_options`)."""
+    graph is the compiled one (read back with :func:`compile_options`)."""
     p.add_argument("--disable-pass", action="append", metavar="NAME",
                    help="skip an lwc pass (repeatable); 'all' skips every pass of lwc's graph "
                    "pipeline (fusion, folding, layout, NaN guards) -- the baseline the compile "
@@ -202,20 +266,32 @@ def add_graph_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="keep the most sensitive layers in fp32 until every output's "
                    "1 - cosine vs fp32 is <= X (e.g. 0.01)")
+    p.add_argument("--conv-layout", choices=("NCHW", "NHWC"), type=str.upper, metavar="LAYOUT",
+                   help="run convolutions in NCHW or NHWC instead of the layout measured best for "
+                   "the target (ConvertConvLayout's table; for experiments)")
     p.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
                    help="exploit zero weights: remove all-zero channels, sparse kernels where faster "
                    "(auto, default), never (off), or always where possible (force)")
 
 
-def graph_options(args) -> dict:
-    """The keyword arguments of :func:`lwc.driver.compile` (and :func:`lwc.tuning.tune`)
-    given by :func:`add_graph_arguments`' flags.
+def compile_options(args):
+    """The :class:`lwc.options.CompileOptions` given by :func:`add_graph_arguments`' flags
+    (and ``--precision`` / ``--nvcc`` where the command has them): what ``lwc compile``
+    and ``lwc tune`` pass on, and what keys a tuning log.
 
     Raises:
-        LwcError: calibration flags without --quantize.
+        LwcError: calibration flags without --quantize, a bad option value.
     """
-    return {"disabled_passes": expand_disabled(args.disable_pass or ()), "quantize": _quantize_options(args),
-            "sparsity": args.sparsity}
+    from lwc.options import CompileOptions
+
+    return CompileOptions(
+        disabled_passes=expand_disabled(args.disable_pass or ()),
+        quantize=_quantize_options(args),
+        sparsity=args.sparsity,
+        conv_layout=args.conv_layout,
+        precision=getattr(args, "precision", None) or "fp32",
+        nvcc=getattr(args, "nvcc", None),
+    )
 
 
 def expand_disabled(names) -> tuple[str, ...]:
@@ -241,10 +317,11 @@ def _verify_samples(args) -> int:
         return 0 if report["ok"] else 1
     for w in report["warnings"]:
         print(f"lwc: warning: {w}", file=sys.stderr)
-    print(f"{'output':<28} {'cosine mean':>12} {'cosine min':>11} {'max abs':>10} {'top-1 agree':>12}  result")
+    width = _name_width(report["outputs"], 28)
+    print(f"{'output':<{width}} {'cosine mean':>12} {'cosine min':>11} {'max abs':>10} {'top-1 agree':>12}  result")
     for o in report["outputs"]:
         agree = "-" if o["top1_agreement"] is None else f"{o['top1_agreement']:.1%}"
-        print(f"{o['name'][:28]:<28} {o['cosine_mean']:>12.6f} {o['cosine_min']:>11.6f} "
+        print(f"{o['name']:<{width}} {o['cosine_mean']:>12.6f} {o['cosine_min']:>11.6f} "
               f"{o['max_abs']:>10.3g} {agree:>12}  {'ok' if o['ok'] else 'FAIL'}")
     print(f"{'PASS' if report['ok'] else 'FAIL'}: {report['artifact']} ({report['target']}) vs "
           f"onnxruntime fp32 on {report['samples']} samples from {args.inputs} "
@@ -252,9 +329,15 @@ def _verify_samples(args) -> int:
     return 0 if report["ok"] else 1
 
 
+def _name_width(outputs: list[dict], minimum: int) -> int:
+    """Column width that fits every output name in full (no silent truncation)."""
+    return max([minimum, *(len(o["name"]) for o in outputs)])
+
+
 def cmd_verify(args) -> int:
     from lwc.verify import verify
 
+    check_model_path(args.model)
     if args.inputs:
         return _verify_samples(args)
     structural = _verify_structure(args)
@@ -270,10 +353,11 @@ def cmd_verify(args) -> int:
     else:
         for w in report["warnings"]:
             print(f"lwc: warning: {w}", file=sys.stderr)
-        print(f"{'output':<24} {'shape':<20} {'max abs':>10} {'max rel':>10} {'cosine':>10}  result")
+        width = _name_width(report["outputs"], 24)
+        print(f"{'output':<{width}} {'shape':<20} {'max abs':>10} {'max rel':>10} {'cosine':>10}  result")
         for o in report["outputs"]:
             print(
-                f"{o['name'][:24]:<24} {str(o['shape']):<20} {o['max_abs']:>10.3g} "
+                f"{o['name']:<{width}} {str(o['shape']):<20} {o['max_abs']:>10.3g} "
                 f"{o['max_rel']:>10.3g} {o['cosine']:>10.6f}  {'ok' if o['ok'] else 'MISMATCH'}"
             )
         verdict = "PASS" if report["ok"] else "FAIL"
@@ -309,13 +393,15 @@ def cmd_run(args) -> int:
 def cmd_targets(args) -> int:
     from lwc.targets import all_presets
 
-    presets = all_presets(include_cuda=True)
+    presets = all_presets(include_cuda=True)  # cuda listed even without a local GPU
     if args.json:
-        print(json.dumps([p.to_json() for p in presets], indent=2))
+        unavailable = {"available": False}  # cuda without a local GPU
+        print(json.dumps([{**p.to_json(), **(unavailable if p.is_gpu and "arch" not in p.target else {})}
+                          for p in presets], indent=2))
         return 0
     print(f"{'name':<18} {'triple':<20} {'cpu':<14} {'gpu':<7} {'features':<34} description")
     for p in presets:
-        gpu = p.target.get("arch", "-") if p.is_gpu else "-"
+        gpu = p.target.get("arch", "local") if p.is_gpu else "-"
         print(f"{p.name:<18} {p.triple:<20} {p.cpu:<14} {gpu:<7} {','.join(p.features):<34} {p.description}")
     print("\nAlso accepted: old-style TVM strings ('llvm -mtriple=aarch64-linux-gnu -mattr=+neon')"
           " and JSON target dicts.")
@@ -325,6 +411,7 @@ def cmd_targets(args) -> int:
 def cmd_inspect(args) -> int:
     from lwc.summary import describe_model, format_summary
 
+    check_model_path(args.model)
     info = describe_model(args.model)
     print(json.dumps(info, indent=2) if args.json else format_summary(info))
     return 0

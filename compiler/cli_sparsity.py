@@ -7,9 +7,10 @@ from pathlib import Path
 
 
 def cmd_prune(args) -> int:
-    from lwc.cli import _input_shapes, load_input_files
+    from lwc.cli import _input_shapes, check_model_path, load_input_files
     from lwc.prune import format_result, prune
 
+    check_model_path(args.model)
     result = prune(
         args.model, args.method, args.amount,
         inputs=load_input_files(args.input), input_shapes=_input_shapes(args.input_shape),

@@ -1,4 +1,4 @@
-"""``lwc tune`` and ``lwc bench``: thin layers over :mod:`lwc.tuning` and :mod:`lwc.bench`."""
+"""``lwc tune`` and ``lwc bench``: thin layers over :mod:`lwc.tuning.search` and :mod:`lwc.bench`."""
 
 from __future__ import annotations
 
@@ -51,8 +51,8 @@ def format_task_table(tasks) -> str:
 
 
 def cmd_tune(args) -> int:
-    from lwc import tuning
-    from lwc.cli import _input_shapes, graph_options
+    from lwc.cli import _input_shapes, compile_options
+    from lwc.tuning.search import RpcSettings, parse_duration, tune
 
     rpc = None
     if args.rpc_tracker or args.rpc_key:
@@ -60,16 +60,16 @@ def cmd_tune(args) -> int:
 
         if not (args.rpc_tracker and args.rpc_key):
             raise LwcError("--rpc-tracker and --rpc-key go together")
-        rpc = tuning.RpcSettings(args.rpc_tracker, args.rpc_key)
+        rpc = RpcSettings(args.rpc_tracker, args.rpc_key)
         rpc.host_port  # validate before the long work
-    budget = tuning.parse_duration(args.time_budget) if args.time_budget else None
+    budget = parse_duration(args.time_budget) if args.time_budget else None
     bar = _ProgressBar(args.quiet or args.json)
     try:
-        result = tuning.tune(
+        result = tune(
             args.model, args.target, _input_shapes(args.input_shape),
             trials=args.trials, time_budget_s=budget, log_root=args.log_dir, rpc=rpc,
             on_progress=bar, reuse_records=args.reuse_records or (), only_tasks=args.only_tasks,
-            **graph_options(args),
+            options=compile_options(args),
         )
     finally:
         bar.close()
@@ -82,7 +82,9 @@ def cmd_tune(args) -> int:
     print(f"tuned {args.model}: {result.trials_run} trials in {result.elapsed_s / 60:.1f} min{resumed}; "
           f"{result.stop_reason}; records in {result.log_dir} (MetaSchedule logs: {result.log_dir}/logs)")
     st = result.single_thread
-    if st:
+    if st.get("skipped"):
+        print(f"threads: {st['skipped']}")
+    elif st:
         print(f"threads: {st['single_thread']} of {st['kernels_timed']} tuned kernels run faster on one thread "
               f"(each alone: {st['parallel_us']} us -> {st['best_us']} us); compile applies it")
     return 0

@@ -4,9 +4,11 @@
 :class:`CompileResult` that can export itself (``NAME.so`` + manifest ``NAME.json``),
 run on inputs and describe itself. The CLI (``lwc compile``) is a thin layer over it.
 
-Flow: cross-compiler check (before any long work; case F2) -> :func:`lwc.frontend.import_model`
--> lwc's passes (:mod:`lwc.pipeline`) -> TVM's default lowering for the target ->
-``tvm.compile``.
+Flow, four stages (docs/architecture.md): checks before any long work (pass names, CUDA
+toolkit, cross compiler: case F2) -> **prepare** (:func:`lwc.prepare.prepare`: import,
+sparsity, graph passes, int8 lowering, precision) -> **schedule** (tuning records and
+lwc's fixed schedules, :mod:`lwc.tuning`) -> **build** (``tvm.compile``) -> **artifact**
+(:meth:`CompileResult.export`: ``NAME.so`` + ``NAME.json``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import numpy as np
 
 from lwc import tvm_compat
 from lwc.errors import LwcError
-from lwc.frontend import ImportedModel, import_model
-from lwc.targets import Preset, resolve
+from lwc.frontend import ImportedModel
+from lwc.options import CompileOptions
+from lwc.targets import Preset
 
 MANIFEST_FORMAT = 1
 
@@ -97,24 +100,6 @@ def _compiler_machine(cxx: str) -> str | None:
         return None
     text = out.stdout.strip()
     return text if out.returncode == 0 and text else None
-
-
-def known_pass_names() -> list[str]:
-    """Every name ``--disable-pass`` accepts: lwc's Relax pipeline, the sparsity stage,
-    the int8 lowering."""
-    from lwc import pipeline, sparse_compile
-    from lwc import quantize as quant
-
-    return [*pipeline.pass_names(), *sparse_compile.PASS_NAMES, *quant.LOWERING_PASS_NAMES]
-
-
-def check_pass_names(disabled: tuple[str, ...]) -> None:
-    """Raises LwcError (one line, listing every pass) if ``disabled`` names an unknown pass."""
-    known = known_pass_names()
-    unknown = sorted(set(disabled) - set(known))
-    if unknown:
-        raise LwcError(f"--disable-pass {', '.join(unknown)}: no such pass; passes: {', '.join(known)} "
-                       "(or all: every graph pass)")
 
 
 @dataclass
@@ -226,98 +211,91 @@ def compile(  # noqa: A001  (the product's verb)
     model,
     target: str | Preset = "host",
     input_shapes: dict[str, list[int]] | None = None,
+    options: CompileOptions | None = None,
     *,
     cross_compiler: str | None = None,
-    disabled_passes: tuple[str, ...] = (),
     tuning_log: str | None = None,
     use_tuning_logs: bool = True,
-    quantize=None,
-    sparsity: str = "auto",
-    precision: str = "fp32",
-    nvcc: str | None = None,
+    **option_fields,
 ) -> CompileResult:
-    """Compile an ONNX model for a target.
+    """Compile an ONNX model for a target: prepare -> schedule -> build -> artifact.
 
     Args:
         model: path to an .onnx file or an ``onnx.ModelProto``.
         target: preset name, old-style TVM target string, JSON target dict or a Preset.
         input_shapes: ``{input name: [d0, ...]}``; required for inputs with dynamic dims.
+        options: the graph and kernel options (:class:`lwc.options.CompileOptions`:
+            ``--disable-pass``, ``--quantize``, ``--sparsity``, ``--precision``,
+            ``--conv-layout``, ``--nvcc``). Its fields may be given as keywords instead
+            (``compile(m, "arm64", disabled_passes=("PreserveNaN",))``), not both.
         cross_compiler: overrides the preset's C++ compiler (``--cross-compiler``).
-        disabled_passes: registered names of lwc passes to skip (``--disable-pass``).
         tuning_log: a tuning_logs/ folder to apply (``--tuning-log``); default: the
             matching one under tuning_logs/ if any.
         use_tuning_logs: False skips tuning records entirely (``--no-tuning-log``).
-        quantize: a :class:`lwc.quantize.QuantizeOptions` for int8 post-training
-            quantization (``--quantize int8``); pre-quantized QDQ models go on integer
-            kernels without it.
-        sparsity: ``auto``, ``off`` or ``force`` (``--sparsity``; :mod:`lwc.sparse_compile`).
-        precision: ``fp32`` or ``fp16`` (cuda targets; ``--precision``, :mod:`lwc.cuda`).
-        nvcc: the CUDA compiler for cuda targets (``--nvcc``; default: found on PATH).
 
     Returns:
-        a :class:`CompileResult`.
+        a :class:`CompileResult` (nothing is written until ``export``).
     Raises:
-        LwcError: unknown target, missing cross compiler, bad model or shapes,
+        LwcError: unknown target or option, missing cross compiler, bad model or shapes,
             unsupported ops, or a TVM build failure (one line each).
     """
-    from lwc import cuda, pipeline, report, sparse_compile, tuning
+    from lwc import prepare as prepare_stage
+    from lwc.tuning.apply import apply_records
 
     start = time.perf_counter()
-    check_pass_names(disabled_passes)  # before any long work
-    preset = target if isinstance(target, Preset) else resolve(target)
+    options = _options(options, option_fields)
+    preset = prepare_stage.resolve_target(target)
+    prepare_stage.check(preset, options)  # before any long work: pass names, CUDA toolkit
     cxx = check_cross_compiler(preset, cross_compiler)
-    cuda_build = cuda.prepare(preset, precision, nvcc)  # None for CPU targets
-    tvm_target = preset.tvm_target()
-    from lwc import quantize as quant
 
-    if quantize is not None:
-        imported, quant_report = quant.import_quantized(model, input_shapes, quantize)
-    else:
-        imported, quant_report = import_model(model, input_shapes), None
-    key = tuning.model_key(imported.sha256, imported.inputs,
-                           tuning.graph_variant(quantize, sparsity, disabled_passes))
-    imported, sparsity_info = sparse_compile.apply(
-        imported, sparsity, preset=preset, disabled=disabled_passes,
-        tuning_log=sparse_compile.tuning_log_choice(preset, tuning_log, use_tuning_logs, key),
+    # 1. prepare: import, sparsity, graph passes, int8 lowering, precision
+    prepared = prepare_stage.prepare(
+        model, preset, input_shapes, options,
+        tuning_log=prepare_stage.log_lookup(preset, tuning_log, use_tuning_logs),
     )
-    staged = (*quant.LOWERING_PASS_NAMES, *sparse_compile.PASS_NAMES)  # not Relax-pipeline passes
-    fp32_disabled = tuple(n for n in disabled_passes if n not in staged)
-    if cuda_build:
-        fp32_disabled += cuda_build.skipped_passes()
-    mod, pass_records = pipeline.run_passes(imported.mod, preset, disabled=fp32_disabled)
-    applied = [r.name for r in pass_records if not r.disabled]
-    # QDQ -> integer kernels after lwc's fp32 passes: those fold constants into weights
-    # and must not meet int8 weights and int32 accumulators
-    mod, qdq_passes, quant_info = quant.lower_qdq(mod, disabled_passes, preset)
-    quant_info = quant.describe(quant_report, quant_info, preset)
-    applied = applied + qdq_passes
-    if cuda_build:  # before tuning: records are keyed by the fp16 kernels
-        mod = cuda_build.apply_precision(mod)
-    compile_report = report.collect_safely(imported, pass_records, imported.mod, mod, tvm_target)
-    mod, tuning_info = tuning.apply_records(
-        mod, preset, tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs,
-        model_key=key,
+    # 2. schedule: tuning records, then lwc's fixed schedules for kernels without one
+    mod, tuning_info = apply_records(
+        prepared.mod, preset, prepared.tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs,
+        model_key=prepared.model_key,
     )
+    # 3. build
+    executable = _build(mod, prepared)
+    # 4. artifact (written by CompileResult.export)
+    cuda_build = prepared.cuda_build
+    return CompileResult(
+        executable=executable,
+        preset=preset,
+        model=prepared.model,
+        cross_compiler=cxx,
+        passes=[*prepared.passes, "tvm.default_pipeline"],
+        build_time_s=time.perf_counter() - start,
+        notes=prepared.notes,
+        quantization=prepared.quantization,
+        extra={"tuning": tuning_info, "sparsity": prepared.sparsity, "report": prepared.report,
+               **({"cuda": cuda_build.describe()} if cuda_build else {})},
+        pack_imports=cuda_build.pack_imports() if cuda_build else None,
+    )
+
+
+def _options(options: CompileOptions | None, fields: dict) -> CompileOptions:
+    """``options``, or one made from keyword fields (LwcError for both, or an unknown field)."""
+    if options is not None and fields:
+        raise LwcError(f"compile: give options= or {', '.join(sorted(fields))}, not both")
+    if options is not None:
+        return options
     try:
-        executable = tvm_compat.build(mod, tvm_target)
+        return CompileOptions(**fields)
+    except TypeError as err:
+        raise LwcError(f"compile: {err}") from None
+
+
+def _build(mod, prepared):
+    """``tvm.compile`` for the prepared target; LwcError naming the preset on failure."""
+    try:
+        return tvm_compat.build(mod, prepared.tvm_target)
     except LwcError:
         raise
     except Exception as err:
         lines = [ln for ln in str(err).splitlines() if ln.strip()]
-        raise LwcError(f"TVM build for {preset.name} failed: {lines[-1] if lines else err!r}") from None
-    return CompileResult(
-        executable=executable,
-        preset=preset,
-        model=imported,
-        cross_compiler=cxx,
-        passes=["onnx.checker", "onnxsim", *sparsity_info["passes"], "relax.frontend.from_onnx",
-                *sparsity_info["relax_passes"], *applied,
-                "tvm.default_pipeline"],
-        build_time_s=time.perf_counter() - start,
-        notes=list(imported.notes) + quant_info.get("notes", [])
-        + (cuda_build.notes() if cuda_build else []),
-        quantization=quant_info,
-        extra={"tuning": tuning_info, "sparsity": sparsity_info, "report": compile_report,
-               **({"cuda": cuda_build.describe()} if cuda_build else {})},
-        pack_imports=cuda_build.pack_imports() if cuda_build else None,
-    )
+        raise LwcError(f"TVM build for {prepared.preset.name} failed: "
+                       f"{lines[-1] if lines else err!r}") from None

@@ -12,7 +12,8 @@ Stages (each a function, data flows one way):
    which turns Shape -> Slice -> Concat -> Reshape chains into constants (case F5).
 5. :func:`to_relax` calls TVM's ``from_onnx``.
 
-:func:`import_model` runs all five.
+:func:`import_model` runs all five, with an optional ONNX-level ``rewrite`` stage between
+4 and 5 (int8 quantization: :func:`lwc.quantize.import_quantized`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -342,12 +344,17 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
 def import_model(
     model: str | os.PathLike | onnx.ModelProto,
     input_shapes: dict[str, list[int]] | None = None,
+    *,
+    rewrite: Callable[[onnx.ModelProto, list[TensorSpec]], onnx.ModelProto] | None = None,
 ) -> ImportedModel:
     """Load, check, fix shapes, check op support, simplify and convert to Relax.
 
     Args:
         model: path to an .onnx file, or a ModelProto (external data already loaded).
         input_shapes: ``{input name: [d0, d1, ...]}`` for inputs with dynamic dims.
+        rewrite: an ONNX-level stage between simplification and conversion,
+            ``rewrite(simplified, inputs) -> model`` (``--quantize int8``:
+            :func:`lwc.quantize.import_quantized`); its model is the one converted and kept.
 
     Raises:
         LwcError: any failure of the stages above, as one line.
@@ -364,6 +371,8 @@ def import_model(
     check_supported(proto)
     simplified, notes = simplify(proto, inputs)
     check_supported(simplified)
+    if rewrite is not None:
+        simplified = rewrite(simplified, inputs)
     mod = to_relax(simplified, inputs)
     outputs = _relax_outputs(mod, graph_outputs(simplified))
     return ImportedModel(source, sha, simplified, inputs, outputs, mod, notes)

@@ -33,16 +33,18 @@ PASS_NAMES = ("RemoveZeroChannels", "DenseToSparse", "Conv1x1ToSparse")
 
 
 def apply(imported, mode: str = "auto", *, preset=None, tuning_log=None,
-          disabled: tuple[str, ...] = ()):
+          disabled: tuple[str, ...] = (), tuning_run: bool = False):
     """Run the sparsity stage on an imported model.
 
     Args:
         imported: :class:`lwc.frontend.ImportedModel`.
         mode: ``auto``, ``off`` or ``force``.
         preset: the target preset (None: host, decided by the cost model).
-        tuning_log: the model's :class:`lwc.tuning.LogChoice` (:func:`tuning_log_choice`),
+        tuning_log: the model's :class:`lwc.tuning.logs.LogChoice` (:func:`tuning_log_choice`),
             for the tuned dense kernels ``auto`` times; None: TVM's default schedules.
         disabled: ``--disable-pass`` names; those in :data:`PASS_NAMES` are skipped.
+        tuning_run: the graph is prepared for ``lwc tune`` (dense kernels without a
+            record yet take the cost model: :func:`lwc.sparse_decide.decider`).
     Returns:
         (imported model after the stage, report dict: mode, analysis, passes applied,
         per-layer decisions with reasons and times).
@@ -66,9 +68,8 @@ def apply(imported, mode: str = "auto", *, preset=None, tuning_log=None,
         return imported, info
     decide = None
     if mode == "auto" and preset is not None:
-        from lwc import sparse_decide, tuning
+        from lwc import sparse_decide
 
-        tuning_run = tuning._CAPTURE.get()  # lwc tune is capturing the graph it will tune
         decide = sparse_decide.decider(preset, preset.tvm_target(), tuning_log, tuning_run)
     return _to_sparse(imported, mode, decide, disabled, info)
 
@@ -119,17 +120,17 @@ def _to_sparse(imported, mode: str, decide, disabled: tuple[str, ...], info: dic
 def tuning_log_choice(preset, tuning_log: str | None, enabled: bool, model_key: str | None):
     """The tuning log whose dense kernels ``auto`` times against BSR, or None.
 
-    The same lookup as the tuning stage (:func:`lwc.tuning.locate_log`: ``--tuning-log``,
+    The same lookup as the tuning stage (:func:`lwc.tuning.logs.locate_log`: ``--tuning-log``,
     the model's folder, or a host log from an ISA-subset CPU); None with
     ``--no-tuning-log`` or when no records apply. A bad ``--tuning-log`` is reported by
     the tuning stage, which raises the same error.
     """
-    from lwc import tuning
+    from lwc.tuning.logs import locate_log
 
     if not enabled:
         return None
     try:
-        choice = tuning.locate_log(preset, preset.tvm_target(), tuning_log=tuning_log, model_key=model_key)
+        choice = locate_log(preset, preset.tvm_target(), tuning_log=tuning_log, model_key=model_key)
     except LwcError:
         return None
     return None if choice.folder is None or choice.why_not else choice
@@ -146,11 +147,9 @@ def summary_line(info: dict | None) -> str | None:
                      f"{info['flops_after'] / 1e6:.1f} M)")
     candidates = [d for key in ("dense_to_sparse", "conv1x1_to_sparse") for d in info.get(key, [])
                   if d.get("bytes_sparse")]
-    if candidates:
-        used = [d for d in candidates if d["used"]]
-        text = f"BSR kernel for {len(used)} of {len(candidates)} block-sparse layers"
-        if used:
-            text += (f" (weights {info['bsr_bytes_before'] / 1e6:.2f} -> "
+    used = [d for d in candidates if d["used"]]
+    if used:  # nothing to say when every layer stays dense (the decisions are in the manifest)
+        parts.append(f"BSR kernel for {len(used)} of {len(candidates)} block-sparse layers "
+                     f"(weights {info['bsr_bytes_before'] / 1e6:.2f} -> "
                      f"{info['bsr_bytes_after'] / 1e6:.2f} MB)")
-        parts.append(text)
     return f"sparsity {info['mode']}: " + "; ".join(parts) if parts else None

@@ -58,7 +58,7 @@ def decider(preset, tvm_target, tuning_log=None, tuning_run: bool = False) -> De
 
     Args:
         tvm_target: ``preset.tvm_target()``.
-        tuning_log: the model's :class:`lwc.tuning.LogChoice` (``lwc.tuning.locate_log``),
+        tuning_log: the model's :class:`lwc.tuning.logs.LogChoice` (``lwc.tuning.logs.locate_log``),
             or None (then dense is timed with TVM's default schedule).
         tuning_run: the graph is being built for ``lwc tune``: a layer whose dense kernel
             has no tuning record yet is about to get one, so timing it untuned would
@@ -167,20 +167,21 @@ def tuned_dense_kernels(folder: Path, tvm_target) -> dict[tuple, tuple[object, s
     from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
-    from lwc import tuning
+    from lwc.tuning.database import RECORD_FILE, WORKLOAD_FILE, fast_tensor_intrin
+    from lwc.tuning.keys import target_identity
 
     folder = Path(folder)
-    records_file = folder / tuning.RECORD_FILE
-    if not (folder / tuning.WORKLOAD_FILE).is_file() or not records_file.is_file():
+    records_file = folder / RECORD_FILE
+    if not (folder / WORKLOAD_FILE).is_file() or not records_file.is_file():
         return {}
     workloads, keys = [], {}
-    for line in (folder / tuning.WORKLOAD_FILE).read_text().splitlines():
+    for line in (folder / WORKLOAD_FILE).read_text().splitlines():
         if line.strip():
             workloads.append(ms.database.Workload.from_json(json.loads(line)))
             key = _workload_key(workloads[-1].mod["main"])
             if key is not None:
                 keys[len(workloads) - 1] = key
-    mine = tuning.target_identity(json.loads(json.dumps(dict(tvm_target.export()), default=list)))
+    mine = target_identity(json.loads(json.dumps(dict(tvm_target.export()), default=list)))
     best: dict[tuple, tuple[float, int, list]] = {}
     text = records_file.read_text(errors="replace")
     for line in text.splitlines():
@@ -190,12 +191,12 @@ def tuned_dense_kernels(folder: Path, tvm_target) -> dict[tuple, tuple[object, s
         except (ValueError, TypeError, ZeroDivisionError):
             continue  # a torn line from an interrupted run
         key = keys.get(index)
-        if key is None or secs >= 1e9 or tuning.target_identity(record[2]) != mine:
+        if key is None or secs >= 1e9 or target_identity(record[2]) != mine:
             continue
         if key not in best or secs < best[key][0]:
             best[key] = (secs, index, record)
     if best and "tensorize" in text.lower():
-        tuning.fast_tensor_intrin(str(tvm_target.attrs.get("mtriple", "x86_64")).split("-")[0])
+        fast_tensor_intrin(str(tvm_target.attrs.get("mtriple", "x86_64")).split("-")[0])
     out = {}
     for key, (secs, index, record) in best.items():
         parsed = ms.database.TuningRecord.from_json(record, workloads[index])

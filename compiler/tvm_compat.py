@@ -13,7 +13,7 @@ import importlib.metadata
 import os
 from functools import cache
 
-from lwc.targets import usable_cores
+from lwc.machine import usable_cores
 
 # TVM sizes its thread pool from TVM_NUM_THREADS when the pool first starts, else from the
 # logical CPU count halved on x86 (it assumes hyper-threading): one thread on a 2-vCPU

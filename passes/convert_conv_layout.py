@@ -23,7 +23,7 @@ PreserveNaN (ConvertLayout has no rule for ``where``). cls ends with 2 data tran
 The data layout is a per-target choice made by measurement (docs/kernel_counts.md, "layout"):
 :data:`MEASURED` maps an lwc ISA feature to the layout measured to be faster there; a target
 with none of those features keeps NCHW and the pass declines with the measurement as its
-reason. ``LWC_CONV_LAYOUT=NHWC`` (or ``NCHW``) overrides the table for experiments.
+reason. ``--conv-layout NHWC`` (or ``NCHW``; ``CompileOptions.conv_layout``) overrides the table.
 
 Declines, with reasons: target keeps NCHW (not measured to pay), no NCHW conv2d in the
 model, TVM's ConvertLayout fails (it aborts on squeezenet, vgg19, alexnet, inception_v1 of
@@ -36,8 +36,6 @@ After::   lv0 = permute_dims(x, [0,2,3,1]); lv1 = conv2d(lv0, W', data_layout="N
 """
 
 from __future__ import annotations
-
-import os
 
 import tvm
 from tvm import relax, tirx
@@ -52,7 +50,7 @@ MEASURED: dict[str, str] = {}
 #: Why targets without a MEASURED feature keep NCHW (shown as the decline reason).
 NOT_MEASURED_REASON = (
     "NCHW kept: NHWC not measured to pay on this target (x86 host, cls untuned: NHWC "
-    "6.5 ms vs NCHW 3.6 ms, docs/kernel_counts.md); LWC_CONV_LAYOUT=NHWC to try it"
+    "6.5 ms vs NCHW 3.6 ms, docs/kernel_counts.md); --conv-layout NHWC to try it"
 )
 
 #: After conversion, more data transposes than the model's input/output ones (2) plus this
@@ -66,19 +64,21 @@ _TO_NHWC = [0, 2, 3, 1]  # NCHW -> NHWC axis order
 DESIRED_LAYOUTS = {"relax.nn.conv2d": ["NHWC", "OHWI"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
 
 
-def layout_for(features) -> str:
+def layout_for(features, override: str | None = None) -> str:
     """The conv data layout to use for a target with lwc ISA ``features``.
 
-    Returns ``"NHWC"`` or ``"NCHW"``: the ``LWC_CONV_LAYOUT`` environment variable when set,
-    else the first feature found in :data:`MEASURED`, else ``"NCHW"``.
+    Args:
+        override: ``"NHWC"`` or ``"NCHW"`` (``--conv-layout``), or None for the table.
+    Returns ``"NHWC"`` or ``"NCHW"``: ``override`` when given, else the first feature
+    found in :data:`MEASURED`, else ``"NCHW"``.
     Raises:
-        ValueError: ``LWC_CONV_LAYOUT`` is set to something else.
+        ValueError: ``override`` is something else.
     """
-    override = os.environ.get("LWC_CONV_LAYOUT", "").strip().upper()
     if override:
-        if override not in ("NHWC", "NCHW"):
-            raise ValueError(f"LWC_CONV_LAYOUT={override}: use NHWC or NCHW")
-        return override
+        layout = override.strip().upper()
+        if layout not in ("NHWC", "NCHW"):
+            raise ValueError(f"conv layout {override!r}: use NHWC or NCHW")
+        return layout
     for feature in features:
         if feature in MEASURED:
             return MEASURED[feature]

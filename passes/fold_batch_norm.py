@@ -19,11 +19,31 @@ axis; for Div, no zero divisor.
 
 Before::  lv = conv2d(x, W); lv2 = add(lv, reshape(b)); lv3 = batch_norm(lv2, g, be, mu, v); lv4 = lv3[0]
 After::   lv4 = add(conv2d(x, W'), b')
+
+This module is lwc's one BatchNorm fold. The math is :func:`batch_norm_scale_shift`
+(BN as a per-channel scale and shift) and :func:`fold_scale_shift` (into W and b); it is
+applied at two levels of the same flow:
+
+* Relax (:class:`FoldBatchNorm`, every compile): in lwc's pass pipeline, with the affine
+  folds, conv2d_transpose and matmul producers, ``--disable-pass`` and decline reasons.
+* ONNX (:func:`fold_batch_norm_onnx`, ``--quantize int8`` only): Conv -> BatchNormalization
+  is folded before calibration, because the int8 flow works on the ONNX graph
+  (:mod:`lwc.quantize`): onnxruntime observes the activation ranges and the per-layer
+  errors on it, and the per-channel weight scales must come from the folded weights; the
+  QDQ pairs are written into that graph, so a fold after import would meet int8 weights.
+  It computes in float64 and rounds once to float32, as the int8 flow's own fold did (the
+  same float32 weights on the PP-OCR models); the Relax pass computes in the weight's dtype.
+
+Calibrating on the Relax-folded graph instead would need a TVM build of the fp32 model
+per calibration and fallback run, and QDQ insertion in Relax; folding at the ONNX level
+for fp32 compiles too would change fp32 weights (float64 math) and lose the Relax
+pass's producers and reports. Hence one fold, two entry points.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
@@ -39,6 +59,23 @@ from lwc.passes._support import (
 
 _AFFINE = ("relax.multiply", "relax.divide", "relax.add", "relax.subtract")
 _COMMUTATIVE = ("relax.multiply", "relax.add")
+
+
+def batch_norm_scale_shift(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                           eps) -> tuple[np.ndarray, np.ndarray]:
+    """Inference BatchNorm as ``y * scale + shift`` per channel, in the arrays' dtype:
+    scale = gamma / sqrt(var + eps), shift = beta - mean * scale."""
+    scale = gamma / np.sqrt(var + eps)
+    return scale, beta - mean * scale
+
+
+def fold_scale_shift(weight: np.ndarray, bias: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+                     axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """``op(x, W) + b`` followed by ``* scale + shift`` (per output channel, ``axis`` of
+    W) as one op: (W * scale, b * scale + shift), in the arrays' dtype."""
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    return weight * scale.reshape(shape), bias * scale + shift
 
 
 class _Decline(Exception):
@@ -102,10 +139,8 @@ class _Producer:
 
     def rebuild(self, scale: np.ndarray, shift: np.ndarray):
         """add(op(x, W * scale), bias * scale + shift) as a new expression."""
-        shape = [1] * self.weight.ndim
-        shape[self.w_axis] = self.channels
-        weight = (self.weight * scale.reshape(shape)).astype(self.weight.dtype)
-        bias = (self.bias * scale + shift).astype(self.weight.dtype)
+        weight, bias = fold_scale_shift(self.weight, self.bias, scale, shift, self.w_axis)
+        weight, bias = weight.astype(self.weight.dtype), bias.astype(self.weight.dtype)
         bias_shape = [1] * self.out_ndim
         bias_shape[self.out_axis] = self.channels
         call = relax.Call(self.call.op, [self.call.args[0], const(weight)], self.call.attrs)
@@ -185,9 +220,8 @@ class FoldBatchNorm:
             except _Decline as why:
                 self._decline(bindings.name(m[bn]), str(why))
                 return expr
-            scale = g / np.sqrt(v + np.float32(float(attrs.epsilon)))
             self.stats.changed["batch_norm folded"] += 1
-            return p.rebuild(scale, b - mu * scale)
+            return p.rebuild(*batch_norm_scale_shift(g, b, mu, v, np.float32(float(attrs.epsilon))))
 
         return rewrite_call(root, replace, func)
 
@@ -226,3 +260,63 @@ class FoldBatchNorm:
             return p.rebuild(scale, shift)
 
         return rewrite_call(root, replace, func)
+
+
+def fold_batch_norm_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The ONNX-level fold of the int8 flow: each BatchNormalization into the Conv before it.
+
+    Same math as :class:`FoldBatchNorm` (:func:`batch_norm_scale_shift`,
+    :func:`fold_scale_shift`), in float64, rounded once to float32.
+    Preconditions, else the pair is left as it is: the Conv's output feeds only the BN and
+    is no graph output; the BN has one output; the weight, bias and BN parameters are
+    initializers.
+
+    Before::  c = Conv(x, W, b); y = BatchNormalization(c, g, beta, mean, var)
+    After::   y = Conv(x, W', b')   (initializers ``<conv>__bn_w``, ``<conv>__bn_b``)
+
+    Returns:
+        A new model (the input is not modified); initializers no node reads are dropped.
+    """
+    from onnx import helper, numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {t.name: t for t in graph.initializer}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    producer = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+    removed = set()
+    for bn in graph.node:
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        conv = producer.get(bn.input[0])
+        if (conv is None or conv.op_type != "Conv" or consumers.get(bn.input[0]) != 1
+                or bn.input[0] in outputs or conv.input[1] not in inits
+                or not all(n in inits for n in bn.input[1:5])
+                or (len(conv.input) > 2 and conv.input[2] not in inits)):
+            continue
+        eps = next((helper.get_attribute_value(a) for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        g, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        b = (numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+             if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0]))
+        w, b = fold_scale_shift(w, b, *batch_norm_scale_shift(g, beta, mean, var, eps), axis=0)
+        w_name, b_name = f"{conv.name or conv.output[0]}__bn_w", f"{conv.name or conv.output[0]}__bn_b"
+        graph.initializer.extend([numpy_helper.from_array(w.astype(np.float32), w_name),
+                                  numpy_helper.from_array(b.astype(np.float32), b_name)])
+        del conv.input[1:]
+        conv.input.extend([w_name, b_name])
+        conv.output[0] = bn.output[0]
+        removed.add(id(bn))
+    nodes = [n for n in graph.node if id(n) not in removed]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return out

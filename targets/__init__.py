@@ -16,7 +16,6 @@ which TVM >= 0.20 rejects, and JSON target dicts.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shlex
 import shutil
@@ -26,6 +25,7 @@ from functools import cache
 from pathlib import Path
 
 from lwc.errors import LwcError
+from lwc.machine import usable_cores  # noqa: F401  (re-exported: lwc.targets.usable_cores)
 
 _PRESETS_FILE = Path(__file__).with_name("presets.json")
 
@@ -179,36 +179,6 @@ def host_features(flags: set[str] | None = None) -> tuple[str, ...]:
     return tuple(name for name, keys in table.items() if flags & keys)
 
 
-def _cpuset_size(text: str) -> int:
-    count = 0
-    for part in text.strip().split(","):
-        if "-" in part:
-            lo, hi = part.split("-")
-            count += int(hi) - int(lo) + 1
-        elif part:
-            count += 1
-    return count
-
-
-def usable_cores() -> int:
-    """CPU cores this process may use: os.cpu_count() bounded by the cgroup v2 cpuset and
-    CPU quota (containers). Not the thread affinity: TVM's thread pool pins the calling
-    thread to one core once a VM has run, which would make the answer order-dependent."""
-    cores = os.cpu_count() or 1
-    cgroup = Path("/sys/fs/cgroup")
-    try:
-        cores = min(cores, _cpuset_size((cgroup / "cpuset.cpus.effective").read_text()) or cores)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota, period = (cgroup / "cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return cores
-
-
 @cache
 def host_preset() -> Preset:
     """The native CPU of this machine (LLVM's name for it as ``mcpu``)."""
@@ -276,10 +246,31 @@ def preset_names() -> list[str]:
 
 
 def all_presets(include_cuda: bool = False) -> list[Preset]:
+    """The presets in :func:`preset_names` order.
+
+    Args:
+        include_cuda: add ``cuda`` (the local GPU). Without a visible GPU it is listed
+            all the same, without an ``arch`` and with a description that says so
+            (``resolve("cuda")`` then fails with the same advice).
+    """
     presets = [host_preset(), *_static_presets().values()]
-    if include_cuda and local_gpu_arch():
-        presets.append(cuda_preset())
+    if include_cuda:
+        presets.append(cuda_preset() if local_gpu_arch() else _cuda_unavailable())
     return presets
+
+
+def _cuda_unavailable() -> Preset:
+    """The ``cuda`` entry of ``lwc targets`` on a machine where nvidia-smi shows no GPU."""
+    host = host_preset().target
+    return Preset(
+        name="cuda",
+        description="The local NVIDIA GPU (no GPU visible here: use a jetson-* preset or "
+        "'cuda -arch=sm_XY')",
+        target={"kind": "cuda", "host": host},
+        cpu=host.get("mcpu", "generic"),
+        features=("cuda",),
+        cross_compiler=_compiler_for_triple(host.get("mtriple")),
+    )
 
 
 def _compiler_for_triple(triple: str | None) -> str:

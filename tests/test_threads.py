@@ -1,4 +1,4 @@
-"""lwc.threads: a kernel's parallel loops made serial compute the same bits; the decisions
+"""lwc.tuning.threads: a kernel's parallel loops made serial compute the same bits; the decisions
 stored by lwc tune are applied by workload hash, with a margin; unreadable files change
 nothing. (The decisions of a real tuning run: tests/test_tuning.py.)"""
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tvm
 
-from lwc import threads, tuning
+from lwc.tuning import threads
+from lwc.tuning.apply import schedule_fixed
 from lwc.passes.int8_depthwise_conv2d import depthwise_kernel
 from lwc.targets import resolve
 
@@ -20,7 +21,7 @@ def kernel():
     """(unscheduled, scheduled) int8 depthwise conv: lwc's fixed schedule has parallel loops."""
     func = depthwise_kernel((1, 8, 6, 16), (3, 3), (1, 8, 6, 16), (1, 1), (1, 1), [1, 1, 1, 1], 3)
     host = resolve("host")
-    mod, fixed = tuning.schedule_fixed(tvm.IRModule({"main": func}), host, host.tvm_target())
+    mod, fixed = schedule_fixed(tvm.IRModule({"main": func}), host, host.tvm_target())
     assert fixed == 1
     return func, mod["main"]
 

@@ -18,8 +18,17 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from lwc import driver, tuning
+from lwc import driver
 from lwc.errors import LwcError
+from lwc.tuning.database import (
+    RECORD_FILE, STALE_FILE, WORKLOAD_FILE, _rebind, _with_stored_names, open_database, repair_database,
+    valid_records_for,
+)
+from lwc.tuning.keys import _target_dict
+from lwc.tuning.logs import locate_log
+from lwc.tuning.search import (
+    RpcSettings, TaskStat, _CallbackState, _Interrupt, _plan, _plan_only, _search_plan, parse_duration, tune,
+)
 
 TRIALS = 4
 QUICK = dict(runner_min_repeat_ms=5, population_size=32)
@@ -47,7 +56,7 @@ def tuned(tmp_path_factory):
     model = root / "mm.onnx"
     onnx.save(matmul_add_model(), model)
     logs = root / "tuning_logs"
-    result = tuning.tune(model, "host", {"x": [1, 64]}, trials=TRIALS, log_root=logs, **QUICK)
+    result = tune(model, "host", {"x": [1, 64]}, trials=TRIALS, log_root=logs, **QUICK)
     return model, logs, result
 
 
@@ -62,8 +71,8 @@ def test_tiny_tuning_writes_database_and_manifest(tuned):
     _, logs, result = tuned
     assert result.trials_run == TRIALS
     assert result.log_dir.parent == logs and "-host-" in result.log_dir.name
-    assert (result.log_dir / tuning.RECORD_FILE).read_text().count("\n") == TRIALS
-    assert (result.log_dir / tuning.WORKLOAD_FILE).stat().st_size > 0
+    assert (result.log_dir / RECORD_FILE).read_text().count("\n") == TRIALS
+    assert (result.log_dir / WORKLOAD_FILE).stat().st_size > 0
     [task] = result.tasks
     assert task.trials == TRIALS and task.best_us and task.best_us > 0 and task.flops > 0
     manifest = json.loads((result.log_dir / "manifest.json").read_text())
@@ -74,9 +83,9 @@ def test_tiny_tuning_writes_database_and_manifest(tuned):
 
 
 def test_tuning_ends_by_timing_the_kernel_on_one_thread_and_on_all(tuned):
-    """lwc.threads: the tuned kernel is timed both ways and the decision is stored with the
+    """lwc.tuning.threads: the tuned kernel is timed both ways and the decision is stored with the
     records, keyed by its workload hash."""
-    from lwc import threads
+    from lwc.tuning import threads
 
     _, _, result = tuned
     decisions = threads.read(result.log_dir)
@@ -108,7 +117,7 @@ def test_no_tuning_log_skips_records(use_logs):
 
 def test_rerun_resumes_without_new_trials(tuned):
     model, logs, _ = tuned
-    again = tuning.tune(model, "host", {"x": [1, 64]}, trials=TRIALS, log_root=logs, **QUICK)
+    again = tune(model, "host", {"x": [1, 64]}, trials=TRIALS, log_root=logs, **QUICK)
     assert again.trials_run == 0 and again.resumed_trials == TRIALS
     assert "already has" in again.stop_reason
 
@@ -154,10 +163,10 @@ def test_t1_records_of_another_target_in_the_database_are_dropped(tuned, tmp_pat
     _, _, result = tuned
     copy = tmp_path / result.log_dir.name
     shutil.copytree(result.log_dir, copy, ignore=shutil.ignore_patterns("logs"))
-    text = (copy / tuning.RECORD_FILE).read_text().replace('"znver', '"zzver')
-    (copy / tuning.RECORD_FILE).write_text(text)
+    text = (copy / RECORD_FILE).read_text().replace('"znver', '"zzver')
+    (copy / RECORD_FILE).write_text(text)
     preset = resolve("host")
-    _, kept, foreign = tuning.valid_records_for(copy, preset.tvm_target())
+    _, kept, foreign = valid_records_for(copy, preset.tvm_target())
     assert kept == 0 and foreign == TRIALS
 
 
@@ -166,10 +175,10 @@ def test_repair_database_drops_a_truncated_line(tuned, tmp_path):
     _, _, result = tuned
     copy = tmp_path / "copy"
     shutil.copytree(result.log_dir, copy, ignore=shutil.ignore_patterns("logs"))
-    path = copy / tuning.RECORD_FILE
+    path = copy / RECORD_FILE
     path.write_text(path.read_text() + '[0, [[["Sample')
-    assert tuning.repair_database(copy) == 1
-    assert len(tuning.open_database(copy).get_all_tuning_records()) == TRIALS
+    assert repair_database(copy) == 1
+    assert len(open_database(copy).get_all_tuning_records()) == TRIALS
 
 
 STALE = Path(__file__).parent / "data" / "stale_block_names"
@@ -183,21 +192,21 @@ def test_a_record_naming_blocks_its_workload_lacks_is_moved_aside_not_fatal(tmp_
     log = tmp_path / "log"
     shutil.copytree(STALE, log)
     with pytest.warns(UserWarning, match="1 records no longer replay"):
-        database = tuning.open_database(log)
+        database = open_database(log)
     assert len(database.get_all_tuning_records()) == 1
-    assert len((log / tuning.STALE_FILE).read_text().splitlines()) == 1
-    assert len((log / tuning.RECORD_FILE).read_text().splitlines()) == 1
+    assert len((log / STALE_FILE).read_text().splitlines()) == 1
+    assert len((log / RECORD_FILE).read_text().splitlines()) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert len(tuning.open_database(log).get_all_tuning_records()) == 1
+        assert len(open_database(log).get_all_tuning_records()) == 1
 
 
 def test_a_log_tvm_cannot_load_is_a_one_line_error(tmp_path):
     log = tmp_path / "log"
     shutil.copytree(STALE, log)
-    (log / tuning.WORKLOAD_FILE).write_text('["not a workload", {}]\n')
+    (log / WORKLOAD_FILE).write_text('["not a workload", {}]\n')
     with pytest.raises(LwcError, match=r"tuning log .*log: TVM cannot load it \(.*\); move it away"):
-        tuning.open_database(log)
+        open_database(log)
 
 
 def test_reused_record_is_rebound_to_the_kernels_block_names(tmp_path):
@@ -209,13 +218,13 @@ def test_reused_record_is_rebound_to_the_kernels_block_names(tmp_path):
     log = tmp_path / "log"
     shutil.copytree(STALE, log)
     with pytest.warns(UserWarning):
-        [record] = tuning.open_database(log).get_all_tuning_records()
+        [record] = open_database(log).get_all_tuning_records()
     workloads = [ms.database.Workload.from_json(json.loads(line))
-                 for line in (log / tuning.WORKLOAD_FILE).read_text().splitlines()]
+                 for line in (log / WORKLOAD_FILE).read_text().splitlines()]
     assert "lv458_red" in record.workload.mod.script() and "lv547_red" in workloads[0].mod.script()
     with pytest.raises(Exception):
         ms.database.TuningRecord.from_json(record.as_json(), workloads[0])
-    rebound = tuning._rebind(record, workloads[0], record.target)
+    rebound = _rebind(record, workloads[0], record.target)
     assert rebound is not None
     trace = json.dumps(rebound.as_json()[0])
     assert "lv458" not in trace and '"lv547_red"' in trace and '"lv547_red_rf"' in trace
@@ -231,18 +240,18 @@ def test_tuning_a_renamed_kernel_tunes_the_stored_copy(tmp_path):
 
     log = tmp_path / "log"
     shutil.copytree(STALE, log)
-    lines = (log / tuning.WORKLOAD_FILE).read_text().splitlines()
-    (log / tuning.WORKLOAD_FILE).write_text(lines[0] + "\n")  # the log knows lv547_red only
-    (log / tuning.RECORD_FILE).write_text("")
+    lines = (log / WORKLOAD_FILE).read_text().splitlines()
+    (log / WORKLOAD_FILE).write_text(lines[0] + "\n")  # the log knows lv547_red only
+    (log / RECORD_FILE).write_text("")
     renamed = ms.database.Workload.from_json(json.loads(lines[1])).mod  # lv458_red
     target = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"})
-    database = tuning.open_database(log)
+    database = open_database(log)
     task = ms.ExtractedTask("mean", renamed, target, [renamed], 3)
-    tuned = tuning._with_stored_names(task, database)
+    tuned = _with_stored_names(task, database)
     assert "lv547_red" in tuned.mod.script() and "lv458" not in tuned.mod.script()
     assert (tuned.task_name, int(tuned.weight)) == ("mean", 3)
     same = ms.ExtractedTask("mean", tuned.mod, target, [tuned.mod], 3)
-    assert tuning._with_stored_names(same, database) is same
+    assert _with_stored_names(same, database) is same
 
 
 def test_tuning_over_rpc(tmp_path):
@@ -256,9 +265,9 @@ def test_tuning_over_rpc(tmp_path):
     server = rpc.Server(host="127.0.0.1", port=9300, port_end=9400, key="lwc-test",
                         tracker_addr=("127.0.0.1", tracker.port), silent=True)
     try:
-        result = tuning.tune(
+        result = tune(
             model, "host", {"x": [2, 64]}, trials=2, log_root=tmp_path / "logs",
-            rpc=tuning.RpcSettings(f"127.0.0.1:{tracker.port}", "lwc-test"), **QUICK,
+            rpc=RpcSettings(f"127.0.0.1:{tracker.port}", "lwc-test"), **QUICK,
         )
     finally:
         server.terminate()
@@ -268,17 +277,17 @@ def test_tuning_over_rpc(tmp_path):
 
 
 def test_parse_duration():
-    assert tuning.parse_duration("40m") == 2400
-    assert tuning.parse_duration("1h30m") == 5400
-    assert tuning.parse_duration("90s") == 90
-    assert tuning.parse_duration("12") == 12
+    assert parse_duration("40m") == 2400
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("90s") == 90
+    assert parse_duration("12") == 12
     with pytest.raises(LwcError):
-        tuning.parse_duration("forty minutes")
+        parse_duration("forty minutes")
 
 
 def test_rpc_settings_validate_address():
     with pytest.raises(LwcError, match="HOST:PORT"):
-        tuning.RpcSettings("tracker.lab", "rpi5").host_port
+        RpcSettings("tracker.lab", "rpi5").host_port
 
 
 def test_cli_tune_and_compile_print_task_counts(use_logs, capsys):
@@ -317,9 +326,9 @@ class _FakeResult:
 def _state(budget=None):
     import time
 
-    stats = [tuning.TaskStat("a", 1e6, 1), tuning.TaskStat("b", 2e6, 2)]
+    stats = [TaskStat("a", 1e6, 1), TaskStat("b", 2e6, 2)]
     seen = []
-    state = tuning._CallbackState(stats, [1, 0], 16, time.perf_counter(), budget, seen.append)
+    state = _CallbackState(stats, [1, 0], 16, time.perf_counter(), budget, seen.append)
     return state, stats, seen
 
 
@@ -343,7 +352,7 @@ def test_time_budget_terminates_every_task_after_the_batch():
 
 def test_ctrl_c_requests_a_clean_stop():
     state, _, _ = _state()
-    state.interrupt = tuning._Interrupt()
+    state.interrupt = _Interrupt()
     state.interrupt.requested = True
     scheduler = _FakeScheduler(2)
     state.update(scheduler, 0, [_FakeResult(3e-6)])
@@ -357,7 +366,7 @@ def test_sigterm_requests_a_clean_stop_and_handlers_are_restored():
     import signal
 
     before = signal.getsignal(signal.SIGTERM)
-    with tuning._Interrupt() as interrupt:
+    with _Interrupt() as interrupt:
         os.kill(os.getpid(), signal.SIGTERM)
         assert interrupt.requested and interrupt.name == "SIGTERM"
         state, _, _ = _state()
@@ -371,27 +380,27 @@ def test_sigterm_requests_a_clean_stop_and_handlers_are_restored():
 
 
 def test_plan_spreads_trials_heaviest_first():
-    tasks = [tuning.TaskStat("small", 1e3, 1), tuning.TaskStat("big", 1e9, 1, trials=10),
-             tuning.TaskStat("mid", 1e6, 3)]
-    per_task, todo = tuning._plan(tasks, 60)
+    tasks = [TaskStat("small", 1e3, 1), TaskStat("big", 1e9, 1, trials=10),
+             TaskStat("mid", 1e6, 3)]
+    per_task, todo = _plan(tasks, 60)
     assert per_task == 20 and todo == [1, 2, 0]
-    per_task, todo = tuning._plan(tasks, 30)
+    per_task, todo = _plan(tasks, 30)
     assert per_task == 10 and todo == [2, 0]  # "big" already has its 10
 
 
 def test_plan_only_tasks_adds_trials_to_the_matching_tasks():
-    tasks = [tuning.TaskStat("fused_conv2d1_add", 1e3, 1, trials=64),
-             tuning.TaskStat("fused_conv2d14_add12_hard_swish6", 1e9, 4, trials=64),
-             tuning.TaskStat("fused_conv2d13_add12", 1e6, 1, trials=27)]
+    tasks = [TaskStat("fused_conv2d1_add", 1e3, 1, trials=64),
+             TaskStat("fused_conv2d14_add12_hard_swish6", 1e9, 4, trials=64),
+             TaskStat("fused_conv2d13_add12", 1e6, 1, trials=27)]
     # already at the even spread's cap: --only-tasks still adds --trials on top
-    per_task, todo = tuning._plan_only(tasks, 32, "conv2d14_")
+    per_task, todo = _plan_only(tasks, 32, "conv2d14_")
     assert per_task == 64 + 32 and todo == [1]
-    per_task, todo = tuning._plan_only(tasks, 20, r"conv2d1[34]_")
+    per_task, todo = _plan_only(tasks, 20, r"conv2d1[34]_")
     assert per_task == 64 + 10 and todo == [1, 2]  # heaviest first; conv2d13 gets 47 to reach 74
     with pytest.raises(LwcError, match=r"matches none of the 3 tasks \(heaviest: fused_conv2d14"):
-        tuning._plan_only(tasks, 10, "matmul")
+        _plan_only(tasks, 10, "matmul")
     with pytest.raises(LwcError, match="not a regular expression"):
-        tuning._plan_only(tasks, 10, "conv2d(")
+        _plan_only(tasks, 10, "conv2d(")
 
 
 def _related_cpu(cpu: str, triple: str, wider: bool) -> str | None:
@@ -419,7 +428,7 @@ def _relabel(log_dir, cpu: str, root) -> Path:
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["target"]["tvm"]["mcpu"] = cpu
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    records = copy / tuning.RECORD_FILE
+    records = copy / RECORD_FILE
     records.write_text(records.read_text().replace(f'"{here}"', f'"{cpu}"'))
     return copy
 
@@ -488,7 +497,7 @@ def test_host_log_from_the_closest_isa_subset_cpu_wins(tmp_path, monkeypatch, ho
     assert features["znver3"] < features["znver4"] < features["znver5"]
     key = "0123456789ab"
     for cpu in ("znver3", "znver4"):
-        tvm = tuning._target_dict(host_as(cpu).tvm_target())
+        tvm = _target_dict(host_as(cpu).tvm_target())
         folder = tmp_path / f"{key}-host-{cpu}"
         folder.mkdir()
         (folder / "manifest.json").write_text(json.dumps(
@@ -496,18 +505,18 @@ def test_host_log_from_the_closest_isa_subset_cpu_wins(tmp_path, monkeypatch, ho
              "versions": tvm_compat.versions()}))
     monkeypatch.setenv("LWC_TUNING_LOGS", str(tmp_path))
     znver5 = host_as("znver5")
-    choice = tuning.locate_log(znver5, znver5.tvm_target(), model_key=key)
+    choice = locate_log(znver5, znver5.tvm_target(), model_key=key)
     assert (choice.folder.name, choice.substitute, choice.why_not) == (f"{key}-host-znver4", "znver4", None)
     assert choice.records_target.attrs["mcpu"] == "znver4"
     (tmp_path / f"{key}-host-znver4" / "manifest.json").unlink()  # only znver3's left
-    assert tuning.locate_log(znver5, znver5.tvm_target(), model_key=key).substitute == "znver3"
+    assert locate_log(znver5, znver5.tvm_target(), model_key=key).substitute == "znver3"
 
 
 def test_time_budget_shrinks_the_search_so_every_task_gets_trials():
     """45 min at (512, 64) reached 12 of det's 62 tasks; a budget now sizes population and batch."""
-    assert tuning._search_plan(1613, 62, None) == (512, 64)
-    pop, per_iter = tuning._search_plan(1613, 62, 45 * 60)
+    assert _search_plan(1613, 62, None) == (512, 64)
+    pop, per_iter = _search_plan(1613, 62, 45 * 60)
     assert (pop, per_iter) != (512, 64) and per_iter >= 8 and pop >= 128
-    assert tuning._search_plan(1613, 5, 45 * 60) == (512, 64)  # few tasks: full search fits
-    assert tuning._search_plan(1613, 62, 60) == (128, 8)  # never below (128, 8)
-    assert tuning._search_plan(4, 1, 3600, population=32) == (32, 4)  # never above the caller's
+    assert _search_plan(1613, 5, 45 * 60) == (512, 64)  # few tasks: full search fits
+    assert _search_plan(1613, 62, 60) == (128, 8)  # never below (128, 8)
+    assert _search_plan(4, 1, 3600, population=32) == (32, 4)  # never above the caller's

@@ -20,9 +20,16 @@ from onnx import TensorProto, helper
 from onnx import numpy_helper as nh
 
 import ort_reference
-from lwc import driver, tuning
+from lwc import driver
 from lwc.errors import LwcError
+from lwc.options import CompileOptions
+from lwc.prepare import prepare as prepare_stage
 from lwc.quantize import QuantizeOptions
+from lwc.tuning.apply import prepare, task_workloads
+from lwc.tuning.database import RECORD_FILE, WORKLOAD_FILE, _workload_key
+from lwc.tuning.keys import model_key, target_name
+from lwc.tuning.logs import MANIFEST, find_log, read_manifest
+from lwc.tuning.search import tune
 
 QUICK = dict(runner_min_repeat_ms=5, population_size=16)
 REPO = Path(__file__).resolve().parent.parent
@@ -59,26 +66,37 @@ def model_path(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- keys
 
 
+def graph_variant(quantize=None, sparsity="auto", disabled_passes=(), conv_layout=None) -> str:
+    """The variant key of these graph options (:meth:`CompileOptions.variant_key`)."""
+    return CompileOptions(quantize=quantize, sparsity=sparsity, disabled_passes=disabled_passes,
+                          conv_layout=conv_layout).variant_key()
+
+
+def prepared_module(path, target, shapes, **options):
+    """What ``lwc tune`` tunes: the prepared module (``prepare`` with ``tuning_run``)."""
+    return prepare_stage(path, target, shapes, CompileOptions(**options), tuning_run=True)
+
+
 def test_default_options_have_no_variant_and_keep_the_old_key():
-    assert tuning.graph_variant() == ""
-    assert tuning.graph_variant(None, "auto", ()) == ""
-    assert tuning.model_key("ab" * 32, {"x": [1, 3]}, "") == tuning.model_key("ab" * 32, {"x": [1, 3]})
+    assert graph_variant() == ""
+    assert graph_variant(None, "auto", ()) == ""
+    assert model_key("ab" * 32, {"x": [1, 3]}, "") == model_key("ab" * 32, {"x": [1, 3]})
 
 
 def test_each_graph_option_gives_its_own_variant(tmp_path):
     variants = {
-        tuning.graph_variant(quantize=int8()),
-        tuning.graph_variant(quantize=int8(calib_random=8)),
-        tuning.graph_variant(quantize=int8(method="minmax")),
-        tuning.graph_variant(sparsity="off"),
-        tuning.graph_variant(sparsity="force"),
-        tuning.graph_variant(disabled_passes=("FoldBatchNorm",)),
+        graph_variant(quantize=int8()),
+        graph_variant(quantize=int8(calib_random=8)),
+        graph_variant(quantize=int8(method="minmax")),
+        graph_variant(sparsity="off"),
+        graph_variant(sparsity="force"),
+        graph_variant(disabled_passes=("FoldBatchNorm",)),
     }
     assert "" not in variants and len(variants) == 6
     assert all(len(v) == 8 for v in variants)
     # order and repetition of --disable-pass do not matter
-    assert tuning.graph_variant(disabled_passes=("A", "B")) == tuning.graph_variant(disabled_passes=("B", "A", "B"))
-    keys = {tuning.model_key("ab" * 32, {"x": [1, 3]}, v) for v in variants | {""}}
+    assert graph_variant(disabled_passes=("A", "B")) == graph_variant(disabled_passes=("B", "A", "B"))
+    keys = {model_key("ab" * 32, {"x": [1, 3]}, v) for v in variants | {""}}
     assert len(keys) == 7
 
 
@@ -87,14 +105,14 @@ def test_calibration_data_enters_by_content_not_path(tmp_path):
     for folder in (a, b):
         folder.mkdir()
         np.save(folder / "s0.npy", np.ones(SHAPE["x"], np.float32))
-    same = tuning.graph_variant(quantize=int8(calib_random=None, calib=str(a)))
-    assert tuning.graph_variant(quantize=int8(calib_random=None, calib=str(b))) == same
+    same = graph_variant(quantize=int8(calib_random=None, calib=str(a)))
+    assert graph_variant(quantize=int8(calib_random=None, calib=str(b))) == same
     np.save(b / "s0.npy", np.zeros(SHAPE["x"], np.float32))
-    assert tuning.graph_variant(quantize=int8(calib_random=None, calib=str(b))) != same
+    assert graph_variant(quantize=int8(calib_random=None, calib=str(b))) != same
     (a / "notes.txt").write_text("not a sample")  # ignored, like the loader ignores it
-    assert tuning.graph_variant(quantize=int8(calib_random=None, calib=str(a))) == same
+    assert graph_variant(quantize=int8(calib_random=None, calib=str(a))) == same
     with pytest.raises(LwcError, match="not found"):
-        tuning.graph_variant(quantize=int8(calib_random=None, calib=str(tmp_path / "missing")))
+        graph_variant(quantize=int8(calib_random=None, calib=str(tmp_path / "missing")))
 
 
 def test_committed_fp32_logs_keep_their_names(ocr_models, zoo_dir):
@@ -106,12 +124,12 @@ def test_committed_fp32_logs_keep_their_names(ocr_models, zoo_dir):
     for path, shapes, key in cases:
         if not Path(path).is_file():
             pytest.skip(f"{path} not installed")
-        prepared = tuning.prepared_module(str(path), "host", shapes)
+        prepared = prepared_module(str(path), "host", shapes)
         assert prepared.model_key == key
-        manifest = tuning.read_manifest(REPO / "tuning_logs" / f"{key}-host-znver4")
+        manifest = read_manifest(REPO / "tuning_logs" / f"{key}-host-znver4")
         assert manifest is not None and "variant" not in manifest
-    match, _ = tuning.find_log("fcdf8dabbb44", resolve("host"), [REPO / "tuning_logs"])
-    if tuning.target_name(resolve("host")) == "host-znver4":
+    match, _ = find_log("fcdf8dabbb44", resolve("host"), [REPO / "tuning_logs"])
+    if target_name(resolve("host")) == "host-znver4":
         assert match is not None and match.name == "fcdf8dabbb44-host-znver4"
 
 
@@ -122,25 +140,25 @@ def test_committed_fp32_logs_keep_their_names(ocr_models, zoo_dir):
 def tuned_int8(model_path, tmp_path_factory):
     """(logs root, TuneResult) after tuning the int8 graph of the tiny model."""
     logs = tmp_path_factory.mktemp("logs")
-    tasks = len(tuning.task_workloads(*_fused(model_path, int8())))
-    result = tuning.tune(model_path, "host", SHAPE, trials=2 * tasks, log_root=logs, quantize=int8(), **QUICK)
+    tasks = len(task_workloads(*_fused(model_path, int8())))
+    result = tune(model_path, "host", SHAPE, trials=2 * tasks, log_root=logs, quantize=int8(), **QUICK)
     return logs, result
 
 
 def _fused(model_path, quantize):
-    prepared = tuning.prepared_module(str(model_path), "host", SHAPE, quantize=quantize)
-    return tuning.prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target
+    prepared = prepared_module(str(model_path), "host", SHAPE, quantize=quantize)
+    return prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target
 
 
 def test_tune_int8_uses_the_quantized_graph_and_its_own_folder(model_path, tuned_int8):
     logs, result = tuned_int8
-    fp32_key = tuning.prepared_module(str(model_path), "host", SHAPE).model_key
+    fp32_key = prepared_module(str(model_path), "host", SHAPE).model_key
     assert not result.log_dir.name.startswith(fp32_key)
-    manifest = json.loads((result.log_dir / tuning.MANIFEST).read_text())
+    manifest = json.loads((result.log_dir / MANIFEST).read_text())
     assert manifest["variant"]["quantize"]["calib_random"] == 4
     assert manifest["variant"]["quantize"]["method"] == "percentile:99.99"
     # the tasks tuned are integer kernels: some task reads uint8 data
-    workloads = tuning.task_workloads(*_fused(model_path, int8()))
+    workloads = task_workloads(*_fused(model_path, int8()))
     text = "".join(wl.script() for wl in workloads)
     assert '"uint8"' in text and '"int8"' in text and len(workloads) == len(result.tasks)
     # every task measured (a tiny elementwise task may have one distinct candidate only);
@@ -211,14 +229,13 @@ def test_cli_tune_calibration_flags_need_quantize(model_path, capsys):
 
 
 def test_conv_layout_override_names_its_own_log(monkeypatch):
-    """LWC_CONV_LAYOUT=NHWC changes every conv kernel: its records get their own folder."""
-    monkeypatch.delenv("LWC_CONV_LAYOUT", raising=False)
-    assert tuning.graph_variant() == ""
-    monkeypatch.setenv("LWC_CONV_LAYOUT", "nhwc")
-    nhwc = tuning.graph_variant()
-    assert nhwc and tuning.variant_options()["conv_layout"] == "NHWC"
-    monkeypatch.setenv("LWC_CONV_LAYOUT", "NCHW")
-    assert tuning.graph_variant() not in ("", nhwc)
+    """--conv-layout NHWC changes every conv kernel: its records get their own folder; the
+    environment plays no part (the old LWC_CONV_LAYOUT is ignored)."""
+    monkeypatch.setenv("LWC_CONV_LAYOUT", "NHWC")
+    assert graph_variant() == ""
+    nhwc = graph_variant(conv_layout="nhwc")
+    assert nhwc and CompileOptions(conv_layout="nhwc").variant()["conv_layout"] == "NHWC"
+    assert graph_variant(conv_layout="NCHW") not in ("", nhwc)
 
 
 # --------------------------------------------------------------------------- reuse
@@ -232,28 +249,28 @@ def test_reuse_records_seeds_the_kernels_two_variants_share(model_path, tmp_path
     logs = tmp_path / "logs"
     off_passes = expand_disabled(["all"])
     assert "PreserveNaN" in off_passes and "FoldBatchNorm" in off_passes
-    on_tasks = len(tuning.task_workloads(*_fused_fp32(model_path, ())))
-    base = tuning.tune(model_path, "host", SHAPE, trials=2 * on_tasks, log_root=logs, **QUICK)
-    base_trials = {tuning._workload_key(wl): t.trials
-                   for wl, t in zip(tuning.task_workloads(*_fused_fp32(model_path, ())), base.tasks)}
-    off_workloads = tuning.task_workloads(*_fused_fp32(model_path, off_passes))
-    shared = [tuning._workload_key(wl) in base_trials for wl in off_workloads]
+    on_tasks = len(task_workloads(*_fused_fp32(model_path, ())))
+    base = tune(model_path, "host", SHAPE, trials=2 * on_tasks, log_root=logs, **QUICK)
+    base_trials = {_workload_key(wl): t.trials
+                   for wl, t in zip(task_workloads(*_fused_fp32(model_path, ())), base.tasks)}
+    off_workloads = task_workloads(*_fused_fp32(model_path, off_passes))
+    shared = [_workload_key(wl) in base_trials for wl in off_workloads]
     # the 1x1 conv is the same kernel; the first conv's relu loses its NaN guard (PreserveNaN off)
     assert any(shared) and not all(shared)
-    off = tuning.tune(model_path, "host", SHAPE, trials=2 * len(off_workloads), log_root=logs,
-                      disabled_passes=off_passes, reuse_records=(base.log_dir,), **QUICK)
+    off = tune(model_path, "host", SHAPE, trials=2 * len(off_workloads), log_root=logs,
+               disabled_passes=off_passes, reuse_records=(base.log_dir,), **QUICK)
     assert off.log_dir != base.log_dir
-    manifest = json.loads((off.log_dir / tuning.MANIFEST).read_text())
+    manifest = json.loads((off.log_dir / MANIFEST).read_text())
     copied = manifest["reused_records"][str(base.log_dir)]
-    assert copied == sum(base_trials[tuning._workload_key(wl)] for wl, s in zip(off_workloads, shared) if s)
+    assert copied == sum(base_trials[_workload_key(wl)] for wl, s in zip(off_workloads, shared) if s)
     # the copied tasks start with the base's trials; only the others were measured here
     assert off.resumed_trials == copied
     assert off.trials_run == sum(t.trials for t, s in zip(off.tasks, shared) if not s) > 0
     # running again copies nothing twice
-    again = tuning.tune(model_path, "host", SHAPE, trials=2 * len(off_workloads), log_root=logs,
-                        disabled_passes=off_passes, reuse_records=(base.log_dir,), **QUICK)
+    again = tune(model_path, "host", SHAPE, trials=2 * len(off_workloads), log_root=logs,
+                 disabled_passes=off_passes, reuse_records=(base.log_dir,), **QUICK)
     assert again.trials_run == 0
-    assert json.loads((off.log_dir / tuning.MANIFEST).read_text())["reused_records"][str(base.log_dir)] == copied
+    assert json.loads((off.log_dir / MANIFEST).read_text())["reused_records"][str(base.log_dir)] == copied
     # and compile with the same options finds the folder, every task tuned
     compiled = driver.compile(str(model_path), "host", SHAPE, disabled_passes=off_passes, tuning_log=str(off.log_dir))
     assert compiled.extra["tuning"]["tuned_tasks"] == compiled.extra["tuning"]["tasks"] == len(off_workloads)
@@ -262,16 +279,16 @@ def test_reuse_records_seeds_the_kernels_two_variants_share(model_path, tmp_path
 def test_reuse_records_refuses_a_folder_that_is_no_log_or_for_another_target(model_path, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LwcError, match="not a tuning log folder"):
-        tuning.tune(model_path, "host", SHAPE, trials=1, log_root=tmp_path / "logs",
-                    reuse_records=(tmp_path / "empty",), **QUICK)
+        tune(model_path, "host", SHAPE, trials=1, log_root=tmp_path / "logs",
+             reuse_records=(tmp_path / "empty",), **QUICK)
     other = tmp_path / "other"
     other.mkdir()
-    manifest = json.loads((REPO / "tuning_logs" / "fcdf8dabbb44-host-znver4" / tuning.MANIFEST).read_text())
+    manifest = json.loads((REPO / "tuning_logs" / "fcdf8dabbb44-host-znver4" / MANIFEST).read_text())
     manifest["target"]["tvm"] = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a76"}
-    (other / tuning.MANIFEST).write_text(json.dumps(manifest))
+    (other / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(LwcError, match="--reuse-records .*tuned for"):
-        tuning.tune(model_path, "host", SHAPE, trials=1, log_root=tmp_path / "logs",
-                    reuse_records=(other,), **QUICK)
+        tune(model_path, "host", SHAPE, trials=1, log_root=tmp_path / "logs",
+             reuse_records=(other,), **QUICK)
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="znver CPUs are x86-64")
@@ -280,30 +297,30 @@ def test_reuse_records_from_an_isa_subset_cpu_are_retargeted(model_path, tmp_pat
     the znver5 log with znver4's records, re-targeted (a compile for znver5 applies them);
     a log from a CPU with more ISA stays refused."""
     logs = tmp_path / "logs"
-    tasks = len(tuning.task_workloads(*_fused_fp32(model_path, ())))
-    base = tuning.tune(model_path, "host", SHAPE, trials=tasks, log_root=logs, **QUICK)
+    tasks = len(task_workloads(*_fused_fp32(model_path, ())))
+    base = tune(model_path, "host", SHAPE, trials=tasks, log_root=logs, **QUICK)
     older = tmp_path / "older"  # the same records, as if tuned on a znver4
     older.mkdir()
-    for name in (tuning.RECORD_FILE, tuning.WORKLOAD_FILE):
+    for name in (RECORD_FILE, WORKLOAD_FILE):
         (older / name).write_bytes((base.log_dir / name).read_bytes())
-    manifest = json.loads((base.log_dir / tuning.MANIFEST).read_text())
+    manifest = json.loads((base.log_dir / MANIFEST).read_text())
     manifest["target"]["tvm"]["mcpu"] = "znver4"
-    (older / tuning.MANIFEST).write_text(json.dumps(manifest))
+    (older / MANIFEST).write_text(json.dumps(manifest))
     # every task gets its record from the znver4 log: nothing is measured (no znver5 here)
-    newer = tuning.tune(model_path, host_as("znver5"), SHAPE, trials=tasks, log_root=logs,
-                        reuse_records=(older,), **QUICK)
+    newer = tune(model_path, host_as("znver5"), SHAPE, trials=tasks, log_root=logs,
+                 reuse_records=(older,), **QUICK)
     assert newer.log_dir.name.endswith("-host-znver5") and newer.trials_run == 0
     assert newer.resumed_trials == tasks
-    records = [json.loads(line) for line in (newer.log_dir / tuning.RECORD_FILE).read_text().splitlines()]
+    records = [json.loads(line) for line in (newer.log_dir / RECORD_FILE).read_text().splitlines()]
     assert len(records) == tasks and all('"mcpu": "znver5"' in json.dumps(r) for r in records)
     compiled = driver.compile(str(model_path), host_as("znver5"), SHAPE, tuning_log=str(newer.log_dir))
     assert compiled.extra["tuning"]["tuned_tasks"] == tasks
     assert compiled.extra["tuning"].get("tuned_on_cpu") is None  # its own log now
     with pytest.raises(LwcError, match="--reuse-records .*tuned for"):
-        tuning.tune(model_path, host_as("znver3"), SHAPE, trials=tasks, log_root=logs,
-                    reuse_records=(older,), **QUICK)
+        tune(model_path, host_as("znver3"), SHAPE, trials=tasks, log_root=logs,
+             reuse_records=(older,), **QUICK)
 
 
 def _fused_fp32(model_path, disabled):
-    prepared = tuning.prepared_module(str(model_path), "host", SHAPE, disabled_passes=tuple(disabled))
-    return tuning.prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target
+    prepared = prepared_module(str(model_path), "host", SHAPE, disabled_passes=tuple(disabled))
+    return prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target

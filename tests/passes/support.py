@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 
 from lwc import driver
 from lwc.frontend import import_model
+from lwc.options import CompileOptions
 
 #: The one tolerance table for numerical pass tests (fp32: tight).
 TOLERANCE = {"float32": {"rtol": 1e-5, "atol": 1e-5}}
@@ -35,15 +36,18 @@ def relax_module(onnx_model: onnx.ModelProto):
     return import_model(onnx_model).mod
 
 
-def run_both(onnx_model: onnx.ModelProto, inputs: dict[str, np.ndarray], disabled=()):
+def run_both(onnx_model: onnx.ModelProto, inputs: dict[str, np.ndarray], disabled=(), **options):
     """(onnxruntime outputs, lwc outputs) for the same inputs, every pass on."""
     ref = ort.InferenceSession(onnx_model.SerializeToString()).run(None, inputs)
-    got = driver.compile(onnx_model, "host", disabled_passes=tuple(disabled)).run(inputs)
+    opts = CompileOptions(disabled_passes=tuple(disabled), **options)
+    got = driver.compile(onnx_model, "host", options=opts).run(inputs)
     return ref, got
 
 
-def assert_matches_onnxruntime(onnx_model, inputs, disabled=()) -> None:
-    ref, got = run_both(onnx_model, inputs, disabled)
+def assert_matches_onnxruntime(onnx_model, inputs, disabled=(), **options) -> None:
+    """lwc (every pass on, ``options``: :class:`lwc.options.CompileOptions` fields) within
+    the fp32 tolerance of onnxruntime."""
+    ref, got = run_both(onnx_model, inputs, disabled, **options)
     for r, g in zip(ref, got):
         np.testing.assert_allclose(g, r, **TOLERANCE["float32"])
 

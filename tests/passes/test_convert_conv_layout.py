@@ -69,20 +69,22 @@ def test_no_conv_no_change():
     assert count_ops(pass_obj(relax_module(onnx_model)), "relax.permute_dims") == 0
 
 
-def test_layout_for_reads_override(monkeypatch):
-    monkeypatch.delenv("LWC_CONV_LAYOUT", raising=False)
+def test_layout_for_takes_the_override():
     assert layout_for(("avx512", "neon")) == "NCHW"  # nothing measured to pay yet
-    monkeypatch.setenv("LWC_CONV_LAYOUT", "nhwc")
-    assert layout_for(()) == "NHWC"
-    monkeypatch.setenv("LWC_CONV_LAYOUT", "NCHWc")
+    assert layout_for((), "nhwc") == "NHWC"
     with pytest.raises(ValueError):
-        layout_for(())
+        layout_for((), "NCHWc")
 
 
-def test_numerics_match_onnxruntime_in_nhwc(monkeypatch):
+def test_layout_is_not_read_from_the_environment(monkeypatch):
+    """Graph decisions come from CompileOptions only (the old LWC_CONV_LAYOUT is ignored)."""
     monkeypatch.setenv("LWC_CONV_LAYOUT", "NHWC")
+    assert layout_for(()) == "NCHW"
+
+
+def test_numerics_match_onnxruntime_in_nhwc():
     x = RNG.standard_normal((1, 3, 8, 12)).astype("float32")
-    assert_matches_onnxruntime(conv_block(), {"x": x})
+    assert_matches_onnxruntime(conv_block(), {"x": x}, conv_layout="NHWC")
 
 
 def test_size_one_constants_do_not_pin_nchw():
@@ -101,7 +103,7 @@ def test_size_one_constants_do_not_pin_nchw():
     assert pass_obj.stats.changed["transposes left"] == 2
 
 
-def test_conv_transpose_stays_nchw_and_builds(monkeypatch):
+def test_conv_transpose_stays_nchw_and_builds():
     """det's upsampling ConvTranspose: TVM legalizes it in NCHW only; numerics vs onnxruntime."""
     nodes = [
         helper.make_node("Conv", ["x", "w1"], ["c1"]),
@@ -111,8 +113,8 @@ def test_conv_transpose_stays_nchw_and_builds(monkeypatch):
     inits = [tensor("w1", RNG.standard_normal((4, 3, 1, 1))), tensor("wt", RNG.standard_normal((4, 4, 2, 2))),
              tensor("w2", RNG.standard_normal((2, 4, 1, 1)))]
     onnx_model = model(nodes, {"x": [1, 3, 5, 5]}, {"y": [1, 2, 10, 10]}, inits)
-    monkeypatch.setenv("LWC_CONV_LAYOUT", "NHWC")
-    assert_matches_onnxruntime(onnx_model, {"x": RNG.standard_normal((1, 3, 5, 5)).astype("float32")})
+    assert_matches_onnxruntime(onnx_model, {"x": RNG.standard_normal((1, 3, 5, 5)).astype("float32")},
+                               conv_layout="NHWC")
 
 
 def test_declines_when_tvm_convert_layout_fails(monkeypatch):

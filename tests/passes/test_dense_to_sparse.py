@@ -129,22 +129,25 @@ def test_auto_times_the_tuned_dense_kernel_from_the_tuning_log(tmp_path):
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.schedule import Trace
 
-    from lwc import sparse_decide, tuning
+    from lwc import sparse_decide
     from lwc.targets import resolve
+    from lwc.tuning.apply import prepare, task_workloads
+    from lwc.tuning.database import RECORD_FILE, open_database
+    from lwc.tuning.logs import LogChoice
 
     target = resolve("host").tvm_target()
     dense = import_model(mlp(rows=4)).mod
-    database = tuning.open_database(tmp_path)
-    for workload in tuning.task_workloads(tuning.prepare(dense, target), target):
+    database = open_database(tmp_path)
+    for workload in task_workloads(prepare(dense, target), target):
         entry = database.commit_workload(workload)
         args = ms.arg_info.ArgInfo.from_prim_func(workload["main"])
         database.commit_tuning_record(ms.database.TuningRecord(Trace([], {}), entry, [1e-4], target, args))
-    with open(tmp_path / tuning.RECORD_FILE, "a") as f:
+    with open(tmp_path / RECORD_FILE, "a") as f:
         f.write('[0, [["torn line of an interrupted run"\n')
     index = sparse_decide.tuned_dense_kernels(tmp_path, target)
     assert set(index) == {("matmul", 4, 32, 64), ("matmul", 4, 64, 32)}
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(target, tuning.LogChoice(tmp_path, records_target=target)))
+    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(target, LogChoice(tmp_path, records_target=target)))
     p(import_model(model).mod)
     assert [d.dense_schedule.split(",")[0] for d in p.decisions] == ["tuned", "tuned"]
     assert all(tmp_path.name in d.reason for d in p.decisions)
@@ -211,14 +214,10 @@ def test_lwc_tune_graph_uses_the_cost_model_for_untuned_dense_kernels():
     assert all(d.reason.startswith("cost model (lwc tune:") and d.sparse_ms is None for d in p.decisions)
 
 
-def test_sparse_stage_knows_when_lwc_tune_captures_the_graph():
-    from lwc import sparse_compile, tuning
+def test_sparse_stage_knows_when_it_prepares_for_lwc_tune():
+    from lwc import sparse_compile
     from lwc.targets import resolve
 
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    token = tuning._CAPTURE.set(True)
-    try:
-        _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("host"))
-    finally:
-        tuning._CAPTURE.reset(token)
+    _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("host"), tuning_run=True)
     assert all("lwc tune" in d["reason"] for d in info["dense_to_sparse"])

@@ -113,10 +113,10 @@ def test_kernel_is_the_exact_integer_conv(geometry):
 
 
 def _fixed_schedule(func, preset):
-    """``func`` as lwc.tuning.schedule_fixed schedules it for ``preset``."""
-    from lwc import tuning
+    """``func`` as lwc.tuning.apply.schedule_fixed schedules it for ``preset``."""
+    from lwc.tuning.apply import schedule_fixed
 
-    mod, fixed = tuning.schedule_fixed(_module(func), preset, preset.tvm_target())
+    mod, fixed = schedule_fixed(_module(func), preset, preset.tvm_target())
     assert fixed == 1
     return mod
 

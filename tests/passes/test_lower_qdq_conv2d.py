@@ -14,7 +14,7 @@ from qdq_models import conv_model, ort_run
 
 
 def _int_convs(mod) -> int:
-    from lwc.quantize import _count_int
+    from lwc.quantize.lowering import _count_int
 
     return _count_int(mod, "relax.nn.conv2d")
 

@@ -225,15 +225,16 @@ KERNELS = [((32, 16, 1, 1), [0, 0, 0, 0]), ((32, 16, 3, 3), [1, 1, 1, 1])]
 def _scheduled(preset, func, seed: int, count: int) -> list[tuple[str, object]]:
     """``func`` after each of MetaSchedule's ``count`` design spaces for ``preset`` (tiles
     sampled with ``seed``) and its postprocessors: (script, module)."""
-    from lwc import tuning
     from lwc.targets import resolve
+    from lwc.tuning.apply import space_generator
+    from lwc.tuning.database import fast_tensor_intrin
 
     preset = resolve(preset) if isinstance(preset, str) else preset
-    tuning.fast_tensor_intrin(preset.arch)
+    fast_tensor_intrin(preset.arch)
     from tvm.s_tir import meta_schedule as ms
 
     mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator=tuning.space_generator(ms, preset),
+    ctx = ms.TuneContext(mod=mod, target=preset.tvm_target(), space_generator=space_generator(ms, preset),
                          search_strategy="evolutionary", task_name="packed", rand_state=seed)
     spaces = ctx.generate_design_space()
     assert len(spaces) == count

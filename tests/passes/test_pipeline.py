@@ -7,6 +7,7 @@ from support import model, relax_module, tensor
 
 from lwc import pipeline
 from lwc.errors import LwcError
+from lwc.options import DEFAULT
 from lwc.targets import resolve
 
 
@@ -17,7 +18,7 @@ def conv_relu():
 
 def test_registered_name_is_class_name():
     for entry in pipeline.PASSES:
-        assert entry.factory(resolve("host")).info.name == entry.name
+        assert entry.factory(resolve("host"), DEFAULT).info.name == entry.name
 
 
 def test_disable_pass_and_dump_ir(tmp_path, monkeypatch):
@@ -26,7 +27,7 @@ def test_disable_pass_and_dump_ir(tmp_path, monkeypatch):
     by_name = {r.name: r for r in records}
     assert by_name["PreserveNaN"].disabled
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files[0] == "00_imported.py" and files[1] == "01_CanonicalizeClip.py"
+    assert files[0] == "00_graph_imported.py" and files[1] == "01_graph_CanonicalizeClip.py"
     assert not any("PreserveNaN" in f for f in files)
 
 

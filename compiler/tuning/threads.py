@@ -64,6 +64,22 @@ def time_kernel(func, tvm_target) -> float:
     return time_prim_func(func, tvm_target) * 1e3
 
 
+def called_functions(mod) -> set[str]:
+    """Names of the functions the module's Relax functions call."""
+    from tvm import relax
+
+    names = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.GlobalVar):
+            names.add(expr.name_hint)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return names
+
+
 def measure(fused, applied, tvm_target, on_kernel: Callable[[str, dict], None] | None = None) -> dict:
     """Time every scheduled, parallel kernel of ``applied`` on one thread and on all.
 
@@ -76,8 +92,6 @@ def measure(fused, applied, tvm_target, on_kernel: Callable[[str, dict], None] |
         {workload hash: {"name", "parallel_us", "serial_us"}} (one entry per workload).
     """
     import tvm
-
-    from lwc.tuning import called_functions
 
     out: dict[str, dict] = {}
     called = called_functions(applied)

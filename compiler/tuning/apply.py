@@ -1,0 +1,258 @@
+"""The compile side of tuning: the module prepared, its records applied, fixed schedules.
+
+:func:`prepare` is how both ``lwc tune`` (task extraction) and ``lwc compile`` see the
+module (TVM's zero pipeline: legalize + fuse); :func:`apply_records` applies the records
+of the log :func:`lwc.tuning.logs.locate_log` picks, then lwc's fixed schedules
+(:func:`schedule_fixed`) and the single-thread decisions (:mod:`lwc.tuning.threads`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lwc.tuning.database import _arch, _ms, fast_tensor_intrin, valid_records_for
+from lwc.tuning.logs import locate_log
+from lwc.tuning.threads import called_functions
+
+
+def prepare(mod, tvm_target, database=None):
+    """TVM's zero pipeline (legalize, fuse), applying ``database`` when given.
+
+    This is how both ``lwc tune`` (task extraction) and ``lwc compile`` see the module, so
+    the tasks tuned are exactly the functions compile looks up.
+    """
+    from tvm import relax
+
+    ms = _ms() if database is not None else None
+    with tvm_target:
+        if database is None:
+            return relax.get_pipeline("zero")(mod)
+        with database:
+            assert ms.Database.current() is not None
+            return relax.get_pipeline("zero")(mod)
+
+
+def _prim_funcs(mod) -> dict:
+    import tvm
+
+    return {gv.name_hint: f for gv, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def task_workloads(fused, tvm_target) -> list:
+    """The tuning tasks of a prepared module, as MetaSchedule extracts them.
+
+    Structurally equal functions (the same conv at the same shape used twice) are one
+    task, so this is the count ``lwc tune`` shows, not the number of functions. Kernels
+    with a fixed schedule (:func:`schedule_fixed`) are not tasks.
+    """
+    ms = _ms()
+    return [task.dispatched[0] for task in ms.relax_integration.extract_tasks(fused, tvm_target)
+            if not _fixed_rule_funcs(task.mod)]
+
+
+def _tasks_word(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
+
+
+def _tuned_names(before, after) -> list[str]:
+    """Functions that MetaScheduleApplyDatabase replaced by a tuned schedule."""
+    import tvm_ffi
+
+    old, new = _prim_funcs(before), _prim_funcs(after)
+    out = []
+    for name, func in new.items():
+        if name in old and not tvm_ffi.structural_equal(old[name], func):
+            out.append(name)
+    return out
+
+
+def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, model_key=None):
+    """Prepare ``mod`` for lowering with the matching tuning records applied.
+
+    Runs TVM's zero pipeline (legalize + fuse) and MetaScheduleApplyDatabase with the
+    records that match this target; the default lowering that follows keeps the tuned
+    schedules (it re-runs legalize/fuse, which leave the fused functions alone).
+
+    Args:
+        tuning_log: a tuning log folder to use (``--tuning-log``); its manifest must match
+            the target and apache-tvm version.
+        enabled: False skips records (``--no-tuning-log``).
+        model_key: :func:`model_key` of the model, to find its folder under tuning_logs/.
+    Returns:
+        (module, info): info has ``status`` (tuned/untuned), ``tasks``, ``tuned_tasks``,
+        ``untuned_tasks``, ``log`` (folder or None) and ``message`` (one line for the
+        compile output).
+    Raises:
+        LwcError: ``tuning_log`` does not exist or was tuned for another target/TVM.
+    """
+    if preset.is_gpu:
+        return mod, _info(None, 0, 0, "tuning records are not applied to GPU targets yet")
+    fused = prepare(mod, tvm_target)
+    workloads = task_workloads(fused, tvm_target)
+    total = len(workloads)
+    if not enabled:
+        return _with_fixed(fused, preset, tvm_target,
+                           _info(None, total, 0, f"tuning records disabled; {_tasks_word(total)} untuned"))
+    choice = locate_log(preset, tvm_target, tuning_log=tuning_log, model_key=model_key)
+    if choice.folder is None or choice.why_not:
+        return _with_fixed(fused, preset, tvm_target,
+                           _info(choice.folder, total, 0, f"{choice.why_not}; {_tasks_word(total)} untuned"))
+    folder, substitute, records_target = choice.folder, choice.substitute, choice.records_target
+    database, kept, foreign = valid_records_for(folder, records_target)
+    if kept == 0:
+        note = f" ({foreign} records for other targets ignored)" if foreign else ""
+        return _with_fixed(fused, preset, tvm_target, _info(
+            folder, total, 0, f"no usable records in {folder}{note}; {_tasks_word(total)} untuned"))
+    applied = prepare(mod, tvm_target, database)
+    tuned = sum(1 for w in workloads if database.has_workload(w))
+    message = f"tuning: {tuned}/{total} tasks from {_short(folder)}; {total - tuned} untuned"
+    if substitute:
+        message += (f" (records tuned on {substitute}, applied to this {preset.cpu}: its ISA includes "
+                    f"{substitute}'s; `lwc tune` here re-tunes for it)")
+    info = _info(folder, total, tuned, message)
+    info["tuned_on_cpu"] = substitute
+    info["functions_scheduled"] = len(_tuned_names(fused, applied))
+    applied, info = _with_fixed(applied, preset, tvm_target, info)
+    return _with_single_thread(fused, applied, folder, info)
+
+
+def _with_single_thread(fused, applied, folder, info: dict) -> tuple[object, dict]:
+    from lwc.tuning import threads
+
+    applied, serial = threads.apply(fused, applied, threads.read(folder))
+    info["single_thread_kernels"] = serial
+    if serial:
+        info["message"] += f"; {serial} on one thread (timed by lwc tune: {threads.DECISIONS})"
+    return applied, info
+
+
+#: Block annotations (``schedule_rule``) of lwc kernels whose MetaSchedule rule is one
+#: fixed schedule (no sampled decision worth a search): applied even without a record.
+FIXED_SCHEDULE_RULES = ("lwc_int8_depthwise",)
+
+
+def _fixed_rule_funcs(mod) -> list:
+    """Names of the unscheduled PrimFuncs holding a block with a fixed-schedule rule (of
+    those a Relax function calls, where the module has any)."""
+    from tvm import relax, s_tir
+
+    graphs = any(isinstance(f, relax.Function) for f in mod.functions.values())
+    called = called_functions(mod)  # FuseTIR leaves the unfused kernels in the module, uncalled
+    names = []
+    for name, func in _prim_funcs(mod).items():
+        if (graphs and name not in called) or (func.attrs is not None and func.attrs.get("tirx.is_scheduled")):
+            continue
+        try:
+            sch = s_tir.Schedule(func)
+            blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        except Exception:  # noqa: BLE001  (hand-written TIR without blocks, e.g. lwc's BSR kernels)
+            continue
+        rules = {str(sch.get(b).annotations.get("schedule_rule", "")) for b in blocks}
+        if rules & set(FIXED_SCHEDULE_RULES):
+            names.append(name)
+    return names
+
+
+def schedule_fixed(mod, preset, tvm_target) -> tuple[object, int]:
+    """Schedule the functions no record scheduled whose kernel has a fixed schedule
+    (:data:`FIXED_SCHEDULE_RULES`, e.g. lwc's int8 depthwise conv) with MetaSchedule's
+    design space for ``preset`` (one space; the root's sampled unroll depth is drawn with
+    a fixed seed) and its postprocessors, as one tuning trial would, without measuring.
+
+    Untuned, such a function would be lowered as written: one thread, nothing vectorized.
+    With it, logs tuned before the kernel existed (or on another CPU) need no new records.
+
+    Returns:
+        (module, number of functions scheduled). A function whose space or
+        postprocessors fail is left unscheduled.
+    """
+    import tvm
+
+    names = _fixed_rule_funcs(mod)
+    if not names:
+        return mod, 0
+    ms = _ms()
+    fast_tensor_intrin(_arch(tvm_target))  # the target's default rules name its dot-product intrinsics
+    target = _with_num_cores(tvm_target)
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    done = 0
+    for name in names:
+        gvar = mod.get_global_var(name)
+        func = mod[gvar]
+        ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
+                             space_generator=space_generator(ms, preset), task_name=name, rand_state=0)
+        try:
+            sch = ctx.generate_design_space()[0]
+            if not all(post.apply(sch) for post in ctx.space_generator.postprocs):
+                continue
+        except tvm.TVMError:
+            continue
+        scheduled = sch.mod["main"]
+        for key, value in (func.attrs or {}).items():
+            scheduled = scheduled.with_attr(key, value)
+        out[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
+        done += 1
+    return out, done
+
+
+#: Cores assumed for a board target that does not name them (MetaSchedule requires the
+#: attribute; in a fixed schedule it only bounds the root's parallel extent).
+BOARD_CORES = 4
+
+
+def _with_num_cores(tvm_target):
+    """``tvm_target`` with ``num-cores`` (:data:`BOARD_CORES` where it has none)."""
+    import tvm
+
+    if tvm_target.attrs.get("num-cores"):
+        return tvm_target
+    config = dict(tvm_target.export())
+    config["num-cores"] = BOARD_CORES
+    return tvm.target.Target(config)
+
+
+def _with_fixed(mod, preset, tvm_target, info: dict) -> tuple[object, dict]:
+    mod, fixed = schedule_fixed(mod, preset, tvm_target)
+    info["fixed_schedules"] = fixed
+    if fixed:
+        info["message"] += f"; {fixed} with lwc's fixed schedule (int8 depthwise)"
+    return mod, info
+
+
+def space_generator(ms, preset):
+    """MetaSchedule's design-space generator for ``preset``'s tasks.
+
+    TVM picks postprocessors from the LLVM target: RewriteTensorize (which tensorizes the
+    blocks lwc's packed int8 rule annotates with ``meta_schedule.auto_tensorize``) only
+    for targets with VNNI, AVX-512 or Arm dotprod (apache/tvm space_generator.cc,
+    GetRuleKindFromTarget). On x86 with only AVX2, PackInt8Conv2d's kernels use lwc's
+    ``vpmaddwd`` intrinsic, so TVM's LLVM postprocessors are taken with RewriteTensorize
+    added after RewriteReductionBlock (TVM's ``Postproc::DefaultCPUTensorization``
+    order); schedule rules and mutators stay TVM's. Elsewhere: TVM's default.
+    """
+    from lwc.passes.pack_int8_conv2d import AVX2, dot_product_for
+
+    if dot_product_for(preset.arch, preset.features) != AVX2:
+        return "post-order-apply"
+    postprocs = [ms.postproc.DisallowDynamicLoop(), ms.postproc.RewriteParallelVectorizeUnroll(),
+                 ms.postproc.RewriteReductionBlock(),
+                 ms.postproc.RewriteTensorize(vectorize_init_loop=True), ms.postproc.RewriteLayout()]
+    return ms.space_generator.PostOrderApply(postprocs=postprocs)
+
+
+def _short(folder: Path) -> str:
+    try:
+        return str(Path(folder).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(folder)
+
+
+def _info(folder, total: int, tuned: int, message: str) -> dict:
+    return {
+        "status": "tuned" if tuned else "untuned",
+        "log": str(folder) if folder else None,
+        "tasks": total,
+        "tuned_tasks": tuned,
+        "untuned_tasks": total - tuned,
+        "message": message,
+    }
