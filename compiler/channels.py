@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from lwc.sparsity import attr, constant_arrays
+from lwc.sparsity_analysis import attr, constant_arrays
 
 #: op(0) == 0 for every channel: zero channels stay zero through these.
 ZERO_PRESERVING = {

@@ -113,7 +113,7 @@ def cmd_compile(args) -> int:
         _log(args, format_report(result.quantization))
     if not args.quiet and result.extra.get("tuning", {}).get("message"):
         print(f"lwc: {result.extra['tuning']['message']}")
-    from lwc.sparse_compile import summary_line
+    from lwc.sparsity_stage import summary_line
 
     sparse_line = summary_line(result.extra.get("sparsity"))
     if sparse_line and not args.quiet:
@@ -269,6 +269,9 @@ def add_graph_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conv-layout", choices=("NCHW", "NHWC"), type=str.upper, metavar="LAYOUT",
                    help="run convolutions in NCHW or NHWC instead of the layout measured best for "
                    "the target (ConvertConvLayout's table; for experiments)")
+    p.add_argument("--no-schedule-rules", action="store_true",
+                   help="leave kernels that no tuning record covers as TVM lowers them (one "
+                   "thread, scalar) instead of scheduling them with lwc's CPU rules (for comparisons)")
     p.add_argument("--sparsity", choices=("auto", "off", "force"), default="auto",
                    help="exploit zero weights: remove all-zero channels, sparse kernels where faster "
                    "(auto, default), never (off), or always where possible (force)")
@@ -291,6 +294,7 @@ def compile_options(args):
         conv_layout=args.conv_layout,
         precision=getattr(args, "precision", None) or "fp32",
         nvcc=getattr(args, "nvcc", None),
+        schedule_rules=not getattr(args, "no_schedule_rules", False),
     )
 
 
@@ -510,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that add subcommands: each has ``register(subparsers)``.
-_EXTRA_MODULES: list[str] = ["lwc.cli_sparsity", "lwc.cli_tuning"]
+_EXTRA_MODULES: list[str] = ["lwc.cli_prune", "lwc.cli_tuning"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,17 +36,33 @@ class _ProgressBar:
 
 def format_task_table(tasks) -> str:
     """The per-task table printed at the end of ``lwc tune``."""
-    lines = [f"{'#':>3} {'task':<44} {'MFLOP':>9} {'weight':>6} {'best us':>10} {'GFLOP/s':>8} {'trials':>6}"]
-    total_us = 0.0
+    lines = [f"{'#':>3} {'task':<44} {'MFLOP':>9} {'weight':>6} {'rule us':>10} {'best us':>10} "
+             f"{'GFLOP/s':>8} {'trials':>6}"]
+    total_us = rule_total_us = 0.0
+    notes = []
     for i, t in enumerate(tasks):
         best = f"{t.best_us:.2f}" if t.best_us else "-"
+        rule_us = getattr(t, "rule_us", None)
+        rule = f"{rule_us:.2f}" if rule_us else "-"
         gflops = f"{t.gflops:.1f}" if t.gflops else "-"
-        lines.append(f"{i:>3} {t.name[:44]:<44} {t.flops / 1e6:>9.3f} {t.weight:>6} {best:>10} "
+        lines.append(f"{i:>3} {t.name[:44]:<44} {t.flops / 1e6:>9.3f} {t.weight:>6} {rule:>10} {best:>10} "
                      f"{gflops:>8} {t.trials:>6}")
         total_us += (t.best_us or 0) * t.weight
+        if rule_us and t.best_us:
+            rule_total_us += rule_us * t.weight
+        if getattr(t, "rule_note", None):
+            notes.append(f"  #{i}: {t.rule_note}")
     tuned = sum(1 for t in tasks if t.best_us)
     lines.append(f"{tuned}/{len(tasks)} tasks have a measured schedule; sum of weight x best "
                  f"latency over them: {total_us / 1e3:.3f} ms")
+    seeded = [t for t in tasks if getattr(t, "rule_us", None) and t.best_us]
+    if seeded:
+        tuned_us = sum(t.best_us * t.weight for t in seeded)
+        lines.append(f"{len(seeded)} tasks started from lwc's rule schedule: rule {rule_total_us / 1e3:.3f} ms "
+                     f"-> tuned {tuned_us / 1e3:.3f} ms (weight x latency)")
+    if notes:
+        lines.append("tasks without a measured rule schedule:")
+        lines += notes
     return "\n".join(lines)
 
 

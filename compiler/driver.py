@@ -253,10 +253,10 @@ def compile(  # noqa: A001  (the product's verb)
         model, preset, input_shapes, options,
         tuning_log=prepare_stage.log_lookup(preset, tuning_log, use_tuning_logs),
     )
-    # 2. schedule: tuning records, then lwc's fixed schedules for kernels without one
+    # 2. schedule: tuning records, then lwc's fixed schedules and CPU rules for the rest
     mod, tuning_info = apply_records(
         prepared.mod, preset, prepared.tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs,
-        model_key=prepared.model_key,
+        model_key=prepared.model_key, rules=options.schedule_rules,
     )
     # 3. build
     executable = _build(mod, prepared)

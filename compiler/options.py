@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from lwc.errors import LwcError
 
-#: ``--sparsity`` modes (:mod:`lwc.sparse_compile`).
+#: ``--sparsity`` modes (:mod:`lwc.sparsity_stage`).
 SPARSITY_MODES = ("auto", "off", "force")
 #: ``--precision`` values (fp16: CUDA targets only, :mod:`lwc.cuda`).
 PRECISIONS = ("fp32", "fp16")
@@ -44,6 +44,9 @@ class CompileOptions:
         conv_layout: ``NCHW`` or ``NHWC`` to override ConvertConvLayout's measured
             per-target choice (``--conv-layout``), None to keep it.
         nvcc: CUDA compiler for device code (``--nvcc``); None: found on PATH.
+        schedule_rules: schedule kernels that no tuning record covers with lwc's CPU
+            rules (:mod:`lwc.schedules`); False (``--no-schedule-rules``) lowers them as
+            written, TVM's default (for comparisons).
 
     Raises (on construction):
         LwcError: an unknown sparsity mode, precision or conv layout.
@@ -55,6 +58,7 @@ class CompileOptions:
     precision: str = "fp32"
     conv_layout: str | None = None
     nvcc: str | None = None
+    schedule_rules: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "disabled_passes", tuple(self.disabled_passes or ()))
@@ -78,8 +82,9 @@ class CompileOptions:
         This is what keys tuning logs (:func:`lwc.tuning.keys.model_key`): the quantizer
         enters by its :meth:`~lwc.quantize.QuantizeOptions.fingerprint` (calibration data
         by digest, not path). The keys and their spelling are those tuning logs were
-        written with, so committed logs keep their folder names. ``nvcc`` is left out (it
-        chooses a compiler, not a graph); fp16 enters only where it is asked for.
+        written with, so committed logs keep their folder names. ``nvcc`` (a compiler, not
+        a graph) and ``schedule_rules`` (kernels *without* a record) are left out; fp16
+        enters only where it is asked for.
 
         Raises:
             LwcError: the calibration folder does not exist.

@@ -11,8 +11,8 @@ Data flows one way::
 
     model.onnx --frontend--> ImportedModel (ONNX simplified, Relax module)
                --sparsity--> RemoveZeroChannels (ONNX), DenseToSparse / Conv1x1ToSparse (Relax)
-               --graph-----> lwc's Relax passes (lwc.pipeline.GRAPH_PASSES)
-               --int8------> QDQ -> integer kernels (lwc.pipeline.int8_passes)
+               --graph-----> lwc's Relax passes (lwc.pipeline.PASSES)
+               --int8------> QDQ -> integer kernels (lwc.quantize.lowering_passes)
                --precision-> fp16 on CUDA targets
                = Prepared.mod
 """
@@ -38,7 +38,7 @@ class Prepared:
         options: the :class:`~lwc.options.CompileOptions` it was prepared with.
         model_key: 12 hex digits naming (model, input shapes, graph options): the
             workload part of a tuning log's folder name (:func:`lwc.tuning.keys.model_key`).
-        records: one :class:`lwc.pipeline.PassRecord` per pass of every stage, in order.
+        records: one :class:`lwc.pass_records.PassRecord` per pass of every stage, in order.
         passes: names of what ran, in order, for the manifest.
         quantization: the manifest's ``quantization`` section ({} for fp32 models).
         sparsity: the manifest's ``sparsity`` section.
@@ -91,16 +91,16 @@ def check(preset: Preset, options: CompileOptions):
 def log_lookup(preset: Preset, tuning_log: str | None = None, enabled: bool = True):
     """``model_key -> LogChoice | None``: the tuning log whose tuned dense kernels
     ``--sparsity auto`` times against BSR (the lookup the schedule stage makes too:
-    :func:`lwc.sparse_compile.tuning_log_choice`).
+    :func:`lwc.sparsity_stage.tuning_log_choice`).
 
     Args:
         tuning_log: ``--tuning-log`` folder, or None for the model's own folder.
         enabled: False for ``--no-tuning-log`` (the lookup then always answers None).
     """
-    from lwc import sparse_compile
+    from lwc import sparsity_stage
 
     def lookup(key: str):
-        return sparse_compile.tuning_log_choice(preset, tuning_log, enabled, key)
+        return sparsity_stage.tuning_log_choice(preset, tuning_log, enabled, key)
 
     return lookup
 
@@ -133,7 +133,7 @@ def prepare(
         LwcError: unknown target or pass name, bad model or shapes, unsupported ops,
             calibration problems (one line each).
     """
-    from lwc import pipeline, report, sparse_compile
+    from lwc import pass_records, pipeline, report, sparsity_stage
     from lwc import quantize as quant
     from lwc.tuning import keys
 
@@ -148,12 +148,12 @@ def prepare(
         imported, quant_report = import_model(model, input_shapes), None
     key = keys.model_key(imported.sha256, imported.inputs, options.variant_key())
 
-    imported, sparsity_info = sparse_compile.apply(
+    imported, sparsity_info = sparsity_stage.apply(
         imported, options.sparsity, preset=preset, disabled=options.disabled_passes,
         tuning_log=tuning_log(key) if tuning_log else None, tuning_run=tuning_run,
     )
     records = _sparsity_records(sparsity_info, options.disabled_passes)
-    dump = pipeline.IrDump()
+    dump = pass_records.IrDump()
     graph_disabled = tuple(options.disabled_passes)
     if cuda_build:
         graph_disabled += cuda_build.skipped_passes()
@@ -193,25 +193,25 @@ def prepare(
 
 def _precision(mod, cuda_build, options: CompileOptions, dump):
     """The precision stage: fp16 on CUDA targets (``--precision fp16``), one record."""
-    from lwc import pipeline
+    from lwc import pass_records
 
     if cuda_build.precision == "fp32":
         return mod, []
     if "ToMixedPrecision" in options.disabled_passes:
-        return mod, [pipeline.skipped("precision", "ToMixedPrecision", "disabled (--disable-pass)")]
-    mod, record = pipeline.run_pass("precision", "ToMixedPrecision", cuda_build.apply_precision, mod, dump)
+        return mod, [pass_records.skipped("precision", "ToMixedPrecision", "disabled (--disable-pass)")]
+    mod, record = pass_records.run_pass("precision", "ToMixedPrecision", cuda_build.apply_precision, mod, dump)
     return mod, [record]
 
 
 def _sparsity_records(info: dict, disabled) -> list:
-    """The sparsity stage's :class:`lwc.pipeline.PassRecord` s, from its report
-    (:func:`lwc.sparse_compile.apply`): what each of its passes changed and declined."""
-    from lwc import pipeline, sparse_compile
+    """The sparsity stage's :class:`lwc.pass_records.PassRecord` s, from its report
+    (:func:`lwc.sparsity_stage.apply`): what each of its passes changed and declined."""
+    from lwc import pass_records, sparsity_stage
 
     records = []
-    for name in sparse_compile.PASS_NAMES:
+    for name in sparsity_stage.PASS_NAMES:
         if name in disabled:
-            records.append(pipeline.skipped("sparsity", name, "disabled (--disable-pass)"))
+            records.append(pass_records.skipped("sparsity", name, "disabled (--disable-pass)"))
             continue
         changed, declined = {}, []
         if name == "RemoveZeroChannels":
@@ -229,6 +229,6 @@ def _sparsity_records(info: dict, disabled) -> list:
         if declined:
             summary = "; ".join(filter(None, [summary, f"{len(declined)} declined (e.g. "
                                               f"{declined[0]['where']}: {declined[0]['reason']})"]))
-        records.append(pipeline.PassRecord(name, 0.0, {"changed": changed, "declined": declined},
+        records.append(pass_records.PassRecord(name, 0.0, {"changed": changed, "declined": declined},
                                            summary or "nothing to do", 0, 0, stage="sparsity"))
     return records

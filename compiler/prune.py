@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from lwc import channels, sparsity
+from lwc import channels, sparsity_analysis
 from lwc.errors import LwcError
 
 METHODS = ("unstructured", "unstructured:global", "unstructured:layer", "channel:l1", "channel:l2", "block:RxC")
@@ -137,7 +137,7 @@ def _unstructured(weights: dict[str, np.ndarray], amount: float, scope: str) -> 
 
 
 def _block(w: np.ndarray, layout: str, rows: int, cols: int, amount: float) -> np.ndarray:
-    m = sparsity.as_matrix(w, layout)
+    m = sparsity_analysis.as_matrix(w, layout)
     o, i = m.shape
     po, pi = -o % rows, -i % cols
     padded = np.pad(np.abs(m), ((0, po), (0, pi)))
@@ -145,7 +145,7 @@ def _block(w: np.ndarray, layout: str, rows: int, cols: int, amount: float) -> n
     scores = padded.reshape(nb_o, rows, nb_i, cols).mean(axis=(1, 3))
     dead = _smallest(scores, int(amount * scores.size))
     full = np.repeat(np.repeat(dead, rows, axis=0), cols, axis=1)[:o, :i]
-    return sparsity.from_matrix(np.where(full, 0, m).astype(w.dtype), layout, w.shape)
+    return sparsity_analysis.from_matrix(np.where(full, 0, m).astype(w.dtype), layout, w.shape)
 
 
 # --------------------------------------------------------------------------- channel groups
@@ -155,7 +155,7 @@ def _root_rows(node: onnx.NodeProto, w: np.ndarray) -> np.ndarray:
     """The output-channel rows of a root layer's weight, as [out, -1]."""
     if node.op_type == "Conv":
         return w.reshape(w.shape[0], -1)
-    return w if sparsity.attr(node, "transB", 0) and node.op_type == "Gemm" else w.T
+    return w if sparsity_analysis.attr(node, "transB", 0) and node.op_type == "Gemm" else w.T
 
 
 def _round_keep(total: int, prunable: int, amount: float, round_to: int) -> int:
@@ -236,7 +236,7 @@ def _zero_channels(model, g: channels.ChannelGraph, owner, plan, consts) -> dict
             if t in g.roots or index in g.depthwise:
                 if node.op_type == "Conv":
                     arr(node.input[1])[c] = 0
-                elif node.op_type == "Gemm" and sparsity.attr(node, "transB", 0):
+                elif node.op_type == "Gemm" and sparsity_analysis.attr(node, "transB", 0):
                     arr(node.input[1])[c, :] = 0
                 else:
                     arr(node.input[1])[:, c] = 0
@@ -283,7 +283,7 @@ def _apply_changes(model: onnx.ModelProto, changed: dict[str, np.ndarray], const
 def _computed_weight_count(model: onnx.ModelProto, consts) -> int:
     return sum(
         1 for n in model.graph.node
-        if n.op_type in sparsity.PRUNABLE_OPS and len(n.input) > 1 and n.input[1] not in consts
+        if n.op_type in sparsity_analysis.PRUNABLE_OPS and len(n.input) > 1 and n.input[1] not in consts
         and n.input[1] not in {i.name for i in model.graph.input}
     )
 
@@ -321,8 +321,8 @@ def prune(
     if round_to < 1 or (round_to > 1 and meth.kind != "channel"):
         raise LwcError(f"--round-to {round_to}: must be >= 1, and applies to channel:* methods only")
     original = load_onnx(model) if not isinstance(model, onnx.ModelProto) else model
-    consts = sparsity.constant_arrays(original)
-    refs = sparsity.weight_refs(original, consts)
+    consts = sparsity_analysis.constant_arrays(original)
+    refs = sparsity_analysis.weight_refs(original, consts)
     if not refs:
         computed = _computed_weight_count(original, consts)
         hint = (
@@ -362,9 +362,9 @@ def prune(
 
 
 def _layer_table(original, pruned, groups: dict[str, int]) -> list[dict]:
-    before = {s.node: s for s in sparsity.analyze(original)}
+    before = {s.node: s for s in sparsity_analysis.analyze(original)}
     rows = []
-    for s in sparsity.analyze(pruned):
+    for s in sparsity_analysis.analyze(pruned):
         rows.append({
             "node": s.node, "op": s.op, "shape": s.shape, "params": s.params,
             "zeros_before": round(before[s.node].zero_fraction * s.params),

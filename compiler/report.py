@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from lwc import kernels as kernel_lib
+from lwc import kernel_inventory
 
 # --------------------------------------------------------------------------- data
 
@@ -59,13 +59,13 @@ def collect(imported, records, mod_before, mod_after, target) -> dict:
 
     Args:
         imported: :class:`lwc.frontend.ImportedModel` (its simplified ONNX model).
-        records: :class:`lwc.pipeline.PassRecord` list from ``run_passes``.
+        records: :class:`lwc.pass_records.PassRecord` list, every stage.
         mod_before / mod_after: the Relax module before and after lwc's passes.
         target: the TVM target kernels are formed for.
     """
-    after = kernel_lib.list_kernels(mod_after, target)
-    kernel_lib.attribute_onnx_nodes(after, imported.onnx_model)
-    before = kernel_lib.list_kernels(mod_before, target)
+    after = kernel_inventory.list_kernels(mod_after, target)
+    kernel_inventory.attribute_onnx_nodes(after, imported.onnx_model)
+    before = kernel_inventory.list_kernels(mod_before, target)
     summary = _onnx_summary(imported.onnx_model)
     summary.update({
         "flops": sum(k.flops for k in after),
@@ -133,7 +133,7 @@ def _graph_svg(kernels: list[dict]) -> str:
                      f'y2="{y2:.0f}" stroke="#99a" stroke-width="1" marker-end="url(#a)"/>')
     for i, k in enumerate(kernels):
         x, y = pos[i]
-        ops = kernel_lib._tokens(k["name"])
+        ops = kernel_inventory._tokens(k["name"])
         nodes = ", ".join(k["onnx_nodes"]) or "(no ONNX node)"
         label = " + ".join(o for o in ops if o not in ("tir", "isnan", "where"))[:34]
         parts.append(

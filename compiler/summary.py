@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
-from lwc import sparsity
+from lwc import sparsity_analysis
 from lwc.frontend import graph_inputs, graph_outputs, load_onnx, op_histogram, unsupported_nodes
 
 
@@ -58,7 +57,7 @@ def describe_model(path: str | Path) -> dict:
         "params": params,
         "param_bytes": param_bytes,
         "unsupported": [{"op": op, "node": node} for op, node in unsupported_nodes(model)],
-        "sparsity": [layer.to_json() for layer in sparsity.analyze(model)],
+        "sparsity": [layer.to_json() for layer in sparsity_analysis.analyze(model)],
     }
 
 
@@ -79,6 +78,6 @@ def format_summary(info: dict) -> str:
         lines.append(f"unsupported by TVM's importer: {listed}")
     else:
         lines.append("unsupported ops: none")
-    layers = [sparsity.WeightSparsity(**s) for s in info.get("sparsity", [])]
-    lines.extend(sparsity.format_table(layers, limit=20))
+    layers = [sparsity_analysis.WeightSparsity(**s) for s in info.get("sparsity", [])]
+    lines.extend(sparsity_analysis.format_table(layers, limit=20))
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 Math: a 1x1 convolution (NCHW, groups 1, stride 1, no padding, dilation 1) is a matrix
 product per image, ``y[b, co, p] = sum_ci W[co, ci] * x[b, ci, p]`` with ``p = h*W + w``
 (the im2col of a 1x1 kernel is the input itself). With ``Wt[N=co, K=ci]`` in BSR form the
-shared kernel of ``passes/_bsr.py`` computes it directly, vectorised over ``p``:
+shared kernel of :mod:`lwc.kernels.bsr` computes it directly, vectorised over ``p``:
 
     y[b, i*R + r, p] = sum_{j = indptr[i]}^{indptr[i+1]-1} sum_c data[j, r, c] * x[b, indices[j]*C + c, p]
 
@@ -27,7 +27,7 @@ import numpy as np
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from lwc.passes._bsr import BsrRewrite, Decision, evaluate
+from lwc.passes._bsr_rewrite import BsrRewrite, Decision, evaluate
 from lwc.passes.dense_to_sparse import _const_array, _ty, call_bsr, static_shape
 
 
@@ -40,7 +40,7 @@ class Conv1x1ToSparse(BsrRewrite):
 
     Args:
         mode: ``auto`` (ask ``decide``), ``force`` (every candidate) or ``off`` (nothing).
-        decide: per-candidate decision for ``auto``; default :func:`lwc.passes._bsr.cost_model`.
+        decide: per-candidate decision for ``auto``; default: the cost model.
         max_density: break-even of the default cost model.
     """
 

@@ -6,17 +6,17 @@ and stored in block compressed sparse row form with ``R x C`` blocks (``indptr[N
 
     y[m, i*R + r] = sum_{j = indptr[i]}^{indptr[i+1]-1} sum_c data[j, r, c] * x[m, indices[j]*C + c]
 
-The kernel (``passes/_bsr.py``) computes ``yT[N, M]`` from ``xT[K, M]`` so the innermost
+The kernel (:mod:`lwc.kernels.bsr`) computes ``yT[N, M]`` from ``xT[K, M]`` so the innermost
 loop runs over the batch rows ``m`` with unit stride (vectorisable); two transposes wrap it.
 
 Preconditions (the check declines otherwise, with the reason in :attr:`DenseToSparse.decisions`):
 ``x`` is a static 2-D float32 tensor, ``W`` a float32 constant ``[K, N]`` (or
 ``permute_dims`` of a constant: ONNX Gemm with ``transB=1``, torch's Linear) with at least
-one all-zero block. Whether a candidate is rewritten is up to ``decide``
-(:class:`lwc.passes._bsr.Verdict` per :class:`lwc.passes._bsr.Candidate`): by default the
-cost model (block density at most ``max_density``); ``lwc compile --sparsity auto``
-measures both kernels on native targets (``lwc.sparse_decide``); ``force`` converts
-every candidate.
+one all-zero block. Whether a candidate is rewritten is up to ``decide`` (a
+:class:`~lwc.passes._bsr_rewrite.Verdict` per :class:`~lwc.passes._bsr_rewrite.Candidate`):
+by default the cost model (block density at most ``max_density``); ``lwc compile
+--sparsity auto`` measures both kernels on native targets (``lwc.sparsity_decide``);
+``force`` converts every candidate.
 
 Before / after::
 
@@ -31,19 +31,7 @@ import numpy as np
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, wildcard
 
-from lwc.passes._bsr import (  # noqa: F401  (re-exported: tests and scripts use these names)
-    BsrRewrite,
-    BLOCKS,
-    DEFAULT_MAX_DENSITY,
-    Decide,
-    Decision,
-    bsr_kernel,
-    choose_block,
-    cost_model,
-    evaluate,
-    force,
-    to_bsr,
-)
+from lwc.passes._bsr_rewrite import BsrRewrite, Decision, evaluate
 
 
 def _ty(expr):
@@ -95,7 +83,7 @@ class DenseToSparse(BsrRewrite):
 
     Args:
         mode: ``auto`` (ask ``decide``), ``force`` (every candidate) or ``off`` (nothing).
-        decide: per-candidate decision for ``auto``; default :func:`cost_model`.
+        decide: per-candidate decision for ``auto``; default: the cost model.
         max_density: break-even of the default cost model.
     """
 

@@ -8,7 +8,7 @@ squeeze-excite gates are full of it)::
 Matched forms: ``clip(add(multiply(alpha, x), beta), 0, 1)`` with the multiply in either
 order (what TVM's importer emits for ONNX HardSigmoid, and what exporters write by hand),
 and ``clip(add(divide(x, d), beta), 0, 1)`` (alpha = 1/d). Replaced by
-``call_tir(hard_sigmoid, (x,))`` with alpha and beta baked in (:mod:`lwc.passes._kernels`;
+``call_tir(hard_sigmoid, (x,))`` with alpha and beta baked in (:mod:`lwc.kernels.elementwise`;
 NaN in gives NaN out, as in onnxruntime).
 Declines: alpha or beta not scalar constants, clip bounds other than [0, 1], dynamic shape.
 
@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from lwc.passes._kernels import KernelTable, hard_sigmoid_body
+from lwc.kernels.elementwise import KernelTable, hard_sigmoid_body
 from lwc.passes._support import (
     Bindings,
     PassStats,

@@ -11,7 +11,7 @@ chain is matched in any of the orders exporters write it:
     divide(multiply(x, C), 6) | multiply(multiply(x, C), 1/6) | multiply(x, divide(C, 6))
     with C = clip(add(x, 3), 0, 6)
 
-and replaced by ``call_tir(hard_swish, (x,))`` (:mod:`lwc.passes._kernels`; NaN-preserving,
+and replaced by ``call_tir(hard_swish, (x,))`` (:mod:`lwc.kernels.elementwise`; NaN-preserving,
 elementwise, so FuseOps still fuses it into the producing conv).
 Declines: the two ``x`` are different values; constants other than 3, 0, 6 (1/6);
 a shape that is not static.
@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from lwc.passes._kernels import KernelTable, hard_swish_body
+from lwc.kernels.elementwise import KernelTable, hard_swish_body
 from lwc.passes._support import (
     Bindings,
     PassStats,

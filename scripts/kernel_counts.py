@@ -3,7 +3,7 @@
 Usage: python scripts/kernel_counts.py MODEL [DISABLED_PASS ...]
   MODEL: cls, rec, det (PP-OCR, shapes 1x3x48x192 / 1x3x48x320 / 1x3x640x640) or a light
   zoo name (light_inception_v1, ...). Set LWC_CONV_LAYOUT=NHWC for the layout variant.
-Prints one JSON line: model, disabled passes, number of kernels (lwc.kernels.list_kernels:
+Prints one JSON line: model, disabled passes, number of kernels (lwc.kernel_inventory.list_kernels:
 the call_tir left after LegalizeOps -> FuseOps -> FuseTIR, as the compile report counts
 them) and the summaries of the passes of issue 4.
 """
@@ -16,7 +16,7 @@ import onnx
 
 from lwc import pipeline
 from lwc.frontend import import_model
-from lwc.kernels import list_kernels
+from lwc.kernel_inventory import list_kernels
 from lwc.models import ppocr_model
 from lwc.targets import resolve
 

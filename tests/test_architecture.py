@@ -78,3 +78,17 @@ def _rotated(cycle: list[str]) -> list[str]:
 def test_no_import_cycles():
     cycles = sorted(_rotated(cycle) for cycle in nx.simple_cycles(import_graph()))
     assert cycles == [], "import cycles: " + "; ".join(" -> ".join(c + c[:1]) for c in cycles)
+
+
+#: Modules allowed past :data:`MAX_LINES`, each with the reason it is one module.
+LONG_MODULES = {
+    "lwc.cuda": "one job (a CUDA build ahead of time: toolkit choice, fp16, fatbin packing, the "
+                "structural check of an artifact) whose parts share the toolkit and fatbin types",
+}
+MAX_LINES = 600
+
+
+def test_no_module_over_600_lines_without_a_reason():
+    long = {name: len(path.read_text().splitlines()) for name, path in lwc_modules().items()}
+    over = {name: n for name, n in long.items() if n > MAX_LINES and name not in LONG_MODULES}
+    assert over == {}, f"modules over {MAX_LINES} lines: {over} (split them, or state the reason in LONG_MODULES)"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from lwc import cli
-from lwc.sparse_compile import summary_line
+from lwc.sparsity_stage import summary_line
 from lwc.targets import preset_names
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from lwc import cli, prune, sparsity
+from lwc import cli, prune, sparsity_analysis
 from lwc.errors import LwcError
 from lwc.passes.remove_zero_channels import RemoveZeroChannels
 
@@ -37,12 +37,12 @@ def mlp(hidden=64, seed=0):
 def test_block_and_two_four_measures():
     m = np.zeros((8, 8), np.float32)
     m[0, 0] = 1  # one non-zero: one 1x4 block of 16, one 4x4 block of 4
-    assert sparsity.block_occupancy(m, 1, 4) == pytest.approx(1 / 16)
-    assert sparsity.block_occupancy(m, 4, 4) == pytest.approx(1 / 4)
-    assert sparsity.block_occupancy(m, 8, 1) == pytest.approx(1 / 8)
-    assert sparsity.two_four_fraction(m) == 1.0
-    assert sparsity.two_four_fraction(np.ones((2, 8))) == 0.0
-    assert sparsity.block_occupancy(np.ones((3, 5)), 4, 4) == 1.0  # padded edges
+    assert sparsity_analysis.block_occupancy(m, 1, 4) == pytest.approx(1 / 16)
+    assert sparsity_analysis.block_occupancy(m, 4, 4) == pytest.approx(1 / 4)
+    assert sparsity_analysis.block_occupancy(m, 8, 1) == pytest.approx(1 / 8)
+    assert sparsity_analysis.two_four_fraction(m) == 1.0
+    assert sparsity_analysis.two_four_fraction(np.ones((2, 8))) == 0.0
+    assert sparsity_analysis.block_occupancy(np.ones((3, 5)), 4, 4) == 1.0  # padded edges
 
 
 def test_analyze_reports_zero_channels():
@@ -51,7 +51,7 @@ def test_analyze_reports_zero_channels():
     w1[:, :8] = 0  # 8 output columns (channels) of MatMul B[K, N]
     w1[5, :] = 0  # one input row
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w1, "w1"))
-    first = sparsity.analyze(model)[0]
+    first = sparsity_analysis.analyze(model)[0]
     assert first.op == "MatMul" and first.out_channels == 64 and first.in_channels == 32
     assert first.zero_out_channels == 8 and first.zero_in_channels == 1
     assert first.zero_fraction == pytest.approx((8 * 32 + 56) / (32 * 64))
@@ -83,7 +83,7 @@ def test_channel_prune_is_physically_removable():
     p = RemoveZeroChannels()
     shrunk = p(result.model)
     assert p.last_report.total_removed == 32
-    assert sparsity.count_flops(shrunk) < sparsity.count_flops(result.model)
+    assert sparsity_analysis.count_flops(shrunk) < sparsity_analysis.count_flops(result.model)
 
 
 def test_channel_prune_round_to_keeps_whole_vector_lanes():

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tvm
 
+from lwc.kernels.int8_depthwise import depthwise_kernel
+from lwc.targets import resolve
 from lwc.tuning import threads
 from lwc.tuning.apply import schedule_fixed
-from lwc.passes.int8_depthwise_conv2d import depthwise_kernel
-from lwc.targets import resolve
 
 
 @pytest.fixture(scope="module")

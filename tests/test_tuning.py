@@ -71,7 +71,8 @@ def test_tiny_tuning_writes_database_and_manifest(tuned):
     _, logs, result = tuned
     assert result.trials_run == TRIALS
     assert result.log_dir.parent == logs and "-host-" in result.log_dir.name
-    assert (result.log_dir / RECORD_FILE).read_text().count("\n") == TRIALS
+    # the search's trials and the rule schedule it started from (lwc.tuning.seed)
+    assert (result.log_dir / RECORD_FILE).read_text().count("\n") == TRIALS + 1
     assert (result.log_dir / WORKLOAD_FILE).stat().st_size > 0
     [task] = result.tasks
     assert task.trials == TRIALS and task.best_us and task.best_us > 0 and task.flops > 0
@@ -89,7 +90,11 @@ def test_tuning_ends_by_timing_the_kernel_on_one_thread_and_on_all(tuned):
 
     _, _, result = tuned
     decisions = threads.read(result.log_dir)
-    assert len(decisions) == 1 and result.single_thread["kernels_timed"] == 1
+    assert len(decisions) == result.single_thread["kernels_timed"] <= 1
+    if not decisions:  # the rule's schedule won: this kernel is too small to fork, nothing to time
+        [task] = result.tasks
+        assert task.best_us == pytest.approx(task.rule_us)
+        return
     [entry] = decisions.values()
     assert entry["parallel_us"] > 0 and entry["serial_us"] > 0 and "matmul" in entry["name"]
     assert result.single_thread["single_thread"] == int(threads.single_thread(entry))
@@ -463,12 +468,12 @@ def test_host_log_from_an_isa_subset_cpu_is_applied_and_said(use_logs, tmp_path,
     forced = driver.compile(str(model), host_as(newer), {"x": [1, 64]}, tuning_log=str(log))
     assert forced.extra["tuning"]["tuned_tasks"] == 1
     # --sparsity auto times the tuned dense kernels of the same log (one lookup for both)
-    from lwc import sparse_compile, sparse_decide
+    from lwc import sparsity_decide, sparsity_stage
 
-    choice = sparse_compile.tuning_log_choice(host_as(newer), None, True, result.manifest["model_key"])
+    choice = sparsity_stage.tuning_log_choice(host_as(newer), None, True, result.manifest["model_key"])
     assert choice.folder.name == log.name and choice.substitute == older
-    assert sparse_decide.tuned_dense_kernels(choice.folder, choice.records_target)
-    assert not sparse_decide.tuned_dense_kernels(choice.folder, host_as(newer).tvm_target())
+    assert sparsity_decide.tuned_dense_kernels(choice.folder, choice.records_target)
+    assert not sparsity_decide.tuned_dense_kernels(choice.folder, host_as(newer).tvm_target())
 
 
 def test_host_log_from_a_cpu_with_more_isa_is_not_applied(use_logs, tmp_path, monkeypatch, host_as):
@@ -520,3 +525,135 @@ def test_time_budget_shrinks_the_search_so_every_task_gets_trials():
     assert _search_plan(1613, 5, 45 * 60) == (512, 64)  # few tasks: full search fits
     assert _search_plan(1613, 62, 60) == (128, 8)  # never below (128, 8)
     assert _search_plan(4, 1, 3600, population=32) == (32, 4)  # never above the caller's
+
+
+# --- tuning starts from lwc's rule schedules (lwc.tuning.seed) -------------------------------
+
+
+def conv_matmul_model() -> onnx.ModelProto:
+    """x[1,8,16,16] -> Conv 3x3 (16) + Relu -> GlobalAveragePool -> Flatten -> Gemm (10):
+    a conv, a reduction, a reshape and a matmul task."""
+    rng = np.random.default_rng(0)
+
+    def const(name, shape):
+        return helper.make_tensor(name, TensorProto.FLOAT, shape,
+                                  rng.standard_normal(shape).astype(np.float32).ravel())
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W", "Bc"], ["c"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["r"]),
+         helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["f"]),
+         helper.make_node("Gemm", ["f", "Wg", "Bg"], ["y"], transB=1)],
+        "conv_matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [const("W", [16, 8, 3, 3]), const("Bc", [16]), const("Wg", [10, 16]), const("Bg", [10])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    """(model path, TuneResult) of a run with one search trial per task, started from the rules."""
+    root = tmp_path_factory.mktemp("seeded")
+    model = root / "cm.onnx"
+    onnx.save(conv_matmul_model(), model)
+    result = tune(model, "host", None, trials=1, log_root=root / "logs", **QUICK)
+    return model, result
+
+
+def _best_secs_by_workload(log_dir) -> dict:
+    from lwc.tuning.database import _record_secs, _workload_key
+
+    best: dict = {}
+    for record in open_database(log_dir).get_all_tuning_records():
+        key = str(_workload_key(record.workload.mod))
+        best[key] = min(best.get(key, float("inf")), _record_secs(record))
+    return best
+
+
+def test_tuning_starts_from_the_rule_schedule_and_is_never_slower(seeded):
+    """Every task's rule schedule is measured and committed before the search, so the best
+    record of each task is at most the rule's time; compile applies every task from the log."""
+    from lwc.tuning.search import RULE_SEEDS
+
+    model, result = seeded
+    assert len(result.tasks) >= 3 and result.trials_run == len(result.tasks)
+    for task in result.tasks:
+        assert task.rule_us and task.rule_us > 0 and task.rule, (task.name, task.rule_note)
+        assert task.trials == 1  # the rule's record is not counted as a search trial
+        assert task.best_us <= task.rule_us
+    assert {t.rule for t in result.tasks} >= {"conv2d", "matmul"}
+    seeds = json.loads((result.log_dir / "manifest.json").read_text())[RULE_SEEDS]
+    assert len(seeds) == len(result.tasks)
+    best = _best_secs_by_workload(result.log_dir)
+    for key, seed in seeds.items():
+        assert seed["rule_us"] and best[key] * 1e6 <= seed["rule_us"] * 1.05
+    assert json.loads(json.dumps(result.to_json()))["tasks"][0]["rule_us"] == result.tasks[0].rule_us
+    info = driver.compile(str(model), "host", None, tuning_log=str(result.log_dir)).extra["tuning"]
+    assert info["tuned_tasks"] == info["tasks"] == len(result.tasks)
+
+
+def test_a_task_is_seeded_once(seeded, tmp_path, monkeypatch):
+    """A rerun that searches more keeps the manifest's rule times and measures no rule again;
+    the rule's record does not count as a trial."""
+    from lwc.tuning import seed
+
+    model, result = seeded
+    copy = tmp_path / "logs" / result.log_dir.name
+    shutil.copytree(result.log_dir, copy)
+    monkeypatch.setattr(seed, "seed_tasks", lambda *a, **k: pytest.fail("seeded twice"))
+    conv = next(t for t in result.tasks if t.rule == "conv2d")
+    again = tune(model, "host", None, trials=1, log_root=tmp_path / "logs", only_tasks=conv.name, **QUICK)
+    assert again.resumed_trials == len(result.tasks) and again.trials_run == 1
+    assert [t.rule_us for t in again.tasks] == [t.rule_us for t in result.tasks]
+    # --trials 0 only re-times threads
+    zero = tune(model, "host", None, trials=0, log_root=tmp_path / "logs", **QUICK)
+    assert zero.trials_run == 0 and "kernels_timed" in zero.single_thread
+
+
+def test_task_table_shows_rule_and_best_latency():
+    from lwc.cli_tuning import format_task_table
+
+    tasks = [TaskStat("fused_conv2d_add_relu", 2e6, 1, trials=8, best_us=10.0, rule_us=12.5, rule="conv2d"),
+             TaskStat("reshape", 0, 1, trials=8, best_us=1.0, rule_note="no rule schedule (no blocks)")]
+    table = format_task_table(tasks)
+    header, row = table.splitlines()[:2]
+    assert header.index("rule us") < header.index("best us")
+    assert "12.50" in row and "10.00" in row
+    assert "#1: no rule schedule (no blocks)" in table
+    assert "rule 0.013 ms -> tuned 0.010 ms" in table
+
+
+def test_a_trace_that_does_not_replay_on_the_workload_is_not_seeded():
+    """A rule's trace names blocks: on a structurally equal workload with other block names
+    it does not replay, and the task is skipped with the reason."""
+    import tvm
+    from tvm.script import tirx as T
+    from tvm.s_tir import meta_schedule as ms
+
+    from lwc.schedules import CpuFacts
+    from lwc.tuning.seed import replay, rule_schedule
+
+    def make(name):
+        @T.prim_func
+        def f(a: T.Buffer((64, 64), "float32"), b: T.Buffer((64, 64), "float32"),
+              c: T.Buffer((64, 64), "float32")):
+            for i, j, k in T.grid(64, 64, 64):
+                with T.sblock(name):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    with T.init():
+                        c[vi, vj] = T.float32(0)
+                    c[vi, vj] = c[vi, vj] + a[vi, vk] * b[vk, vj]
+        return f
+
+    sch, rule = rule_schedule(make("mm"), CpuFacts(vector_bits=256, cores=2))
+    assert sch is not None and rule == "matmul"
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    args = ms.arg_info.ArgInfo.from_entry_func(sch.mod)
+    same = ms.database.Workload(tvm.IRModule({"main": make("mm")}))
+    assert replay(ms, sch, same, target, args)[0] is not None
+    other = ms.database.Workload(tvm.IRModule({"main": make("renamed")}))
+    replayed, why = replay(ms, sch, other, target, args)
+    assert replayed is None and "does not replay" in why

@@ -19,11 +19,12 @@ def lowering_passes(preset=None) -> list:
     lwc's AVX2 ``vpmaddwd``), PackInt8Conv2d then rewrites the dense integer convs into
     kernels shaped for it.
     """
+    from lwc.kernels.int8_conv2d import dot_product_for
     from lwc.passes.fuse_requantize import FuseRequantize
     from lwc.passes.int8_depthwise_conv2d import Int8DepthwiseConv2d
     from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
     from lwc.passes.lower_qdq_matmul import LowerQdqMatmul
-    from lwc.passes.pack_int8_conv2d import PackInt8Conv2d, dot_product_for
+    from lwc.passes.pack_int8_conv2d import PackInt8Conv2d
 
     passes = [LowerQdqConv2d(), LowerQdqMatmul(), FuseRequantize()]
     cpu = preset is not None and not preset.is_gpu
@@ -46,12 +47,12 @@ def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None, dump=None) -> tu
         disabled: pass names to skip (``--disable-pass``).
         preset: the target preset; decides whether dense int8 convs are packed for the
             CPU's dot-product instruction (:func:`lowering_passes`).
-        dump: :class:`lwc.pipeline.IrDump` (``LWC_DUMP_IR``), or None.
+        dump: :class:`lwc.pass_records.IrDump` (``LWC_DUMP_IR``), or None.
     Returns:
-        (module, one :class:`lwc.pipeline.PassRecord` per pass of the stage, disabled ones
+        (module, one :class:`lwc.pass_records.PassRecord` per pass of the stage, disabled ones
         included; summary: ops lowered/fused and the declines with their reasons).
     """
-    from lwc import pipeline
+    from lwc import pass_records
     from lwc.passes._qdq import count_ops
 
     if count_ops(mod, "relax.dequantize") == 0:
@@ -60,9 +61,9 @@ def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None, dump=None) -> tu
     for p in lowering_passes(preset):
         name = p.info.name
         if name in disabled:
-            records.append(pipeline.skipped("int8", name, "disabled (--disable-pass)"))
+            records.append(pass_records.skipped("int8", name, "disabled (--disable-pass)"))
             continue
-        mod, record = pipeline.run_pass("int8", name, p, mod, dump)
+        mod, record = pass_records.run_pass("int8", name, p, mod, dump)
         records.append(record)
         summary[name] = getattr(p, "lowered", getattr(p, "fused", 0))
         declined += [{"pass": name, "op": op, "reason": reason} for op, reason in p.declined]

@@ -57,7 +57,7 @@ def speed_notes(preset) -> list[str]:
     with the CPU's int8 dot product: x86 VNNI (AVX512-VNNI or AVX-VNNI) or Arm dotprod
     (ARMv8.2+, e.g. Cortex-A76/A78), 4 byte products per 32-bit lane. x86 with only AVX2
     gets lwc's exact 16-bit ``vpmaddwd`` intrinsic instead: 2 products per lane, about
-    1.4x an fp32 FMA kernel's rate (lwc.passes._dot_intrin), which the activation copy, the
+    1.4x an fp32 FMA kernel's rate (lwc.kernels.dot_intrin), which the activation copy, the
     requantize epilogue and the depthwise convs (lwc's own kernel, no dot product) can eat up: measured with
     tuning on a Zen 3, int8 took 0.56x (resnet50), 0.83x (PP-OCRv4 det) and 1.26x
     (PP-OCR cls, mostly depthwise) the fp32 latency (docs/int8.md). With VNNI the notes
@@ -69,7 +69,7 @@ def speed_notes(preset) -> list[str]:
     with tuning on a Zen 3 before the AVX2 kernel existed, int8 took 1.17x (det) to 1.76x
     (resnet50) the fp32 latency (docs/int8.md).
     """
-    from lwc.passes.pack_int8_conv2d import AVX2, dot_product_for
+    from lwc.kernels.int8_conv2d import AVX2, dot_product_for
 
     dot = None if preset.is_gpu else dot_product_for(preset.arch, preset.features)
     if preset.is_gpu or (dot is not None and dot != AVX2):

@@ -66,18 +66,23 @@ def _tuned_names(before, after) -> list[str]:
     return out
 
 
-def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, model_key=None):
-    """Prepare ``mod`` for lowering with the matching tuning records applied.
+def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, model_key=None,
+                  rules: bool = True):
+    """The schedule stage: every kernel of ``mod`` scheduled, records first.
 
     Runs TVM's zero pipeline (legalize + fuse) and MetaScheduleApplyDatabase with the
     records that match this target; the default lowering that follows keeps the tuned
-    schedules (it re-runs legalize/fuse, which leave the fused functions alone).
+    schedules (it re-runs legalize/fuse, which leave the fused functions alone). Kernels
+    no record schedules get lwc's fixed schedules (int8 depthwise), then lwc's CPU
+    schedule rules (:mod:`lwc.schedules`); a kernel every rule declines is lowered as
+    written.
 
     Args:
         tuning_log: a tuning log folder to use (``--tuning-log``); its manifest must match
             the target and apache-tvm version.
         enabled: False skips records (``--no-tuning-log``).
         model_key: :func:`model_key` of the model, to find its folder under tuning_logs/.
+        rules: False leaves kernels without a record unscheduled (``--no-schedule-rules``).
     Returns:
         (module, info): info has ``status`` (tuned/untuned), ``tasks``, ``tuned_tasks``,
         ``untuned_tasks``, ``log`` (folder or None) and ``message`` (one line for the
@@ -91,17 +96,17 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     workloads = task_workloads(fused, tvm_target)
     total = len(workloads)
     if not enabled:
-        return _with_fixed(fused, preset, tvm_target,
-                           _info(None, total, 0, f"tuning records disabled; {_tasks_word(total)} untuned"))
+        return _untuned(fused, preset, tvm_target, rules,
+                        _info(None, total, 0, f"tuning records disabled; {_tasks_word(total)} untuned"))
     choice = locate_log(preset, tvm_target, tuning_log=tuning_log, model_key=model_key)
     if choice.folder is None or choice.why_not:
-        return _with_fixed(fused, preset, tvm_target,
-                           _info(choice.folder, total, 0, f"{choice.why_not}; {_tasks_word(total)} untuned"))
+        return _untuned(fused, preset, tvm_target, rules,
+                        _info(choice.folder, total, 0, f"{choice.why_not}; {_tasks_word(total)} untuned"))
     folder, substitute, records_target = choice.folder, choice.substitute, choice.records_target
     database, kept, foreign = valid_records_for(folder, records_target)
     if kept == 0:
         note = f" ({foreign} records for other targets ignored)" if foreign else ""
-        return _with_fixed(fused, preset, tvm_target, _info(
+        return _untuned(fused, preset, tvm_target, rules, _info(
             folder, total, 0, f"no usable records in {folder}{note}; {_tasks_word(total)} untuned"))
     applied = prepare(mod, tvm_target, database)
     tuned = sum(1 for w in workloads if database.has_workload(w))
@@ -113,7 +118,44 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     info["tuned_on_cpu"] = substitute
     info["functions_scheduled"] = len(_tuned_names(fused, applied))
     applied, info = _with_fixed(applied, preset, tvm_target, info)
-    return _with_single_thread(fused, applied, folder, info)
+    applied, info = _with_single_thread(fused, applied, folder, info)
+    return _with_rules(applied, preset, rules, info)
+
+
+def _untuned(fused, preset, tvm_target, rules: bool, info: dict) -> tuple[object, dict]:
+    """No record applies: lwc's fixed schedules, then its rules."""
+    mod, info = _with_fixed(fused, preset, tvm_target, info)
+    return _with_rules(mod, preset, rules, info)
+
+
+def _with_rules(mod, preset, enabled: bool, info: dict) -> tuple[object, dict]:
+    if enabled and not preset.is_gpu:
+        mod, sampled = schedule_fixed(mod, preset, preset.tvm_target(), LWC_RULE_PREFIX)
+        info["sampled_schedules"] = sampled
+        if sampled:
+            info["message"] += f"; {sampled} lwc int8 kernels on a seeded sample of their rule"
+    return _with_cpu_rules(mod, preset, enabled, info)
+
+
+def _with_cpu_rules(mod, preset, enabled: bool, info: dict) -> tuple[object, dict]:
+    """lwc's CPU schedule rules (:func:`lwc.schedules.apply_rules`) on every called kernel
+    no record or fixed schedule scheduled; counts per rule in ``info["rules"]``."""
+    from lwc import schedules
+    from lwc.tuning.threads import called_functions
+
+    if not enabled:
+        info["rules"] = {"disabled": True}
+        return mod, info
+    called = called_functions(mod)
+    mod, report = schedules.apply_rules(mod, schedules.CpuFacts.from_preset(preset), only=called)
+    counts = {name: n for name, n in report.items() if name != "declined"}
+    info["rules"] = {**counts, "declined": [list(d) for d in report["declined"]]}
+    scheduled = sum(counts.values())
+    if scheduled:
+        info["message"] += f"; {scheduled} by lwc's schedule rules"
+    if report["declined"]:
+        info["message"] += f" ({len(report['declined'])} declined: lowered as written)"
+    return mod, info
 
 
 def _with_single_thread(fused, applied, folder, info: dict) -> tuple[object, dict]:
@@ -131,9 +173,14 @@ def _with_single_thread(fused, applied, folder, info: dict) -> tuple[object, dic
 FIXED_SCHEDULE_RULES = ("lwc_int8_depthwise",)
 
 
-def _fixed_rule_funcs(mod) -> list:
-    """Names of the unscheduled PrimFuncs holding a block with a fixed-schedule rule (of
-    those a Relax function calls, where the module has any)."""
+#: Prefix of every lwc kernel's ``schedule_rule`` annotation (:mod:`lwc.kernels`).
+LWC_RULE_PREFIX = "lwc_"
+
+
+def _fixed_rule_funcs(mod, rules=FIXED_SCHEDULE_RULES) -> list:
+    """Names of the unscheduled PrimFuncs holding a block whose ``schedule_rule`` is one of
+    ``rules`` (a tuple of names, or a prefix string), of those a Relax function calls
+    where the module has any."""
     from tvm import relax, s_tir
 
     graphs = any(isinstance(f, relax.Function) for f in mod.functions.values())
@@ -147,13 +194,15 @@ def _fixed_rule_funcs(mod) -> list:
             blocks = sch.get_child_blocks(sch.get_sblock("root"))
         except Exception:  # noqa: BLE001  (hand-written TIR without blocks, e.g. lwc's BSR kernels)
             continue
-        rules = {str(sch.get(b).annotations.get("schedule_rule", "")) for b in blocks}
-        if rules & set(FIXED_SCHEDULE_RULES):
+        found = {str(sch.get(b).annotations.get("schedule_rule", "")) for b in blocks}
+        if isinstance(rules, str) and any(r.startswith(rules) for r in found):
+            names.append(name)
+        elif not isinstance(rules, str) and found & set(rules):
             names.append(name)
     return names
 
 
-def schedule_fixed(mod, preset, tvm_target) -> tuple[object, int]:
+def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES) -> tuple[object, int]:
     """Schedule the functions no record scheduled whose kernel has a fixed schedule
     (:data:`FIXED_SCHEDULE_RULES`, e.g. lwc's int8 depthwise conv) with MetaSchedule's
     design space for ``preset`` (one space; the root's sampled unroll depth is drawn with
@@ -162,13 +211,18 @@ def schedule_fixed(mod, preset, tvm_target) -> tuple[object, int]:
     Untuned, such a function would be lowered as written: one thread, nothing vectorized.
     With it, logs tuned before the kernel existed (or on another CPU) need no new records.
 
+    ``rules``: the ``schedule_rule`` names (or a name prefix) whose kernels to schedule;
+    with :data:`LWC_RULE_PREFIX` every lwc kernel without a record gets one seeded sample
+    of its rule's design space (the packed int8 convs: a vectorized, tensorized kernel
+    whose tile sizes a search would refine).
+
     Returns:
         (module, number of functions scheduled). A function whose space or
         postprocessors fail is left unscheduled.
     """
     import tvm
 
-    names = _fixed_rule_funcs(mod)
+    names = _fixed_rule_funcs(mod, rules)
     if not names:
         return mod, 0
     ms = _ms()
@@ -230,7 +284,7 @@ def space_generator(ms, preset):
     added after RewriteReductionBlock (TVM's ``Postproc::DefaultCPUTensorization``
     order); schedule rules and mutators stay TVM's. Elsewhere: TVM's default.
     """
-    from lwc.passes.pack_int8_conv2d import AVX2, dot_product_for
+    from lwc.kernels.int8_conv2d import AVX2, dot_product_for
 
     if dot_product_for(preset.arch, preset.features) != AVX2:
         return "post-order-apply"

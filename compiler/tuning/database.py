@@ -107,7 +107,7 @@ def _register_intrinsics(folder: Path) -> None:
     """Register the tensor intrinsics a log's records may replay (TVM's and lwc's own)."""
     manifest = read_manifest(folder) or {}
     fast_tensor_intrin(_triple_arch(manifest.get("target", {}).get("tvm", {}).get("mtriple")))
-    from lwc.passes._dot_intrin import register
+    from lwc.kernels.dot_intrin import register
 
     register()
 

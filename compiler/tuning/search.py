@@ -28,8 +28,8 @@ from lwc import tvm_compat
 from lwc.errors import LwcError
 from lwc.tuning.apply import _fixed_rule_funcs, prepare, schedule_fixed, space_generator
 from lwc.tuning.database import (
-    _INVALID_SECS, _arch, _existing, _ms, _with_stored_names, fast_tensor_intrin, import_records,
-    open_database,
+    _INVALID_SECS, _arch, _existing, _ms, _with_stored_names, _workload_key, fast_tensor_intrin,
+    import_records, open_database,
 )
 from lwc.tuning.keys import target_name
 from lwc.tuning.logs import (
@@ -42,13 +42,20 @@ _MS_LOGGER = "tvm.s_tir.meta_schedule"
 
 @dataclass
 class TaskStat:
-    """One tuning task: name, FLOPs, weight (uses in the model), best latency, trials."""
+    """One tuning task: name, FLOPs, weight (uses in the model), best latency, trials, and
+    the latency of lwc's rule schedule (:mod:`lwc.tuning.seed`), the search's starting point."""
 
     name: str
     flops: float
     weight: int
     trials: int = 0
     best_us: float | None = None
+    #: lwc's rule schedule of the task as measured before its search (None: not measured)
+    rule_us: float | None = None
+    #: the rule's name (conv2d, matmul, ...)
+    rule: str | None = None
+    #: why the task has no measured rule schedule (a rule declined, its trace does not replay)
+    rule_note: str | None = None
 
     @property
     def gflops(self) -> float | None:
@@ -379,9 +386,14 @@ def tune(
         TaskStat(name=c.task_name, flops=_flops(c.mod), weight=int(w))
         for c, w in zip(contexts, weights)
     ]
-    for stat, (count, best) in zip(stats, _existing(database, contexts)):
-        stat.trials = count
+    seeds = dict((old_manifest or {}).get(RULE_SEEDS, {}))
+    for stat, ctx, (count, best) in zip(stats, contexts, _existing(database, contexts)):
+        seeded = seeds.get(str(_workload_key(ctx.mod)))
+        # the rule's record (committed by seeding) is the search's start, not one of its trials
+        stat.trials = max(0, count - 1) if seeded and seeded.get("committed") else count
         stat.best_us = best * 1e6 if best else None
+        if seeded:
+            _set_rule(stat, seeded)
     resumed = sum(s.trials for s in stats)
     per_task, todo = _plan_only(stats, trials, only_tasks) if only_tasks else _plan(stats, trials)
     source = {"file": Path(model).name, "sha256": model_sha256(model)} if isinstance(
@@ -395,14 +407,14 @@ def tune(
         merged[other] = merged.get(other, 0) + count
     if merged:  # records copied from other logs count as trials of their tasks; say how many
         manifest["reused_records"] = merged
+    if seeds:
+        manifest[RULE_SEEDS] = seeds
     _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     if not todo:
         threads_info = _measure_threads(mod, fused, preset, tvm_target, folder, database, rpc)
         return TuneResult(folder, stats, 0, time.perf_counter() - started, "every task already has "
                           f"{per_task} trials (raise --trials to tune more)", resumed, manifest, threads_info)
 
-    planned = sum(per_task - stats[i].trials for i in todo)
-    callback_state = _CallbackState(stats, todo, planned, started, time_budget_s, on_progress, per_task)
     builder = ms.builder.LocalBuilder(
         max_workers=_num_cores(tvm_target),
         timeout_sec=60,
@@ -411,6 +423,15 @@ def tune(
     )
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=runner_min_repeat_ms)
     runner = _runner(ms, rpc, evaluator)
+    if trials > 0:
+        _seed_from_rules(ms, preset, tvm_target, rpc, contexts, stats, todo, database, builder, runner,
+                         seeds, started, time_budget_s)
+        if seeds:
+            manifest[RULE_SEEDS] = seeds
+            _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
+
+    planned = sum(per_task - stats[i].trials for i in todo)
+    callback_state = _CallbackState(stats, todo, planned, started, time_budget_s, on_progress, per_task)
     callbacks = [*ms.measure_callback.MeasureCallback.create("default"), _progress_callback(ms, callback_state)]
     _, per_iter = _search_plan(per_task, len(todo), time_budget_s, population_size)
     with _Interrupt() as interrupt:
@@ -444,6 +465,50 @@ def tune(
         mod, fused, preset, tvm_target, folder, database, rpc)
     return TuneResult(folder, stats, callback_state.trials_done, time.perf_counter() - started, reason,
                       resumed, manifest, threads_info)
+
+
+#: Manifest key: {workload hash: :meth:`lwc.tuning.seed.Seed.to_json`} of the tasks seeded
+#: with their rule schedule (each once; the rule's record is in the database when committed).
+RULE_SEEDS = "rule_seeds"
+
+
+def _set_rule(stat: TaskStat, seeded: dict) -> None:
+    stat.rule = seeded.get("rule")
+    stat.rule_us = seeded.get("rule_us")
+    stat.rule_note = seeded.get("note")
+
+
+def _seed_from_rules(ms, preset, tvm_target, rpc, contexts, stats, todo, database, builder, runner,
+                     seeds: dict, started: float, time_budget_s: float | None) -> None:
+    """Seed the tasks about to be searched (``todo``) that have not been seeded with their
+    rule schedule (:func:`lwc.tuning.seed.seed_tasks`), measured with the search's builder
+    and runner; ``seeds`` (the manifest's :data:`RULE_SEEDS`) and ``stats`` are updated. A
+    task left unseeded by the time budget is seeded by a later run."""
+    from lwc.schedules import CpuFacts
+    from lwc.tuning.seed import seed_tasks
+
+    keys = {i: str(_workload_key(contexts[i].mod)) for i in todo}
+    fresh = [i for i in todo if keys[i] not in seeds]
+    if not fresh:
+        return
+    if rpc is None and not _runs_here(tvm_target):
+        for i in fresh:
+            stats[i].rule_note = "rule schedule not measured: these kernels do not run on this CPU"
+        return
+    existing = [stats[i].best_us / 1e6 if stats[i].best_us else None for i in fresh]
+
+    def should_stop() -> bool:
+        return time_budget_s is not None and time.perf_counter() - started >= time_budget_s
+
+    results = seed_tasks(ms, [contexts[i] for i in fresh], database, builder, runner,
+                         CpuFacts.from_preset(preset), existing, should_stop)
+    for i, result in zip(fresh, results):
+        if result is None:  # the time budget ran out first: a later run seeds it
+            continue
+        seeds[keys[i]] = result.to_json()
+        _set_rule(stats[i], seeds[keys[i]])
+        if result.committed and result.rule_us is not None:
+            stats[i].best_us = min(stats[i].best_us or math.inf, result.rule_us)
 
 
 def _measure_threads(mod, fused, preset, tvm_target, folder: Path, database, rpc) -> dict:

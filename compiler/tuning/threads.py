@@ -58,8 +58,8 @@ def serial(func):
 
 def time_kernel(func, tvm_target) -> float:
     """One call of ``func`` on this machine, in microseconds
-    (:func:`lwc.sparse_decide.time_prim_func`: best of 3 runs, seeded random inputs)."""
-    from lwc.sparse_decide import time_prim_func
+    (:func:`lwc.sparsity_decide.time_prim_func`: best of 3 runs, seeded random inputs)."""
+    from lwc.sparsity_decide import time_prim_func
 
     return time_prim_func(func, tvm_target) * 1e3
 

@@ -109,23 +109,23 @@ def test_arm64_under_qemu_matches_onnxruntime():
 
 
 def test_auto_measures_the_conv_against_tvms_default_kernel():
-    from lwc import sparse_compile, sparse_decide
+    from lwc import sparsity_decide, sparsity_stage
     from lwc.targets import resolve
 
     model = pruned(conv_model(h=12, w=16), 0.9)
-    _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("host"))
+    _, info = sparsity_stage.apply(import_model(model), "auto", preset=resolve("host"))
     (d,) = info["conv1x1_to_sparse"]
     assert d["reason"].startswith("measured: BSR") and d["dense_schedule"] == "TVM default schedule"
     assert d["dims"] == {"b": 1, "k": 16, "n": 32, "h": 12, "w": 16}
-    assert d["used"] == (d["sparse_ms"] < (1 - sparse_decide.MIN_GAIN) * d["dense_ms"])
+    assert d["used"] == (d["sparse_ms"] < (1 - sparsity_decide.MIN_GAIN) * d["dense_ms"])
 
 
 def test_nearly_dense_weights_stay_dense_without_measuring():
     """Above MEASURE_MAX_DENSITY BSR could only stand in for a tuned dense kernel: no timing."""
-    from lwc import sparse_decide
-    from lwc.passes._bsr import Candidate
+    from lwc import sparsity_decide
+    from lwc.passes._bsr_rewrite import Candidate
 
-    decide = sparse_decide.MeasuredDecider(tvm_target=None)  # would fail if it tried to time
+    decide = sparsity_decide.MeasuredDecider(tvm_target=None)  # would fail if it tried to time
     cand = Candidate.__new__(Candidate)
     object.__setattr__(cand, "density", 0.97)
     verdict = decide(cand)

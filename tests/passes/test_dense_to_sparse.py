@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from lwc import prune
 from lwc.frontend import import_model
-from lwc.passes.dense_to_sparse import DenseToSparse, to_bsr
+from lwc.kernels.bsr import to_bsr
+from lwc.passes.dense_to_sparse import DenseToSparse
 from tests.conftest import TOL
 
 
@@ -68,14 +68,14 @@ def test_negative_auto_declines_dense_enough_layers():
 
 def test_auto_keeps_dense_when_bsr_wins_by_less_than_the_noise_margin(monkeypatch):
     """BSR must beat dense by MIN_GAIN; a 5% win (timing noise on a small layer) keeps dense."""
-    from lwc import sparse_decide
+    from lwc import sparsity_decide
     from lwc.targets import resolve
 
     model = prune.prune(mlp(), "block:1x4", 0.9, measure=False).model
     times = iter([0.0095, 0.0050])  # BSR timings of the two layers (ms); dense: 0.0100
-    monkeypatch.setattr(sparse_decide, "time_prim_func",
+    monkeypatch.setattr(sparsity_decide, "time_prim_func",
                         lambda func, target, inputs=None: next(times) if inputs is not None else 0.0100)
-    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(resolve("host").tvm_target()))
+    p = DenseToSparse("auto", decide=sparsity_decide.MeasuredDecider(resolve("host").tvm_target()))
     p(import_model(model).mod)
     first, second = p.decisions
     assert not first.used and "within timing noise): dense kept" in first.reason
@@ -100,25 +100,25 @@ def test_numerical_matches_onnxruntime(rows, method):
 
 
 def test_auto_measures_both_kernels_on_host():
-    from lwc import sparse_compile, sparse_decide
+    from lwc import sparsity_decide, sparsity_stage
     from lwc.targets import resolve
 
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("host"))
+    _, info = sparsity_stage.apply(import_model(model), "auto", preset=resolve("host"))
     decisions = info["dense_to_sparse"]
     assert len(decisions) == 2
     for d in decisions:
         assert d["reason"].startswith("measured: BSR") and d["dense_schedule"] == "TVM default schedule"
         assert d["sparse_ms"] > 0 and d["dense_ms"] > 0
-        assert d["used"] == (d["sparse_ms"] < (1 - sparse_decide.MIN_GAIN) * d["dense_ms"])
+        assert d["used"] == (d["sparse_ms"] < (1 - sparsity_decide.MIN_GAIN) * d["dense_ms"])
 
 
 def test_auto_uses_the_cost_model_for_cross_targets():
-    from lwc import sparse_compile, sparse_decide
+    from lwc import sparsity_stage
     from lwc.targets import resolve
 
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("arm64"))
+    _, info = sparsity_stage.apply(import_model(model), "auto", preset=resolve("arm64"))
     for d in info["dense_to_sparse"]:
         assert "cost model" in d["reason"] and "cross target" in d["reason"]
         assert d["used"] and "sparse_ms" not in d
@@ -129,7 +129,7 @@ def test_auto_times_the_tuned_dense_kernel_from_the_tuning_log(tmp_path):
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.schedule import Trace
 
-    from lwc import sparse_decide
+    from lwc import sparsity_decide
     from lwc.targets import resolve
     from lwc.tuning.apply import prepare, task_workloads
     from lwc.tuning.database import RECORD_FILE, open_database
@@ -144,10 +144,10 @@ def test_auto_times_the_tuned_dense_kernel_from_the_tuning_log(tmp_path):
         database.commit_tuning_record(ms.database.TuningRecord(Trace([], {}), entry, [1e-4], target, args))
     with open(tmp_path / RECORD_FILE, "a") as f:
         f.write('[0, [["torn line of an interrupted run"\n')
-    index = sparse_decide.tuned_dense_kernels(tmp_path, target)
+    index = sparsity_decide.tuned_dense_kernels(tmp_path, target)
     assert set(index) == {("matmul", 4, 32, 64), ("matmul", 4, 64, 32)}
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(target, LogChoice(tmp_path, records_target=target)))
+    p = DenseToSparse("auto", decide=sparsity_decide.MeasuredDecider(target, LogChoice(tmp_path, records_target=target)))
     p(import_model(model).mod)
     assert [d.dense_schedule.split(",")[0] for d in p.decisions] == ["tuned", "tuned"]
     assert all(tmp_path.name in d.reason for d in p.decisions)
@@ -177,15 +177,15 @@ def test_gemm_trans_b_weight_is_a_candidate():
 
 
 def test_auto_falls_back_to_the_cost_model_when_timing_fails(monkeypatch):
-    from lwc import sparse_decide
+    from lwc import sparsity_decide
     from lwc.targets import resolve
 
     def broken(*args, **kwargs):
         raise RuntimeError("no such device\nLLVM ERROR: broken")
 
-    monkeypatch.setattr(sparse_decide, "time_prim_func", broken)
+    monkeypatch.setattr(sparsity_decide, "time_prim_func", broken)
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    p = DenseToSparse("auto", decide=sparse_decide.MeasuredDecider(resolve("host").tvm_target()))
+    p = DenseToSparse("auto", decide=sparsity_decide.MeasuredDecider(resolve("host").tvm_target()))
     p(import_model(model).mod)
     assert all(d.reason.startswith("cost model (timing failed: LLVM ERROR: broken)") for d in p.decisions)
     assert all(d.sparse_ms is None for d in p.decisions)
@@ -193,31 +193,31 @@ def test_auto_falls_back_to_the_cost_model_when_timing_fails(monkeypatch):
 
 def test_gpu_targets_get_no_bsr_kernel():
     """The BSR kernels are CPU kernels (parallel loops): a Jetson build keeps the dense matmul."""
-    from lwc import sparse_compile, sparse_decide
+    from lwc import sparsity_stage
     from lwc.targets import resolve
 
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    out, info = sparse_compile.apply(import_model(model), "force", preset=resolve("jetson-orin"))
+    out, info = sparsity_stage.apply(import_model(model), "force", preset=resolve("jetson-orin"))
     assert count_call_tir(out.mod) == 0 and "DenseToSparse" not in info["relax_passes"]
     assert "CPU kernels" in info["bsr"]
 
 
 def test_lwc_tune_graph_uses_the_cost_model_for_untuned_dense_kernels():
     """Under lwc tune an untuned dense kernel is about to be tuned: no timing against it."""
-    from lwc import sparse_decide
+    from lwc import sparsity_decide
     from lwc.targets import resolve
 
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    decide = sparse_decide.decider(resolve("host"), resolve("host").tvm_target(), None, tuning_run=True)
+    decide = sparsity_decide.decider(resolve("host"), resolve("host").tvm_target(), None, tuning_run=True)
     p = DenseToSparse("auto", decide=decide)
     p(import_model(model).mod)
     assert all(d.reason.startswith("cost model (lwc tune:") and d.sparse_ms is None for d in p.decisions)
 
 
 def test_sparse_stage_knows_when_it_prepares_for_lwc_tune():
-    from lwc import sparse_compile
+    from lwc import sparsity_stage
     from lwc.targets import resolve
 
     model = prune.prune(mlp(rows=4), "block:1x4", 0.9, measure=False).model
-    _, info = sparse_compile.apply(import_model(model), "auto", preset=resolve("host"), tuning_run=True)
+    _, info = sparsity_stage.apply(import_model(model), "auto", preset=resolve("host"), tuning_run=True)
     assert all("lwc tune" in d["reason"] for d in info["dense_to_sparse"])

@@ -9,8 +9,9 @@ import pytest
 import tvm
 
 from lwc.frontend import import_model
+from lwc.kernels.int8_depthwise import DEPTHWISE_RULE, depthwise_kernel, lanes_for, row_lanes
 from lwc.passes._qdq import count_ops
-from lwc.passes.int8_depthwise_conv2d import DEPTHWISE_RULE, Int8DepthwiseConv2d, depthwise_kernel, lanes_for, row_lanes
+from lwc.passes.int8_depthwise_conv2d import Int8DepthwiseConv2d
 from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
 
 from qdq_models import conv_model, ort_run

@@ -3,7 +3,7 @@ import tvm
 from onnx import helper
 from support import assert_matches_onnxruntime, assert_unchanged, model, relax_module, tensor
 
-from lwc.kernels import list_kernels
+from lwc.kernel_inventory import list_kernels
 from lwc.passes._support import count_ops
 from lwc.passes.merge_parallel_branches import MergeParallelBranches
 

@@ -12,11 +12,10 @@ import tvm
 from lwc.frontend import import_model
 from lwc.passes._qdq import count_ops
 from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
-from lwc.passes.pack_int8_conv2d import (
+from lwc.kernels.int8_conv2d import (
     AVX2,
     SDOT,
     VNNI,
-    PackInt8Conv2d,
     conv_kernel,
     dot_product_for,
     pack_weight,
@@ -24,6 +23,7 @@ from lwc.passes.pack_int8_conv2d import (
     pixel_conv_kernel,
     pixel_lanes,
 )
+from lwc.passes.pack_int8_conv2d import PackInt8Conv2d
 
 from qdq_models import conv_model, ort_run
 

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from lwc import sparsity
+from lwc import sparsity_analysis
 from lwc.passes.remove_zero_channels import RemoveZeroChannels
 from tests.conftest import TOL
 
@@ -82,7 +82,7 @@ def test_structural_removes_dead_channels_everywhere():
     assert all(init[i].shape == (5,) for i in bn.input[1:])
     group = next(a.i for n in out.graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "group")
     assert group == 5
-    assert sparsity.count_flops(out) < sparsity.count_flops(model)
+    assert sparsity_analysis.count_flops(out) < sparsity_analysis.count_flops(model)
     onnx.checker.check_model(out)
 
 

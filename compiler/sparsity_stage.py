@@ -2,7 +2,7 @@
 
 Runs between ONNX import and lwc's Relax passes:
 
-1. analysis (:mod:`lwc.sparsity`) of every constant conv/dense/matmul weight, for the
+1. analysis (:mod:`lwc.sparsity_analysis`) of every constant conv/dense/matmul weight, for the
    compile report;
 2. RemoveZeroChannels (``passes/remove_zero_channels.py``) on the simplified ModelProto:
    exact, so it runs under ``auto`` and ``force``; when it removed anything the model is
@@ -11,7 +11,7 @@ Runs between ONNX import and lwc's Relax passes:
    (``passes/conv1x1_to_sparse.py``) on the Relax module: matmuls and 1x1 convs with a
    block-sparse constant weight become a BSR TIR kernel -- under ``auto`` per layer where
    it is faster than the dense kernel (measured on native targets, a cost model on cross
-   targets: :mod:`lwc.sparse_decide`), under ``force`` wherever a zero block exists.
+   targets: :mod:`lwc.sparsity_decide`), under ``force`` wherever a zero block exists.
    BSR kernels are CPU kernels: GPU targets skip this step.
 
 Modes: ``auto`` (exploit what is there where it pays), ``force`` (same, for tests and
@@ -22,9 +22,8 @@ skipped by name with ``--disable-pass`` (:data:`PASS_NAMES`).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
-from lwc import sparsity
+from lwc import sparsity_analysis
 from lwc.errors import LwcError
 
 MODES = ("auto", "off", "force")
@@ -44,7 +43,7 @@ def apply(imported, mode: str = "auto", *, preset=None, tuning_log=None,
             for the tuned dense kernels ``auto`` times; None: TVM's default schedules.
         disabled: ``--disable-pass`` names; those in :data:`PASS_NAMES` are skipped.
         tuning_run: the graph is prepared for ``lwc tune`` (dense kernels without a
-            record yet take the cost model: :func:`lwc.sparse_decide.decider`).
+            record yet take the cost model: :func:`lwc.sparsity_decide.decider`).
     Returns:
         (imported model after the stage, report dict: mode, analysis, passes applied,
         per-layer decisions with reasons and times).
@@ -54,8 +53,8 @@ def apply(imported, mode: str = "auto", *, preset=None, tuning_log=None,
     if mode not in MODES:
         raise LwcError(f"--sparsity {mode!r}: expected one of {', '.join(MODES)}")
     proto = imported.onnx_model
-    layers = sparsity.analyze(proto)
-    info = {"mode": mode, "analysis": sparsity.summarize(layers), "passes": [], "relax_passes": []}
+    layers = sparsity_analysis.analyze(proto)
+    info = {"mode": mode, "analysis": sparsity_analysis.summarize(layers), "passes": [], "relax_passes": []}
     skipped = [name for name in PASS_NAMES if name in disabled]
     if skipped:
         info["disabled"] = skipped
@@ -68,9 +67,9 @@ def apply(imported, mode: str = "auto", *, preset=None, tuning_log=None,
         return imported, info
     decide = None
     if mode == "auto" and preset is not None:
-        from lwc import sparse_decide
+        from lwc import sparsity_decide
 
-        decide = sparse_decide.decider(preset, preset.tvm_target(), tuning_log, tuning_run)
+        decide = sparsity_decide.decider(preset, preset.tvm_target(), tuning_log, tuning_run)
     return _to_sparse(imported, mode, decide, disabled, info)
 
 
@@ -85,10 +84,10 @@ def _remove_zero_channels(imported, info: dict):
     report = pass_.last_report
     info["remove_zero_channels"] = report.to_json()
     if report.total_removed:
-        info["flops_before"] = sparsity.count_flops(proto)
-        info["flops_after"] = sparsity.count_flops(shrunk)
-        info["weight_bytes_before"] = sparsity.weight_bytes(proto)
-        info["weight_bytes_after"] = sparsity.weight_bytes(shrunk)
+        info["flops_before"] = sparsity_analysis.count_flops(proto)
+        info["flops_after"] = sparsity_analysis.count_flops(shrunk)
+        info["weight_bytes_before"] = sparsity_analysis.weight_bytes(proto)
+        info["weight_bytes_after"] = sparsity_analysis.weight_bytes(shrunk)
         info["passes"].append(RemoveZeroChannels.name)
         imported = dataclasses.replace(imported, onnx_model=shrunk, mod=to_relax(shrunk, imported.inputs))
     return imported

@@ -1,7 +1,7 @@
 """``--sparsity auto``: decide per layer whether the BSR kernel beats the dense kernel.
 
 On targets this machine runs natively (``preset.is_native``) the decision is measured:
-for each candidate layer (:class:`lwc.passes._bsr.Candidate`) both kernels are built for
+for each candidate layer (:class:`lwc.passes._bsr_rewrite.Candidate`) both kernels are built for
 the target and timed in this process on random data of the layer's shapes:
 
 - sparse: the layer's BSR kernel with its real ``data/indices/indptr``;
@@ -24,8 +24,8 @@ takes the cost model instead: its dense kernel is about to be tuned, and timing 
 would hand the layer to BSR for good (a BSR layer's dense kernel is never tuned).
 
 Cross targets (arm64 on x86, run under qemu: emulated time means nothing) fall back to
-the cost model of ``passes/_bsr.py`` (block density at most
-:data:`lwc.passes._bsr.DEFAULT_MAX_DENSITY`), and the reason says so.
+the cost model of :mod:`lwc.passes._bsr_rewrite` (block density at most
+:data:`lwc.passes._bsr_rewrite.DEFAULT_MAX_DENSITY`), and the reason says so.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lwc.passes._bsr import Candidate, Decide, Verdict, cost_model
+from lwc.passes._bsr_rewrite import Candidate, Decide, Verdict, cost_model
 
 #: Layers above this block density stay dense unmeasured: BSR then saves under 20% of the
 #: multiply-adds and pays an index load per block, so it can only beat a dense kernel that

@@ -1,0 +1,199 @@
+"""Classify a PrimFunc by its block and loop structure (never by its name).
+
+Kinds (:func:`classify`):
+
+- ``"annotated"``: some block carries a ``schedule_rule`` annotation (lwc's int8 kernels
+  schedule themselves); every rule declines.
+- ``"blockless"``: no SBlock below the root (lwc's BSR kernels); every rule declines.
+- ``"contraction"``: exactly one reduction block with two read operands (conv2d,
+  matmul, batch_matmul), optionally with injective blocks before and after it.
+- ``"window"``: exactly one reduction block with one read operand whose innermost output
+  axis is also the innermost index of that operand (pooling).
+- ``"reduction"``: any other function with reduction blocks (mean, softmax, layer norm).
+- ``"injective"``: no reduction at all (elementwise, broadcast, transpose, concat, resize).
+
+:class:`Nest` describes the loop nest of one block: for each loop, which block iter var
+it drives (loops must bind iter vars one-to-one, as TE-generated blocks do) and its kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis.common_analysis import get_sblockrealize as _get_sblock_realize
+from tvm.tirx.analysis import undefined_vars
+
+SPATIAL = tirx.IterVar.DataPar  # 0
+REDUCE = tirx.IterVar.CommReduce  # 2
+
+
+def sblocks(sch: s_tir.Schedule) -> list:
+    """All SBlock RVs of the function, in program order (root excluded).
+
+    Raises:
+        Exception: the function has no root block (TVM's error).
+    """
+    root = sch.get_sblock("root")
+    out = []
+
+    def visit(block_rv):
+        for child in sch.get_child_blocks(block_rv):
+            out.append(child)
+            visit(child)
+
+    visit(root)
+    return out
+
+
+#: ``schedule_rule`` values that TVM's TOPI puts on its generic ops (pooling:
+#: topi/include/tvm/topi/nn/pooling.h, "meta_schedule.pool_max"/"pool_avg"). They are hints
+#: for MetaSchedule, not a kernel that schedules itself, so they do not make a rule decline.
+#: lwc's own kernels are named "lwc_..." (passes/int8_depthwise_conv2d.py,
+#: passes/pack_int8_conv2d.py).
+TOPI_HINT_PREFIX = "meta_schedule."
+
+
+def has_schedule_rule(sch: s_tir.Schedule, blocks) -> bool:
+    """True when any block carries a ``schedule_rule`` annotation other than a TOPI hint."""
+    for b in blocks:
+        rule = sch.get(b).annotations.get("schedule_rule")
+        if rule is not None and not str(rule).startswith(TOPI_HINT_PREFIX):
+            return True
+    return False
+
+
+def is_reduction(sch: s_tir.Schedule, block_rv) -> bool:
+    """True when the block has a reduction (CommReduce) iter var."""
+    return any(iv.iter_type == REDUCE for iv in sch.get(block_rv).iter_vars)
+
+
+@dataclass
+class Loop:
+    """One loop around a block: its RV, the block iter var it binds, extent and kind."""
+
+    rv: object
+    var: tirx.Var  # the block's iter var (v_nn, v_rc, ...)
+    extent: int
+    reduce: bool
+
+
+@dataclass
+class Nest:
+    """A block's loop nest with what the rules ask of it.
+
+    Attributes:
+        block: the block RV.
+        loops: outermost first.
+        out_index: the block iter vars indexing the written buffer, in buffer dim order
+            (None for a dim indexed by anything but a bare iter var).
+        reads: per read buffer, the list of index expressions.
+    """
+
+    block: object
+    loops: list[Loop]
+    out_index: list
+    reads: list[tuple[tirx.Buffer, list]]
+
+    @property
+    def spatial(self) -> list[Loop]:
+        return [lp for lp in self.loops if not lp.reduce]
+
+    @property
+    def reduction(self) -> list[Loop]:
+        return [lp for lp in self.loops if lp.reduce]
+
+    def loop_of(self, var) -> Loop | None:
+        return next((lp for lp in self.loops if lp.var.same_as(var)), None)
+
+    @property
+    def out_elems(self) -> int:
+        return _prod(lp.extent for lp in self.spatial)
+
+    @property
+    def work(self) -> int:
+        """Iterations of the block body (MACs for a conv/matmul)."""
+        return _prod(lp.extent for lp in self.loops)
+
+
+def _prod(xs) -> int:
+    out = 1
+    for x in xs:
+        out *= int(x)
+    return out
+
+
+def uses(expr, var) -> bool:
+    """True when ``var`` occurs in ``expr``."""
+    return any(v.same_as(var) for v in undefined_vars(expr))
+
+
+def nest(sch: s_tir.Schedule, block_rv) -> Nest | None:
+    """The :class:`Nest` of a block, or None when its loops do not bind iter vars 1:1
+    with constant extents."""
+    block = sch.get(block_rv)
+    loop_rvs = sch.get_loops(block_rv)
+    loop_vars = [sch.get(rv).loop_var for rv in loop_rvs]
+    bindings = _bindings(sch, block_rv)
+    loops = []
+    for rv, lvar in zip(loop_rvs, loop_vars):
+        loop = sch.get(rv)
+        if not isinstance(loop.extent, tirx.IntImm):
+            return None
+        bound = [(iv, val) for iv, val in bindings if isinstance(val, tirx.Var) and val.same_as(lvar)]
+        if len(bound) != 1:
+            return None
+        iv = bound[0][0]
+        loops.append(Loop(rv, iv.var, int(loop.extent), iv.iter_type == REDUCE))
+    if len(loops) != len(block.iter_vars):
+        return None
+    if len(block.writes) != 1:
+        return None
+    out_index = []
+    for r in block.writes[0].region:
+        ok = isinstance(r.extent, tirx.IntImm) and int(r.extent) == 1
+        out_index.append(r.min if ok and isinstance(r.min, tirx.Var) else None)
+    reads = []
+    for region in block.reads:
+        reads.append((region.source, [r.min for r in region.region]))
+    return Nest(block_rv, loops, out_index, reads)
+
+
+def _bindings(sch: s_tir.Schedule, block_rv):
+    """(iter var, bound value) pairs of the block's SBlockRealize."""
+    realize = _realize_of(sch, block_rv)
+    return list(zip(realize.block.iter_vars, realize.iter_values))
+
+
+def _realize_of(sch: s_tir.Schedule, block_rv):
+    return _get_sblock_realize(sch, block_rv)
+
+
+def classify(sch: s_tir.Schedule) -> tuple[str, list]:
+    """(kind, blocks) of the function in ``sch``; see the module docstring for kinds."""
+    try:
+        blocks = sblocks(sch)
+    except Exception:  # noqa: BLE001 - no root block: a blockless function
+        return "blockless", []
+    if not blocks:
+        return "blockless", []
+    if has_schedule_rule(sch, blocks):
+        return "annotated", blocks
+    reductions = [b for b in blocks if is_reduction(sch, b)]
+    if not reductions:
+        return "injective", blocks
+    if len(reductions) == 1:
+        nreads = len(sch.get(reductions[0]).reads)
+        if nreads == 2:
+            return "contraction", blocks
+        if nreads == 1 and _window_like(sch, reductions[0]):
+            return "window", blocks
+    return "reduction", blocks
+
+
+def _window_like(sch: s_tir.Schedule, block_rv) -> bool:
+    n = nest(sch, block_rv)
+    if n is None or not n.out_index or n.out_index[-1] is None:
+        return False
+    _, idx = n.reads[0]
+    return uses(idx[-1], n.out_index[-1]) and n.loop_of(n.out_index[-1]).extent > 1

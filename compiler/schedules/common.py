@@ -1,0 +1,303 @@
+"""Schedule primitives shared by the rule families.
+
+- :func:`vector_factor`: how many elements of a loop to put in the vector register tile.
+- :func:`parallel_pays`: whether a kernel is big enough for a fork/join (T.parallel).
+- :func:`choose_tile`: the register tile (vector elements x reuse rows) for the registers.
+- :func:`schedule_spatial`: an injective block -> fused outer loops (parallel when it pays)
+  and a vectorized inner loop.
+- :func:`inline_neighbours`: inline the injective blocks around a main (reduction) block
+  so it has at most one consumer (its fused epilogue) and no copy-only producers.
+- :func:`register_tile`: the FMA-bound kernel schedule (conv2d, matmul, pooling).
+- :func:`pack_operand`: a per-tile copy of a weight slice with the vector axis innermost.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+from tvm.tirx import IndexMap
+
+from .analysis import Nest, is_reduction, nest, sblocks, uses
+from .facts import CpuFacts
+
+#: Below this many block-body iterations (MACs for a conv) a kernel stays on one thread.
+#: A T.parallel region is a fork/join of TVM's thread pool: a few microseconds on an idle
+#: machine, tens of microseconds on a busy one (measured here, 2 shared cores: PP-OCR cls
+#: was fastest with this threshold among 2**18 .. 2**24; benchmarks/schedule_rules.md).
+#: 2**22 MACs take ~250 us on one core at ~16 GMAC/s, so the join costs < 10%.
+PARALLEL_MIN_WORK = 1 << 22
+#: Injective kernels: elements below which one thread is faster. 2**18 fp32 elements are
+#: 1 MiB, a copy of ~50-100 us; below that the fork/join is a visible share (cls, rec).
+PARALLEL_MIN_ELEMS = 1 << 18
+
+
+def vector_factor(extent: int, lanes: int) -> int:
+    """Elements of a loop of ``extent`` to hold in the register tile (1: do not vectorize).
+
+    Prefers two full vectors, then one, then half a vector, each dividing ``extent`` so no
+    tail predicate is needed; a loop shorter than a vector is taken whole.
+    """
+    for f in (2 * lanes, lanes, lanes // 2):
+        if f >= 2 and extent % f == 0:
+            return f
+    if 2 <= extent < lanes:
+        return extent
+    return 1
+
+
+def largest_divisor(extent: int, limit: int) -> int:
+    """Largest divisor of ``extent`` that is <= ``limit`` (at least 1)."""
+    for f in range(min(extent, max(1, limit)), 0, -1):
+        if extent % f == 0:
+            return f
+    return 1
+
+
+def choose_tile(v_extent: int, u_extent: int, facts: CpuFacts) -> tuple[int, int]:
+    """(vi, ui): the register tile of ``vi`` vector-axis elements x ``ui`` reuse-axis rows.
+
+    Each candidate vector tile (four vectors, two, one, half) is paired with the largest divisor
+    ``ui`` of the reuse axis such that the ``ui * nvec`` accumulators plus the ``nvec``
+    vector operands and one broadcast scalar fit in the vector registers; the pair with the
+    most accumulators (FMAs per loaded operand) wins, ties to the wider vector.
+    """
+    lanes = facts.lanes(32)
+    best = (0, 1, 1)
+    for vi in (4 * lanes, 2 * lanes, lanes, lanes // 2, v_extent if v_extent < lanes else 0):
+        if vi < 2 or v_extent % vi:
+            continue
+        nvec = -(-vi // lanes)
+        ui = largest_divisor(u_extent, max(1, (facts.vector_regs - nvec - 1) // nvec))
+        score = ui * vi
+        if score > best[0]:
+            best = (score, vi, ui)
+    if best[0] == 0:
+        return 1, largest_divisor(u_extent, facts.vector_regs - 2)
+    return best[1], best[2]
+
+
+def parallel_pays(work: int, outer: int, facts: CpuFacts, min_work: int = PARALLEL_MIN_WORK) -> bool:
+    """True when a parallel loop of ``outer`` iterations over ``work`` units pays."""
+    return facts.cores > 1 and outer >= 2 and work >= min_work
+
+
+def schedule_spatial(sch: s_tir.Schedule, block, facts: CpuFacts) -> None:
+    """Parallelize a spatial block's outer loops when big and vectorize its innermost loop.
+
+    The innermost loop is split by a vector factor when one divides it and vectorized;
+    otherwise it stays a plain inner loop (LLVM may still vectorize it). Only the outer
+    loops are fused: fusing the innermost axis too would put an integer div/mod per
+    element into the loop body (squeezenet's concat: 10x slower).
+    """
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    extents = [int(sch.get(lp).extent) for lp in loops]
+    total = 1
+    for e in extents:
+        total *= e
+    lanes = facts.lanes(32)
+    vf = min(vector_factor(extents[-1], lanes), lanes)
+    if "if_then_else" in str(sch.get(block).body):
+        # padding / concat: TVM scalarizes a vector if_then_else (per-lane branches); a
+        # plain inner loop is left for LLVM, which vectorizes it (cls: pad 2.5x faster)
+        vf = 1
+    inner = None
+    if vf > 1:
+        outer_last, inner = sch.split(loops[-1], [None, vf])
+        outer = list(loops[:-1]) + [outer_last]
+    elif len(loops) > 1:
+        outer = list(loops[:-1])
+    else:
+        outer = list(loops)
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    n_outer = int(sch.get(fused).extent)
+    if total >= PARALLEL_MIN_ELEMS and facts.cores > 1 and n_outer >= 2:
+        sch.parallel(fused)
+    if inner is not None:
+        sch.vectorize(inner)
+
+
+def inline_neighbours(sch: s_tir.Schedule, main) -> tuple[list, object | None]:
+    """Inline the injective blocks around ``main``.
+
+    Producers that only copy or reshape (no ``if_then_else``: padding stays a separate
+    block so the main loop has no branch) are inlined into ``main``; consumers are inlined
+    into each other until one epilogue block is left.
+
+    Returns:
+        (producer blocks left, the single epilogue block or None).
+    Raises:
+        ValueError: more than one block is left after ``main`` (several outputs).
+    """
+    main_name = sch.get(main).name_hint
+    for block in sblocks(sch):
+        if sch.get(block).name_hint == main_name or is_reduction(sch, block):
+            continue
+        if _before(sch, block, main) and "if_then_else" not in str(sch.get(block).body):
+            try:
+                sch.compute_inline(block)
+            except Exception:  # noqa: BLE001, S110 - not inlinable (TVM's ScheduleError)
+                pass
+    # epilogue: inline every consumer except the last writer into its consumers
+    changed = True
+    while changed:
+        changed = False
+        after = _after(sch, main)
+        for block in after[:-1]:
+            try:
+                sch.compute_inline(block)
+                changed = True
+                break
+            except Exception:  # noqa: BLE001, S112 - TVM raises its own error types
+                continue
+    after = _after(sch, main)
+    if len(after) > 1:
+        raise ValueError(f"{len(after)} blocks after the main block")
+    main = sch.get_sblock(main_name)
+    producers = [b for b in sblocks(sch) if _before(sch, b, main)]
+    return producers, (after[0] if after else None)
+
+
+def _order(sch: s_tir.Schedule) -> list[str]:
+    return [sch.get(b).name_hint for b in sblocks(sch)]
+
+
+def _before(sch: s_tir.Schedule, block, main) -> bool:
+    names = _order(sch)
+    return names.index(sch.get(block).name_hint) < names.index(sch.get(main).name_hint)
+
+
+def _after(sch: s_tir.Schedule, main) -> list:
+    names = _order(sch)
+    i = names.index(sch.get(main).name_hint)
+    return [sch.get_sblock(n) for n in names[i + 1 :]]
+
+
+def register_tile(
+    sch: s_tir.Schedule,
+    main: Nest,
+    epilogue,
+    facts: CpuFacts,
+    vec_var,
+    reuse_var=None,
+) -> dict:
+    """Register-block a reduction block: outer spatial tiles, reduction, then the tile.
+
+    Loop order after the schedule::
+
+        for outer spatial tiles (fused; parallel when the work pays):
+            init acc[ui, vi] (vectorized)
+            for reduction loops:
+                for u in ui (unrolled): for v in vi (vectorized): acc[u, v] += ...
+            epilogue(acc) (vectorized)
+
+    ``vec_var`` is the block iter var of the output axis held in vectors (normally the
+    innermost, contiguous one); ``reuse_var`` an output axis the vector operand does not
+    depend on, so one vector load serves ``ui`` FMAs (the conv's output channel, the
+    matmul's row). When the vector axis is not the innermost index of its operand (conv
+    weights with channels in the vector), that operand's tile is packed under the
+    vector axis' outer loop (:func:`pack_operand`), which then becomes the parallel loop on
+    its own. The accumulator is
+    the main block's output buffer, shrunk to the tile by TVM's buffer compaction
+    (``local`` scope), or a ``cache_write`` when the main block writes the function output.
+
+    Returns:
+        the tile chosen: {"vi": ..., "ui": ..., "parallel": bool}.
+    Raises:
+        ValueError: ``vec_var`` does not drive a loop of ``main``.
+    """
+    vloop = main.loop_of(vec_var)
+    if vloop is None:
+        raise ValueError("vector axis is not a loop of the block")
+    uloop = main.loop_of(reuse_var) if reuse_var is not None else None
+    vi, ui = choose_tile(vloop.extent, uloop.extent if uloop is not None else 1, facts)
+    outer, tile = [], {}
+    for lp in main.spatial:
+        if lp is vloop and vi > 1:
+            o, i = sch.split(lp.rv, [None, vi])
+            outer.append(o)
+            tile["v"] = i
+        elif lp is uloop and ui > 1:
+            o, i = sch.split(lp.rv, [None, ui])
+            outer.append(o)
+            tile["u"] = i
+        else:
+            outer.append(lp.rv)
+    inner = [tile[k] for k in ("u", "v") if k in tile]
+    reduction = [lp.rv for lp in main.reduction]
+    packed = strided_operand(main, vec_var) if "v" in tile else None
+    if packed is not None:  # the vector axis' outer loop first: the pack is per channel tile
+        vo = outer[[lp is vloop for lp in main.spatial].index(True)]
+        outer = [vo] + [lp for lp in outer if lp != vo]
+    sch.reorder(*outer, *reduction, *inner)
+
+    block = main.block
+    if epilogue is None:
+        epilogue = sch.cache_write(block, 0, "local")
+    else:
+        sch.set_scope(block, 0, "local")
+    sch.reverse_compute_at(epilogue, outer[-1], preserve_unit_loops=True)
+    if packed is not None:
+        pack_operand(sch, block, packed, outer[0])
+    # parallel and vectorize before decompose_reduction: both need the reduction block to
+    # still have its init (a "local reduction block" in TVM's dataflow check).
+    n_outer = main.out_elems // max(1, vi * ui)
+    par = parallel_pays(main.work, n_outer, facts)
+    if packed is not None:
+        groups = [[outer[0]], outer[1:]]
+    else:
+        groups = [outer]
+    fused = [sch.fuse(*g) if len(g) > 1 else g[0] for g in groups if g]
+    if par:
+        sch.parallel(fused[0])
+    n_fused = len(fused)
+    if "v" in tile:
+        sch.vectorize(tile["v"])
+        eloops = sch.get_loops(epilogue)[n_fused:]
+        if eloops and int(sch.get(eloops[-1]).extent) == vi:
+            sch.vectorize(eloops[-1])
+    if "u" in tile:
+        sch.unroll(tile["u"])
+    if reduction:
+        init = sch.decompose_reduction(block, reduction[0])
+        iloops = sch.get_loops(init)[n_fused:]
+        if "v" in tile and iloops and sch.get(iloops[-1]).kind != 2:
+            sch.vectorize(iloops[-1])
+    return {"vi": vi, "ui": ui, "parallel": par}
+
+
+def strided_operand(main: Nest, vec_var) -> tuple[int, int] | None:
+    """(read index, dim) of the one operand indexed by ``vec_var`` in a dim other than its
+    innermost (conv weights ``W[f, c, r, s]`` with channels in the vector), else None."""
+    hits = [(i, d) for i, (_, idx) in enumerate(main.reads) for d, e in enumerate(idx) if uses(e, vec_var)]
+    if len(hits) != 1:
+        return None
+    i, d = hits[0]
+    if d == len(main.reads[i][1]) - 1:
+        return None
+    return i, d
+
+
+def pack_operand(sch: s_tir.Schedule, block, packed: tuple[int, int], at) -> None:
+    """Copy one operand tile under loop ``at`` with the vector axis moved innermost.
+
+    The copy covers the operand's region for one tile of the vector axis (e.g. ``vi``
+    output channels of a conv weight: ``[C, R, S, vi]`` after buffer compaction), so each
+    weight is copied once per call and the FMA loop loads it as contiguous vectors.
+    """
+    read_index, dim = packed
+    cache = sch.cache_read(block, read_index, "global")
+    sch.compute_at(cache, at, preserve_unit_loops=True)
+    rank = len(sch.get(cache).writes[0].region)
+    order = [a for a in range(rank) if a != dim] + [dim]
+    sch.transform_layout(
+        cache, ("write", 0), IndexMap.from_func(lambda *ax: [ax[a] for a in order], ndim=rank)
+    )
+
+
+def schedule_rest(sch: s_tir.Schedule, blocks, facts: CpuFacts) -> None:
+    """Schedule leftover spatial blocks (padding) with :func:`schedule_spatial`."""
+    for block in blocks:
+        n = nest(sch, block)
+        if n is not None and not n.reduction:
+            schedule_spatial(sch, block, facts)

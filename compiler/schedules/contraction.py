@@ -1,0 +1,85 @@
+"""The shared schedule of conv2d and matmul kernels: pick the register tile's axes.
+
+A contraction block computes ``out[s...] += A[...] * B[...]`` over reduction axes. The
+vector axis is the innermost output axis (contiguous in the output); the reuse axis is an
+output axis that the operand(s) indexed by the vector axis do not depend on, so one
+vector load feeds ``ui`` FMAs (conv NCHW: output channel; matmul: row).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from .analysis import Nest, classify, is_reduction, nest, uses
+from .common import inline_neighbours, register_tile, schedule_rest, vector_factor
+from .facts import CpuFacts
+
+
+def main_block(sch: s_tir.Schedule):
+    """The only reduction block of a contraction function (None if not a contraction)."""
+    kind, blocks = classify(sch)
+    if kind != "contraction":
+        return None
+    return next(b for b in blocks if is_reduction(sch, b))
+
+
+def vector_operands(n: Nest, vec_var) -> list:
+    """The read operands whose indices use ``vec_var``."""
+    return [(buf, idx) for buf, idx in n.reads if any(uses(i, vec_var) for i in idx)]
+
+
+def reuse_axis(n: Nest, vec_var):
+    """The output axis to tile in registers beside the vector axis, or None.
+
+    The innermost output axis (extent > 1) that no vector operand depends on (one vector
+    load then feeds ``ui`` FMAs); failing that (depthwise conv: every axis indexes the
+    data), the innermost other output axis: its rows share the broadcast weight and give
+    the FMA pipeline independent accumulators.
+    """
+    vops = vector_operands(n, vec_var)
+    candidates = [
+        var for var in reversed(n.out_index[:-1])
+        if var is not None and n.loop_of(var) is not None and n.loop_of(var).extent > 1
+    ]
+    for var in candidates:
+        if not any(uses(i, var) for _, idx in vops for i in idx):
+            return var
+    return candidates[0] if candidates else None
+
+
+def pick_axes(n: Nest, facts: CpuFacts):
+    """(vector axis, reuse axis) of a contraction.
+
+    Normally the innermost output axis is vectorized and :func:`reuse_axis` gives the
+    reuse axis. When that axis holds less than a full vector in a divisible tile (conv
+    outputs 13, 14, 27 or 109 wide) and the reuse axis (output channels) is a multiple of
+    the vector length, the two swap: channels in the vector, pixels in the reuse tile
+    (the weights are then loaded strided, which costs less than scalar FMAs).
+    """
+    lanes = facts.lanes(32)
+    vec = n.out_index[-1]
+    reuse = reuse_axis(n, vec)
+    if vector_factor(n.loop_of(vec).extent, lanes) >= lanes or reuse is None:
+        return vec, reuse
+    shares = any(uses(i, reuse) for _, idx in vector_operands(n, vec) for i in idx)
+    if not shares and n.loop_of(reuse).extent % lanes == 0:
+        return reuse, vec
+    return vec, reuse
+
+
+def schedule_contraction(sch: s_tir.Schedule, block, facts: CpuFacts) -> dict:
+    """Inline neighbours, register-tile ``block``, schedule leftover padding blocks.
+
+    Raises:
+        ValueError: the loop nest cannot be described (see :func:`analysis.nest`).
+    """
+    name = sch.get(block).name_hint
+    producers, epilogue = inline_neighbours(sch, block)
+    block = sch.get_sblock(name)
+    n = nest(sch, block)
+    if n is None or n.out_index[-1] is None:
+        raise ValueError("loop nest does not bind the block's iter vars one to one")
+    vec, reuse = pick_axes(n, facts)
+    tile = register_tile(sch, n, epilogue, facts, vec, reuse)
+    schedule_rest(sch, producers, facts)
+    return tile

@@ -1,0 +1,103 @@
+"""Conv2d rule: structure (register tile: parallel outer, vectorized inner, unrolled
+channel tile) and numerics against onnxruntime for plain, 1x1, strided, padded,
+grouped and depthwise convolutions with a fused bias + ReLU epilogue."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import helper
+from schedules_support import AVX2, NEON, check_numerics, model, prim_scripts, rand, schedule
+
+
+def conv_model(c_in, c_out, hw, k, stride=1, pad=0, group=1, relu=True):
+    h, w = hw
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[k, k], strides=[stride] * 2,
+                              pads=[pad] * 4, group=group)]
+    nodes.append(helper.make_node("Relu", ["c"], ["y"]) if relu else helper.make_node("Identity", ["c"], ["y"]))
+    inits = {"W": rand(c_out, c_in // group, k, k, seed=1), "B": rand(c_out, seed=2)}
+    return model(nodes, {"x": [1, c_in, h, w]}, {"y": [1, c_out, ho, wo]}, inits)
+
+
+CASES = {
+    "3x3": dict(c_in=16, c_out=32, hw=(24, 64), k=3, pad=1),
+    "1x1": dict(c_in=32, c_out=64, hw=(20, 48), k=1),
+    "strided": dict(c_in=8, c_out=16, hw=(32, 64), k=3, stride=2, pad=1),
+    "grouped": dict(c_in=16, c_out=32, hw=(16, 32), k=3, pad=1, group=4),
+    "depthwise": dict(c_in=32, c_out=32, hw=(24, 48), k=3, pad=1, group=32),
+    "odd width": dict(c_in=8, c_out=16, hw=(13, 13), k=3, pad=1),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_conv2d_matches_onnxruntime(case):
+    m = conv_model(**CASES[case])
+    report = check_numerics(m, {"x": rand(1, CASES[case]["c_in"], *CASES[case]["hw"])})
+    assert report.get("conv2d", 0) == 1, report
+
+
+@pytest.mark.parametrize("facts", [AVX2, NEON], ids=["avx2", "neon"])
+def test_conv2d_is_register_tiled(facts):
+    sched, report, _ = schedule(conv_model(32, 64, (32, 64), 3, pad=1), facts)
+    assert report.get("conv2d") == 1, report
+    conv = next(s for n, s in prim_scripts(sched).items() if "conv2d" in s and "T.unroll" in s)
+    assert "T.parallel(" in conv  # 32*64*64*288 MACs: worth both cores
+    lanes = facts.lanes()
+    widths = {f"T.vectorized(T.int64({k * lanes}))" for k in (1, 2, 4)}
+    assert any(w in conv for w in widths)  # whole vectors of the output row
+    assert 'scope="local"' in conv  # accumulator tile
+    assert "_init" in conv  # reduction decomposed: init outside the reduction loops
+
+
+def test_small_conv_stays_serial():
+    sched, _, _ = schedule(conv_model(4, 8, (8, 16), 1), AVX2)
+    conv = next(s for s in prim_scripts(sched).values() if "conv2d" in s)
+    assert "T.parallel(" not in conv
+    assert "T.vectorized(" in conv
+
+
+def test_odd_width_vectorizes_channels_with_packed_weights():
+    # 13 wide: no whole vector of pixels, so channels go in the vector and each
+    # [C, R, S, vi] weight tile is packed per channel tile (inside the parallel loop).
+    from lwc.bench import set_tvm_threads
+
+    set_tvm_threads(2)  # the packed tile must be per thread
+    m = conv_model(64, 128, (13, 13), 3, pad=1)
+    sched, report, _ = schedule(m, AVX2)
+    conv = next(s for s in prim_scripts(sched).values() if "conv2d" in s)
+    assert "param_0_global" in conv and "T.parallel(" in conv
+    for seed in range(2):
+        check_numerics(m, {"x": rand(1, 64, 13, 13, seed=seed)})
+
+
+def test_nhwc_conv_matches_onnxruntime():
+    # lwc runs NHWC/OHWI convs where ConvertConvLayout picks them (LWC_CONV_LAYOUT=NHWC)
+    from schedules_support import run_lwc, run_ort
+    from tvm import relax
+
+    w_oihw, bias = rand(32, 16, 3, 3, seed=1), rand(32, seed=2)
+    x_nchw = rand(1, 16, 24, 40, seed=3)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 24, 40, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            w = relax.const(w_oihw.transpose(0, 2, 3, 1).copy())
+            c = bb.emit(relax.op.nn.conv2d(x, w, padding=1, data_layout="NHWC", kernel_layout="OHWI"))
+            r = bb.emit(relax.op.nn.relu(relax.op.add(c, relax.const(bias))))
+            out = bb.emit_output(r)
+        bb.emit_func_output(out)
+    from lwc.schedules import apply_rules
+    from lwc.targets import resolve
+
+    tgt = resolve("host").tvm_target()
+    with tgt:
+        fused = relax.get_pipeline("zero")(bb.get())
+    sched, report = apply_rules(fused, AVX2)
+    assert report.get("conv2d") == 1, report
+    got = run_lwc(sched, tgt, {"x": x_nchw.transpose(0, 2, 3, 1).copy()})[0]
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c"], kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["y"])]
+    ref = model(nodes, {"x": [1, 16, 24, 40]}, {"y": [1, 32, 24, 40]}, {"W": w_oihw, "B": bias})
+    want = run_ort(ref, {"x": x_nchw})[0].transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
