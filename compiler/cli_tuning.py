@@ -36,8 +36,8 @@ class _ProgressBar:
 
 def format_task_table(tasks) -> str:
     """The per-task table printed at the end of ``lwc tune``."""
-    lines = [f"{'#':>3} {'task':<44} {'MFLOP':>9} {'weight':>6} {'rule us':>10} {'best us':>10} "
-             f"{'GFLOP/s':>8} {'trials':>6}"]
+    lines = [(f"{'#':>3} {'task':<44} {'MFLOP':>9} {'weight':>6} {'rule us':>10} {'best us':>10} "
+              f"{'GFLOP/s':>8} {'trials':>6}")]
     total_us = rule_total_us = 0.0
     notes = []
     for i, t in enumerate(tasks):

@@ -29,7 +29,7 @@ import numpy as np
 from lwc import tvm_compat
 from lwc.errors import LwcError
 from lwc.frontend import ImportedModel
-from lwc.options import CompileOptions
+from lwc.options import CompileOptions, options_from
 from lwc.targets import Preset
 
 MANIFEST_FORMAT = 1
@@ -226,7 +226,7 @@ def compile(  # noqa: A001  (the product's verb)
         input_shapes: ``{input name: [d0, ...]}``; required for inputs with dynamic dims.
         options: the graph and kernel options (:class:`lwc.options.CompileOptions`:
             ``--disable-pass``, ``--quantize``, ``--sparsity``, ``--precision``,
-            ``--conv-layout``, ``--nvcc``). Its fields may be given as keywords instead
+            ``--conv-layout``, ``--nvcc``, ``--no-schedule-rules``). Its fields may be given as keywords instead
             (``compile(m, "arm64", disabled_passes=("PreserveNaN",))``), not both.
         cross_compiler: overrides the preset's C++ compiler (``--cross-compiler``).
         tuning_log: a tuning_logs/ folder to apply (``--tuning-log``); default: the
@@ -243,7 +243,7 @@ def compile(  # noqa: A001  (the product's verb)
     from lwc.tuning.apply import apply_records
 
     start = time.perf_counter()
-    options = _options(options, option_fields)
+    options = options_from(options, option_fields, "compile")
     preset = prepare_stage.resolve_target(target)
     prepare_stage.check(preset, options)  # before any long work: pass names, CUDA toolkit
     cxx = check_cross_compiler(preset, cross_compiler)
@@ -275,18 +275,6 @@ def compile(  # noqa: A001  (the product's verb)
                **({"cuda": cuda_build.describe()} if cuda_build else {})},
         pack_imports=cuda_build.pack_imports() if cuda_build else None,
     )
-
-
-def _options(options: CompileOptions | None, fields: dict) -> CompileOptions:
-    """``options``, or one made from keyword fields (LwcError for both, or an unknown field)."""
-    if options is not None and fields:
-        raise LwcError(f"compile: give options= or {', '.join(sorted(fields))}, not both")
-    if options is not None:
-        return options
-    try:
-        return CompileOptions(**fields)
-    except TypeError as err:
-        raise LwcError(f"compile: {err}") from None
 
 
 def _build(mod, prepared):

@@ -110,5 +110,22 @@ class CompileOptions:
         return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
 
 
-#: The defaults: an fp32 compile with every pass and sparsity ``auto``.
+#: The defaults: an fp32 compile with every pass, sparsity ``auto`` and the schedule rules.
 DEFAULT = CompileOptions()
+
+
+def options_from(options: CompileOptions | None, fields: dict, caller: str) -> CompileOptions:
+    """``options``, or :class:`CompileOptions` made from keyword ``fields`` (the library
+    calls accept either: ``compile(m, "arm64", sparsity="off")``).
+
+    Raises:
+        LwcError: both given, or a field that is not an option (``caller`` names the call).
+    """
+    if options is not None and fields:
+        raise LwcError(f"{caller}: give options= or {', '.join(sorted(fields))}, not both")
+    if options is not None:
+        return options
+    try:
+        return CompileOptions(**fields)
+    except TypeError as err:
+        raise LwcError(f"{caller}: {err}") from None

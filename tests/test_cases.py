@@ -199,8 +199,10 @@ def _forbid_import(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("import_model ran before the cross-compiler check")
 
+    import lwc.prepare
+
     monkeypatch.setattr(lwc.frontend, "import_model", fail)
-    monkeypatch.setattr(driver, "import_model", fail)
+    monkeypatch.setattr(lwc.prepare, "import_model", fail)  # the prepare stage's import
 
 
 def _assert_missing_compiler_message(message: str, compiler: str) -> None:
@@ -255,7 +257,9 @@ def test_f2_host_gxx_for_arm64_is_refused_before_work(matmul_path, tmp_path, mon
     def must_not_import(*args, **kwargs):
         raise AssertionError("import ran before the compiler check")
 
-    monkeypatch.setattr(driver, "import_model", must_not_import)
+    import lwc.prepare
+
+    monkeypatch.setattr(lwc.prepare, "import_model", must_not_import)
     with pytest.raises(LwcError) as info:
         driver.compile(matmul_path, "arm64", cross_compiler="g++")
     message = str(info.value)

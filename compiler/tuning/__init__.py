@@ -13,6 +13,9 @@ The package, one job per module; each imports only the ones listed before it:
   and on all, the decisions file, applying it.
 - :mod:`lwc.tuning.apply`: the compile side -- legalize + fuse (:func:`~lwc.tuning.apply.prepare`),
   tasks, applying records, lwc's fixed schedules.
+- :mod:`lwc.tuning.seed`: ``lwc tune`` starts each task from lwc's rule schedule
+  (:mod:`lwc.schedules`), measured and committed as a record, so tuning never ends slower
+  than the rule.
 - :mod:`lwc.tuning.search`: ``lwc tune`` -- task plans, MetaSchedule's search, progress,
   the time budget and Ctrl-C, the single-thread measurement at the end.
 

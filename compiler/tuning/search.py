@@ -36,26 +36,23 @@ from lwc.tuning.logs import (
     MANIFEST, _manifest, _write_json_atomic, default_log_root, machine_cpu, manifest_mismatch,
     read_manifest,
 )
+from lwc.tuning.seed import RULE_SEEDS, restore, seed_from_rules
 
 _MS_LOGGER = "tvm.s_tir.meta_schedule"
 
 
 @dataclass
 class TaskStat:
-    """One tuning task: name, FLOPs, weight (uses in the model), best latency, trials, and
-    the latency of lwc's rule schedule (:mod:`lwc.tuning.seed`), the search's starting point."""
+    """One tuning task: name, FLOPs, weight (uses in the model), best latency, trials, rule's latency."""
 
     name: str
     flops: float
     weight: int
     trials: int = 0
     best_us: float | None = None
-    #: lwc's rule schedule of the task as measured before its search (None: not measured)
-    rule_us: float | None = None
-    #: the rule's name (conv2d, matmul, ...)
-    rule: str | None = None
-    #: why the task has no measured rule schedule (a rule declined, its trace does not replay)
-    rule_note: str | None = None
+    rule_us: float | None = None  # lwc's rule schedule, measured before the search
+    rule: str | None = None  # the rule's name (conv2d, matmul, ...)
+    rule_note: str | None = None  # why no rule schedule was measured (declined, no replay)
 
     @property
     def gflops(self) -> float | None:
@@ -260,20 +257,6 @@ def _quiet_metaschedule_console() -> None:
                 logger.removeHandler(handler)
 
 
-def _options(options, fields: dict):
-    """``options``, or :class:`lwc.options.CompileOptions` made from keyword fields."""
-    from lwc.options import CompileOptions
-
-    if options is not None and fields:
-        raise LwcError(f"tune: give options= or {', '.join(sorted(fields))}, not both")
-    if options is not None:
-        return options
-    try:
-        return CompileOptions(**fields)
-    except TypeError as err:
-        raise LwcError(f"tune: {err}") from None
-
-
 def tune(
     model,
     target="host",
@@ -325,6 +308,7 @@ def tune(
             matching no task.
     """
     from lwc import prepare as prepare_stage
+    from lwc.options import options_from
     from lwc.frontend import model_sha256
     from lwc.targets import Preset, resolve
 
@@ -339,7 +323,7 @@ def tune(
             f"target {preset.name} ({preset.arch}) cannot be measured on this machine; tune on "
             "the board with --rpc-tracker HOST:PORT --rpc-key KEY"
         )
-    options = _options(options, option_fields)
+    options = options_from(options, option_fields, "tune")
     prepared = prepare_stage.prepare(model, preset, input_shapes, options,
                                      tuning_log=prepare_stage.log_lookup(preset), tuning_run=True)
     mod, tvm_target, key = prepared.mod, prepared.tvm_target, prepared.model_key
@@ -388,12 +372,9 @@ def tune(
     ]
     seeds = dict((old_manifest or {}).get(RULE_SEEDS, {}))
     for stat, ctx, (count, best) in zip(stats, contexts, _existing(database, contexts)):
-        seeded = seeds.get(str(_workload_key(ctx.mod)))
-        # the rule's record (committed by seeding) is the search's start, not one of its trials
-        stat.trials = max(0, count - 1) if seeded and seeded.get("committed") else count
+        stat.trials = count
         stat.best_us = best * 1e6 if best else None
-        if seeded:
-            _set_rule(stat, seeded)
+        restore(stat, seeds.get(str(_workload_key(ctx.mod))))
     resumed = sum(s.trials for s in stats)
     per_task, todo = _plan_only(stats, trials, only_tasks) if only_tasks else _plan(stats, trials)
     source = {"file": Path(model).name, "sha256": model_sha256(model)} if isinstance(
@@ -423,12 +404,10 @@ def tune(
     )
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=runner_min_repeat_ms)
     runner = _runner(ms, rpc, evaluator)
-    if trials > 0:
-        _seed_from_rules(ms, preset, tvm_target, rpc, contexts, stats, todo, database, builder, runner,
-                         seeds, started, time_budget_s)
-        if seeds:
-            manifest[RULE_SEEDS] = seeds
-            _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
+    if trials > 0 and seed_from_rules(ms, preset, rpc is not None or _runs_here(tvm_target), contexts,
+                                      stats, todo, database, builder, runner, seeds, started, time_budget_s):
+        manifest[RULE_SEEDS] = seeds  # the rules' schedules first, once per task (lwc.tuning.seed)
+        _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
 
     planned = sum(per_task - stats[i].trials for i in todo)
     callback_state = _CallbackState(stats, todo, planned, started, time_budget_s, on_progress, per_task)
@@ -465,50 +444,6 @@ def tune(
         mod, fused, preset, tvm_target, folder, database, rpc)
     return TuneResult(folder, stats, callback_state.trials_done, time.perf_counter() - started, reason,
                       resumed, manifest, threads_info)
-
-
-#: Manifest key: {workload hash: :meth:`lwc.tuning.seed.Seed.to_json`} of the tasks seeded
-#: with their rule schedule (each once; the rule's record is in the database when committed).
-RULE_SEEDS = "rule_seeds"
-
-
-def _set_rule(stat: TaskStat, seeded: dict) -> None:
-    stat.rule = seeded.get("rule")
-    stat.rule_us = seeded.get("rule_us")
-    stat.rule_note = seeded.get("note")
-
-
-def _seed_from_rules(ms, preset, tvm_target, rpc, contexts, stats, todo, database, builder, runner,
-                     seeds: dict, started: float, time_budget_s: float | None) -> None:
-    """Seed the tasks about to be searched (``todo``) that have not been seeded with their
-    rule schedule (:func:`lwc.tuning.seed.seed_tasks`), measured with the search's builder
-    and runner; ``seeds`` (the manifest's :data:`RULE_SEEDS`) and ``stats`` are updated. A
-    task left unseeded by the time budget is seeded by a later run."""
-    from lwc.schedules import CpuFacts
-    from lwc.tuning.seed import seed_tasks
-
-    keys = {i: str(_workload_key(contexts[i].mod)) for i in todo}
-    fresh = [i for i in todo if keys[i] not in seeds]
-    if not fresh:
-        return
-    if rpc is None and not _runs_here(tvm_target):
-        for i in fresh:
-            stats[i].rule_note = "rule schedule not measured: these kernels do not run on this CPU"
-        return
-    existing = [stats[i].best_us / 1e6 if stats[i].best_us else None for i in fresh]
-
-    def should_stop() -> bool:
-        return time_budget_s is not None and time.perf_counter() - started >= time_budget_s
-
-    results = seed_tasks(ms, [contexts[i] for i in fresh], database, builder, runner,
-                         CpuFacts.from_preset(preset), existing, should_stop)
-    for i, result in zip(fresh, results):
-        if result is None:  # the time budget ran out first: a later run seeds it
-            continue
-        seeds[keys[i]] = result.to_json()
-        _set_rule(stats[i], seeds[keys[i]])
-        if result.committed and result.rule_us is not None:
-            stats[i].best_us = min(stats[i].best_us or math.inf, result.rule_us)
 
 
 def _measure_threads(mod, fused, preset, tvm_target, folder: Path, database, rpc) -> dict:

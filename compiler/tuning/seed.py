@@ -23,8 +23,11 @@ import json
 import math
 from dataclasses import dataclass
 
-#: MetaSchedule records a failed run as 1e10 s; anything above this did not run.
-_INVALID_SECS = 1e9
+from lwc.tuning.database import _INVALID_SECS, _workload_key
+
+#: Manifest key: {workload hash: :meth:`Seed.to_json`} of the tasks seeded with their rule
+#: schedule (each once; the rule's record is in the database when ``committed``).
+RULE_SEEDS = "rule_seeds"
 
 
 @dataclass
@@ -38,12 +41,15 @@ class Seed:
             record at least as fast, or nothing was measured).
         note: why there is no measured rule schedule (a rule declined, its trace does not
             replay, the build or run failed), else None.
+        final: False when the build or run failed (a timeout on a busy machine): not
+            stored, so a later run tries again.
     """
 
     rule: str | None = None
     rule_us: float | None = None
     committed: bool = False
     note: str | None = None
+    final: bool = True
 
     def to_json(self) -> dict:
         return {"rule": self.rule, "rule_us": self.rule_us, "committed": self.committed, "note": self.note}
@@ -63,9 +69,8 @@ def rule_schedule(func, facts, rules=None):
     :data:`lwc.schedules.RULES`) that schedules ``func``. Kernels that compile leaves to
     other schedules (a block with a ``schedule_rule`` annotation, no blocks) get none, as
     in :func:`lwc.schedules.schedule_func`; a rule that raises counts as a decline."""
+    from lwc import schedules
     from tvm import s_tir
-
-    import lwc.schedules as schedules
 
     try:
         from lwc.schedules.analysis import classify
@@ -102,13 +107,12 @@ def replay(ms, sch, workload, target, args_info):
         (replayed Schedule or None, why not).
     """
     import tvm_ffi
+    from tvm import s_tir
 
     record = ms.database.TuningRecord(sch.trace, workload, [1.0], target, args_info)
     try:
         text = json.dumps(_plain(record.as_json()))
         parsed = ms.database.TuningRecord.from_json(json.loads(text), workload)
-        from tvm import s_tir
-
         again = s_tir.Schedule(workload.mod)
         parsed.trace.apply_to_schedule(again, remove_postproc=False)
     except Exception as err:  # noqa: BLE001 - TVM ScheduleError and friends
@@ -158,21 +162,21 @@ def seed_tasks(ms, contexts, database, builder, runner, facts, existing_best, sh
         one :class:`Seed` per context, or None for a task left for later.
     """
     seeds: list = [None] * len(contexts)
-    pending = []  # (index, replayed schedule, workload, args_info)
+    pending = []  # (index, rule name, replayed schedule, workload, args_info)
     for i, ctx in enumerate(contexts):
         if should_stop and should_stop():
             return seeds
-        sch, why = rule_schedule(ctx.mod["main"], facts)
+        sch, rule = rule_schedule(ctx.mod["main"], facts)  # rule: its name, or why none
         if sch is None:
-            seeds[i] = Seed(note=f"no rule schedule ({why})")
+            seeds[i] = Seed(note=f"no rule schedule ({rule})")
             continue
         workload = database.commit_workload(ctx.mod)
         args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
         replayed, why_not = replay(ms, sch, workload, ctx.target, args_info)
         if replayed is None:
-            seeds[i] = Seed(rule=why, note=f"{why} rule not seeded: {why_not}")
+            seeds[i] = Seed(rule=rule, note=f"{rule} rule not seeded: {why_not}")
             continue
-        pending.append((i, why, replayed, workload, args_info))
+        pending.append((i, rule, replayed, workload, args_info))
     if not pending or (should_stop and should_stop()):
         return seeds
     # one batch: the builder compiles in parallel, the runner times one after another
@@ -180,8 +184,8 @@ def seed_tasks(ms, contexts, database, builder, runner, facts, existing_best, sh
     inputs, ran = [], []
     for (i, rule, sch, workload, args_info), result in zip(pending, built):
         if result.error_msg is not None or not result.artifact_path:
-            seeds[i] = Seed(rule=rule, note=f"{rule} rule not seeded: build failed "
-                                            f"({_first_line(Exception(result.error_msg or 'no artifact'))})")
+            why = _first_line(Exception(result.error_msg or "no artifact"))
+            seeds[i] = Seed(rule=rule, note=f"{rule} rule not seeded: build failed ({why})", final=False)
             continue
         inputs.append(ms.runner.RunnerInput(result.artifact_path, _device_type(contexts[i].target), args_info))
         ran.append((i, rule, sch, workload, args_info, result.artifact_path))
@@ -195,7 +199,7 @@ def seed_tasks(ms, contexts, database, builder, runner, facts, existing_best, sh
         secs = _secs(result.run_secs) if result.error_msg is None else math.inf
         if secs >= _INVALID_SECS:
             why = _first_line(Exception(result.error_msg or "no time"))
-            seeds[i] = Seed(rule=rule, note=f"{rule} rule not seeded: run failed ({why})")
+            seeds[i] = Seed(rule=rule, note=f"{rule} rule not seeded: run failed ({why})", final=False)
             continue
         best = existing_best[i]
         committed = best is None or secs < best
@@ -204,3 +208,58 @@ def seed_tasks(ms, contexts, database, builder, runner, facts, existing_best, sh
                 sch.trace, workload, [float(s) for s in result.run_secs], contexts[i].target, args_info))
         seeds[i] = Seed(rule=rule, rule_us=secs * 1e6, committed=committed)
     return seeds
+
+
+def restore(stat, seeded: dict | None) -> None:
+    """Put a manifest's seed of a task (:data:`RULE_SEEDS`) on its
+    :class:`~lwc.tuning.search.TaskStat`, whose ``trials`` counted the database's records:
+    the rule's committed record is the search's start, not one of its trials."""
+    if not seeded:
+        return
+    stat.rule, stat.rule_us, stat.rule_note = seeded.get("rule"), seeded.get("rule_us"), seeded.get("note")
+    if seeded.get("committed"):
+        stat.trials = max(0, stat.trials - 1)
+
+
+def seed_from_rules(ms, preset, runs_here: bool, contexts, stats, todo, database, builder, runner,
+                    seeds: dict, started: float, time_budget_s: float | None) -> bool:
+    """Seed the tasks about to be searched (indices ``todo``) that have no entry in ``seeds``
+    (the manifest's :data:`RULE_SEEDS`, updated) with :func:`seed_tasks`, measured with the
+    search's ``builder`` and ``runner``; ``stats`` (TaskStat per context) get ``rule_us``
+    and a best latency no worse than the rule's. Tasks the time budget leaves unseeded, or
+    whose kernels do not run here (``runs_here`` False, no RPC), are seeded by a later run.
+
+    Returns:
+        whether ``seeds`` changed.
+    """
+    import time
+
+    from lwc.schedules import CpuFacts
+
+    keys = {i: str(_workload_key(contexts[i].mod)) for i in todo}
+    fresh = [i for i in todo if keys[i] not in seeds]
+    if not fresh:
+        return False
+    if not runs_here:
+        for i in fresh:
+            stats[i].rule_note = "rule schedule not measured: these kernels do not run on this CPU"
+        return False
+    existing = [stats[i].best_us / 1e6 if stats[i].best_us else None for i in fresh]
+
+    def should_stop() -> bool:
+        return time_budget_s is not None and time.perf_counter() - started >= time_budget_s
+
+    results = seed_tasks(ms, [contexts[i] for i in fresh], database, builder, runner,
+                         CpuFacts.from_preset(preset), existing, should_stop)
+    changed = False
+    for i, result in zip(fresh, results):
+        if result is None:  # the time budget ran out first
+            continue
+        stats[i].rule, stats[i].rule_us, stats[i].rule_note = result.rule, result.rule_us, result.note
+        if not result.final:  # tried again by the next run
+            continue
+        seeds[keys[i]] = result.to_json()
+        if result.committed and result.rule_us is not None:
+            stats[i].best_us = min(stats[i].best_us or math.inf, result.rule_us)
+        changed = True
+    return changed
