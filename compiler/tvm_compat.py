@@ -2,8 +2,12 @@
 
 TVM's Python API moves between releases (``tvm.tir`` -> ``tvm.tirx``,
 ``tvm.meta_schedule`` -> ``tvm.s_tir.meta_schedule``, ``tvm.contrib.cc`` ->
-``tvm.support.cc``, ``tvm.nd.array`` -> ``tvm.runtime.tensor``). Every other lwc module
-reaches TVM through the names here, so the next TVM release is a one-file change.
+``tvm.support.cc``, ``tvm.nd.array`` -> ``tvm.runtime.tensor``). What this module owns:
+building (:func:`build`), the VM, runtime tensors, the cross compiler hook, versions and
+the host CPU's name. Passes, kernels and schedule rules import ``tvm.relax``,
+``tvm.tirx`` and ``tvm.s_tir`` directly (their IR *is* those APIs; wrapping each node
+type here would be a second, worse copy of TVM): a rename there is a search-and-replace
+over ``passes/``, ``compiler/kernels/`` and ``compiler/schedules/``, not a one-file change.
 """
 
 from __future__ import annotations

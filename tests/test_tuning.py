@@ -93,9 +93,9 @@ def test_tuning_ends_by_timing_the_kernel_on_one_thread_and_on_all(tuned):
     _, _, result = tuned
     decisions = threads.read(result.log_dir)
     assert len(decisions) == result.single_thread["kernels_timed"] <= 1
-    if not decisions:  # the rule's schedule won: this kernel is too small to fork, nothing to time
-        [task] = result.tasks
-        assert task.best_us == pytest.approx(task.rule_us)
+    if not decisions:  # the best schedule (the rule's or a serial one the search found) has
+        [task] = result.tasks  # no parallel loop: nothing to time both ways
+        assert task.best_us <= task.rule_us * 1.05
         return
     [entry] = decisions.values()
     assert entry["parallel_us"] > 0 and entry["serial_us"] > 0 and "matmul" in entry["name"]

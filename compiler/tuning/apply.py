@@ -119,18 +119,21 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     info["functions_scheduled"] = len(_tuned_names(fused, applied))
     applied, info = _with_fixed(applied, preset, tvm_target, info)
     applied, info = _with_single_thread(fused, applied, folder, info)
-    return _with_rules(applied, preset, rules, info)
+    return _with_rules(applied, preset, tvm_target, rules, info)
 
 
 def _untuned(fused, preset, tvm_target, rules: bool, info: dict) -> tuple[object, dict]:
     """No record applies: lwc's fixed schedules, then its rules."""
     mod, info = _with_fixed(fused, preset, tvm_target, info)
-    return _with_rules(mod, preset, rules, info)
+    return _with_rules(mod, preset, tvm_target, rules, info)
 
 
-def _with_rules(mod, preset, enabled: bool, info: dict) -> tuple[object, dict]:
+def _with_rules(mod, preset, tvm_target, enabled: bool, info: dict) -> tuple[object, dict]:
+    """Kernels still unscheduled: lwc's int8 kernels on a seeded sample of their own rule's
+    design space (:func:`schedule_fixed` with :data:`LWC_RULE_PREFIX`), then lwc's CPU
+    rules for the rest (``enabled``: ``CompileOptions.schedule_rules``)."""
     if enabled and not preset.is_gpu:
-        mod, sampled = schedule_fixed(mod, preset, preset.tvm_target(), LWC_RULE_PREFIX)
+        mod, sampled = schedule_fixed(mod, preset, tvm_target, LWC_RULE_PREFIX)
         info["sampled_schedules"] = sampled
         if sampled:
             info["message"] += f"; {sampled} lwc int8 kernels on a seeded sample of their rule"
