@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -266,7 +267,7 @@ def add_graph_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-accuracy-drop", type=float, metavar="X",
                    help="keep the most sensitive layers in fp32 until every output's "
                    "1 - cosine vs fp32 is <= X (e.g. 0.01)")
-    p.add_argument("--conv-layout", choices=("NCHW", "NHWC"), type=str.upper, metavar="LAYOUT",
+    p.add_argument("--conv-layout", metavar="NCHW|NHWC",
                    help="run convolutions in NCHW or NHWC instead of the layout measured best for "
                    "the target (ConvertConvLayout's table; for experiments)")
     p.add_argument("--no-schedule-rules", action="store_true",
@@ -520,6 +521,9 @@ _EXTRA_MODULES: list[str] = ["lwc.cli_prune", "lwc.cli_tuning"]
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # lwc's library warnings also print an "lwc: WARNING: ..." line where they are raised;
+    # the CLI shows that line only, not Python's warning with a source line under it
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"lwc(\.|$)")
     try:
         return args.func(args)
     except LwcError as err:

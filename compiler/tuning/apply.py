@@ -136,7 +136,7 @@ def _with_rules(mod, preset, tvm_target, enabled: bool, info: dict) -> tuple[obj
         mod, sampled = schedule_fixed(mod, preset, tvm_target, LWC_RULE_PREFIX)
         info["sampled_schedules"] = sampled
         if sampled:
-            info["message"] += f"; {sampled} lwc int8 kernels on a seeded sample of their rule"
+            info["message"] += f"; {sampled} int8 kernels on an untuned draw of their tuning space"
     return _with_cpu_rules(mod, preset, enabled, info)
 
 
@@ -155,7 +155,7 @@ def _with_cpu_rules(mod, preset, enabled: bool, info: dict) -> tuple[object, dic
     info["rules"] = {**counts, "declined": [list(d) for d in report["declined"]]}
     scheduled = sum(counts.values())
     if scheduled:
-        info["message"] += f"; {scheduled} by lwc's schedule rules"
+        info["message"] += f"; {scheduled} kernels by lwc's schedule rules"
     if report["declined"]:
         info["message"] += f" ({len(report['declined'])} declined: lowered as written)"
     return mod, info
@@ -272,7 +272,7 @@ def _with_fixed(mod, preset, tvm_target, info: dict) -> tuple[object, dict]:
     mod, fixed = schedule_fixed(mod, preset, tvm_target)
     info["fixed_schedules"] = fixed
     if fixed:
-        info["message"] += f"; {fixed} with lwc's fixed schedule (int8 depthwise)"
+        info["message"] += f"; {fixed} kernels with lwc's fixed schedule (int8 depthwise)"
     return mod, info
 
 
