@@ -312,11 +312,15 @@ def fold_batch_norm_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
         conv.input.extend([w_name, b_name])
         conv.output[0] = bn.output[0]
         removed.add(id(bn))
-    nodes = [n for n in graph.node if id(n) not in removed]
+    set_graph_nodes(graph, [n for n in graph.node if id(n) not in removed])
+    return out
+
+
+def set_graph_nodes(graph: onnx.GraphProto, nodes: list) -> None:
+    """Make ``nodes`` the ONNX graph's nodes and drop the initializers none of them reads."""
     del graph.node[:]
     graph.node.extend(nodes)
     used = {i for n in graph.node for i in n.input}
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    return out

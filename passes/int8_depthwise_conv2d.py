@@ -38,7 +38,7 @@ from tvm import relax
 
 from lwc.kernels.int8_depthwise import depthwise_kernel
 from lwc.passes._qdq import const_value, rewrite_matches
-from lwc.passes._support import KernelCache
+from lwc.kernels.cache import KernelCache
 from lwc.passes.pack_int8_conv2d import _pattern, _unpad, conv_geometry, int8_conv_preconditions
 
 NAME = "Int8DepthwiseConv2d"

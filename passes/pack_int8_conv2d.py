@@ -59,7 +59,7 @@ from lwc.kernels.int8_conv2d import (
     pixel_lanes,
 )
 from lwc.passes._qdq import const_value, dtype_of, rewrite_matches
-from lwc.passes._support import KernelCache
+from lwc.kernels.cache import KernelCache
 
 NAME = "PackInt8Conv2d"
 

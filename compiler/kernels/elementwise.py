@@ -14,6 +14,8 @@ from typing import Callable
 import tvm
 from tvm import relax, te, tirx
 
+from lwc.kernels.cache import KernelCache
+
 
 def _float(value: float, dtype: str):
     return tirx.const(value, dtype)
@@ -37,38 +39,24 @@ def hard_sigmoid_body(alpha: float, beta: float):
 
 
 class KernelTable:
-    """Kernels created during one pass run, added to the module at the end."""
+    """Kernels created during one pass run, added to the module at the end
+    (:class:`lwc.kernels.cache.KernelCache`, one elementwise kernel per key/shape/dtype)."""
 
     def __init__(self, prefix: str, mod: tvm.IRModule):
-        self.prefix = prefix
-        self.taken = {gv.name_hint for gv in mod.get_global_vars()}
-        self._builder = relax.BlockBuilder()
-        self.funcs: dict[tuple, tuple[relax.GlobalVar, tirx.PrimFunc]] = {}
+        self._cache = KernelCache(mod, prefix)
 
     def call(self, key: str, body: Callable, x, shape: tuple[int, ...], dtype: str):
         """``call_tir`` of the kernel ``body`` on ``x`` (one kernel per key/shape/dtype)."""
-        full_key = (key, shape, dtype)
-        if full_key not in self.funcs:
+        prefix = self._cache.prefix
+
+        def make():
             dims = [tirx.IntImm("int64", d) for d in shape]
             data = te.placeholder(dims, dtype, name="x")
-            out = te.compute(dims, lambda *i: body(data(*i), dtype), name=self.prefix)
-            func = te.create_prim_func([data, out])
-            index = len(self.funcs)
-            name = f"{self.prefix}{index or ''}"
-            while name in self.taken:
-                index += 1
-                name = f"{self.prefix}{index}"
-            self.taken.add(name)
-            func = func.with_attr("global_symbol", name)
-            gvar = self._builder.add_func(func, name)  # a GlobalVar with the callee's type
-            self.funcs[full_key] = (gvar, func)
-        gvar = self.funcs[full_key][0]
+            out = te.compute(dims, lambda *i: body(data(*i), dtype), name=prefix)
+            return te.create_prim_func([data, out])
+
+        gvar = self._cache.get((key, shape, dtype), make)
         return relax.call_tir(gvar, relax.Tuple([x]), relax.TensorType(shape, dtype))
 
     def add_to(self, mod: tvm.IRModule) -> tvm.IRModule:
-        if not self.funcs:
-            return mod
-        mod = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
-        for gvar, func in self.funcs.values():
-            mod[gvar] = func
-        return mod
+        return self._cache.add_to(mod)

@@ -21,6 +21,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from lwc.errors import LwcError
+from lwc.passes.fold_batch_norm import set_graph_nodes
 
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 
@@ -67,16 +68,6 @@ def constants_to_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.node[:]
     out.graph.node.extend(keep)
     return out
-
-def _set_nodes(graph: onnx.GraphProto, nodes: list) -> None:
-    """Make ``nodes`` the graph's nodes and drop the initializers none of them reads."""
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-
 
 def conv_transpose_to_conv(model: onnx.ModelProto) -> onnx.ModelProto:
     """Rewrite each non-overlapping ConvTranspose (kernel == stride) as a 1x1 Conv and a
@@ -132,7 +123,7 @@ def conv_transpose_to_conv(model: onnx.ModelProto) -> onnx.ModelProto:
                                       kernel_shape=[1, 1]))
         nodes.append(helper.make_node("DepthToSpace", [f"{name}__conv_out"], list(node.output),
                                       name=f"{name}__depth_to_space", blocksize=s, mode="CRD"))
-    _set_nodes(graph, nodes)
+    set_graph_nodes(graph, nodes)
     return out
 
 
