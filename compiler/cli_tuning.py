@@ -1,4 +1,5 @@
-"""``lwc tune`` and ``lwc bench``: thin layers over :mod:`lwc.tuning.search` and :mod:`lwc.bench`."""
+"""``lwc tune``, ``lwc compact-logs`` and ``lwc bench``: thin layers over
+:mod:`lwc.tuning.search`, :mod:`lwc.tuning.compact` and :mod:`lwc.bench`."""
 
 from __future__ import annotations
 
@@ -130,6 +131,25 @@ def _profile(args) -> int:
     return 0
 
 
+def cmd_compact_logs(args) -> int:
+    from lwc.errors import LwcError
+    from lwc.tuning.compact import compact
+
+    done = []
+    for folder in args.folders:
+        try:
+            done.append(compact(folder))
+        except FileNotFoundError as error:
+            raise LwcError(str(error)) from None
+    if args.json:
+        print(json.dumps([d.to_json() for d in done], indent=2))
+        return 0
+    for d in done:
+        print(f"{d.folder}: {d.records_before} -> {d.records_after} records, {d.workloads_before} -> "
+              f"{d.workloads_after} workloads, {d.bytes_before / 1e6:.1f} -> {d.bytes_after / 1e6:.2f} MB")
+    return 0
+
+
 def register(subparsers) -> None:
     from lwc.cli import add_graph_arguments
 
@@ -172,6 +192,18 @@ def register(subparsers) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_tune)
+
+    p = subparsers.add_parser(
+        "compact-logs", help="shrink tuning logs to the best record per workload",
+        description="MetaSchedule keeps every trial; compile uses only the best record of each "
+        "workload. Keep that one per (workload, target), drop failed runs, store the workloads "
+        "xz-compressed (database_workload.json.xz). Compiles pick the same kernels; `lwc tune` "
+        "expands a compacted log again when it resumes. Trial counts stay in manifest.json.",
+        epilog="Example: lwc compact-logs tuning_logs/*",
+    )
+    p.add_argument("folders", nargs="+", metavar="LOG_FOLDER", help="tuning log folders (with manifest.json)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_compact_logs)
 
     p = subparsers.add_parser(
         "bench", help="time an artifact (p50/p90/p99), optionally against onnxruntime",

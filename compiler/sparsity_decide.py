@@ -167,15 +167,17 @@ def tuned_dense_kernels(folder: Path, tvm_target) -> dict[tuple, tuple[object, s
     from tvm.s_tir import Schedule
     from tvm.s_tir import meta_schedule as ms
 
-    from lwc.tuning.database import RECORD_FILE, WORKLOAD_FILE, fast_tensor_intrin
+    from lwc.tuning.compact import RECORD_FILE, workload_file
+    from lwc.tuning.database import fast_tensor_intrin
     from lwc.tuning.keys import target_identity
 
     folder = Path(folder)
     records_file = folder / RECORD_FILE
-    if not (folder / WORKLOAD_FILE).is_file() or not records_file.is_file():
+    workloads_file = workload_file(folder)
+    if not workloads_file.is_file() or not records_file.is_file():
         return {}
     workloads, keys = [], {}
-    for line in (folder / WORKLOAD_FILE).read_text().splitlines():
+    for line in workloads_file.read_text().splitlines():
         if line.strip():
             workloads.append(ms.database.Workload.from_json(json.loads(line)))
             key = _workload_key(workloads[-1].mod["main"])

@@ -657,3 +657,32 @@ def test_a_trace_that_does_not_replay_on_the_workload_is_not_seeded():
     other = ms.database.Workload(tvm.IRModule({"main": make("renamed")}))
     replayed, why = replay(ms, sch, other, target, args)
     assert replayed is None and "does not replay" in why
+
+
+def test_compacted_log_gives_the_same_kernel_and_resumes(tuned, tmp_path, monkeypatch):
+    """Issue 24 item 4: `lwc compact-logs` keeps the best record per workload (the one
+    compile picks), xz-compresses the workloads, and a rerun of `lwc tune` neither loses
+    the trials counted before nor tunes again."""
+    from lwc.cli import main
+    from lwc.tuning.compact import WORKLOAD_XZ
+
+    model, logs, result = tuned
+    copy = tmp_path / "tuning_logs" / result.log_dir.name
+    shutil.copytree(result.log_dir, copy)
+    monkeypatch.setenv("LWC_CACHE_DIR", str(tmp_path / "cache"))
+    x = np.random.default_rng(2).standard_normal((1, 64)).astype(np.float32)
+    before = driver.compile(str(model), "host", {"x": [1, 64]}, tuning_log=str(result.log_dir))
+    assert main(["compact-logs", str(copy)]) == 0
+    assert (copy / WORKLOAD_XZ).is_file() and not (copy / WORKLOAD_FILE).exists()
+    [line] = (copy / RECORD_FILE).read_text().splitlines()  # RECORDS trials -> the best one
+    best = min(sum(r.run_secs) / len(r.run_secs) for r in open_database(result.log_dir).get_all_tuning_records())
+    assert np.isclose(np.mean(json.loads(line)[1][1]), float(best))
+    after = driver.compile(str(model), "host", {"x": [1, 64]}, tuning_log=str(copy))
+    assert after.extra["tuning"]["tuned_tasks"] == 1
+    before.export(str(tmp_path / "before.so"))
+    after.export(str(tmp_path / "after.so"))  # the same schedule, so the same machine code
+    assert (tmp_path / "before.so").read_bytes() == (tmp_path / "after.so").read_bytes()
+    np.testing.assert_array_equal(after.run({"x": x})[0], before.run({"x": x})[0])
+    again = tune(model, "host", {"x": [1, 64]}, trials=TRIALS, log_root=copy.parent, **QUICK)
+    assert again.trials_run == 0 and "already has" in again.stop_reason
+    assert (copy / WORKLOAD_FILE).is_file()  # tune expanded it to append to it

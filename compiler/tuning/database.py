@@ -21,11 +21,10 @@ import warnings
 from pathlib import Path
 
 from lwc.errors import LwcError
+from lwc.tuning.compact import RECORD_FILE, WORKLOAD_FILE, expand, workload_file
 from lwc.tuning.keys import _target_dict, target_identity
 from lwc.tuning.logs import MANIFEST, cpu_substitute, manifest_mismatch, read_manifest
 
-WORKLOAD_FILE = "database_workload.json"
-RECORD_FILE = "database_tuning_record.json"
 #: records moved out of RECORD_FILE because their trace does not replay (drop_unreplayable)
 STALE_FILE = "stale_tuning_record.json"
 _INVALID_SECS = 1e9  # MetaSchedule records failed runs as 1e10 s
@@ -126,7 +125,7 @@ def drop_unreplayable(folder: Path) -> int:
     """
     ms = _ms()
     folder = Path(folder)
-    records, workloads = folder / RECORD_FILE, folder / WORKLOAD_FILE
+    records, workloads = folder / RECORD_FILE, workload_file(folder)
     if not records.is_file() or not workloads.is_file():
         return 0
     _register_intrinsics(folder)
@@ -151,8 +150,11 @@ def drop_unreplayable(folder: Path) -> int:
     return len(stale)
 
 
-def open_database(folder: Path):
+def open_database(folder: Path, *, writable: bool = False):
     """MetaSchedule's JSON database in ``folder`` (created if missing).
+
+    A compacted folder (:mod:`lwc.tuning.compact`) is read from its decompressed copy in
+    lwc's cache; ``writable=True`` (``lwc tune``) expands it in place first.
 
     A truncated line (:func:`repair_database`) is dropped, and records that no longer
     replay on their workload are moved aside (:func:`drop_unreplayable`, with a warning)
@@ -165,11 +167,13 @@ def open_database(folder: Path):
     ms = _ms()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if writable:
+        expand(folder)
     repair_database(folder)
 
     def load():
         return ms.database.JSONDatabase(
-            path_workload=str(folder / WORKLOAD_FILE),
+            path_workload=str(workload_file(folder)),
             path_tuning_record=str(folder / RECORD_FILE),
             module_equality="structural",
         )

@@ -343,7 +343,7 @@ def tune(
                  if not _fixed_rule_funcs(task.mod)]
     if not extracted:
         raise LwcError("the model has no tunable tasks")
-    database = open_database(folder)
+    database = open_database(folder, writable=True)
     extracted = [_with_stored_names(task, database) for task in extracted]
     # TVM's runtime halves the CPU count on x86 (assumes hyper-threading); measure with
     # the cores the target is scheduled for (runner workers inherit the variable)
@@ -371,10 +371,15 @@ def tune(
         for c, w in zip(contexts, weights)
     ]
     seeds = dict((old_manifest or {}).get(RULE_SEEDS, {}))
+    # a compacted log (lwc.tuning.compact) keeps one record per task: its trials are in the manifest
+    compacted = {t["name"]: t.get("trials", 0) for t in (old_manifest or {}).get("tasks", [])
+                 } if (old_manifest or {}).get("compacted") else {}
     for stat, ctx, (count, best) in zip(stats, contexts, _existing(database, contexts)):
         stat.trials = count
         stat.best_us = best * 1e6 if best else None
         restore(stat, seeds.get(str(_workload_key(ctx.mod))))
+        if count:
+            stat.trials = max(stat.trials, compacted.get(stat.name, 0))
     resumed = sum(s.trials for s in stats)
     per_task, todo = _plan_only(stats, trials, only_tasks) if only_tasks else _plan(stats, trials)
     source = {"file": Path(model).name, "sha256": model_sha256(model)} if isinstance(
