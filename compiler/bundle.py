@@ -49,6 +49,12 @@ from lwc.errors import LwcError
 
 RUNTIME_SOURCE_DIR = Path(__file__).resolve().parent / "runtime"
 _CXXFLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden")
+#: Only the lwc_* C API is exported (runtime/lwc_runtime.map): with the definitions at the
+#: end of lwc_runtime.cc the library then needs no GLIBCXX_x newer than 3.4.21, where the
+#: cross g++ 12 would ask for GLIBCXX_3.4.29, which Ubuntu 18.04/20.04 and Raspberry Pi OS
+#: bullseye lack (lwc.audit checks it). -static-libstdc++ is no way out: the Debian 12
+#: libstdc++.a needs glibc 2.36.
+_LDFLAGS = (f"-Wl,--version-script={RUNTIME_SOURCE_DIR / 'lwc_runtime.map'}",)
 _EXAMPLE_FILES = ("run_model.c", "Makefile", "CMakeLists.txt")
 _RUNTIME_LIBS = ("libtvm_runtime.so", "libtvm_ffi.so")
 
@@ -134,11 +140,12 @@ def build_runtime_library(arch: str | None = None, cxx: str | None = None) -> Pa
         f'-DLWC_TVM_FFI_VERSION="{versions["apache-tvm-ffi"]}"',
     ]
     rpath = ["$ORIGIN"] + ([str(d) for d in rt.lib_dirs] if arch == platform.machine() else [])
-    sources = [RUNTIME_SOURCE_DIR / "lwc_runtime.cc", RUNTIME_SOURCE_DIR / "lwc_runtime.h"]
+    sources = [RUNTIME_SOURCE_DIR / "lwc_runtime.cc", RUNTIME_SOURCE_DIR / "lwc_runtime.h",
+               RUNTIME_SOURCE_DIR / "lwc_runtime.map"]
     h = hashlib.sha256()
     for src in sources:
         h.update(src.read_bytes())
-    h.update(json.dumps([arch, cxx, _CXXFLAGS, defines, rpath, str(rt)]).encode())
+    h.update(json.dumps([arch, cxx, _CXXFLAGS, _LDFLAGS, defines, rpath, str(rt)]).encode())
     out_dir = _cache_root() / "lwc_runtime" / f"{arch}-{h.hexdigest()[:16]}"
     lib = out_dir / "liblwc_runtime.so"
     if lib.is_file():
@@ -148,7 +155,7 @@ def build_runtime_library(arch: str | None = None, cxx: str | None = None) -> Pa
     tmp = out_dir / f".tmp-{os.getpid()}-liblwc_runtime.so"
     cmd = [
         cxx, *_CXXFLAGS, *defines, "-I", str(RUNTIME_SOURCE_DIR), "-I", str(rt.include),
-        str(sources[0]), "-o", str(tmp),
+        str(sources[0]), "-o", str(tmp), *_LDFLAGS,
         *[f"-L{d}" for d in rt.lib_dirs],
         "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed",
         f"-Wl,-rpath,{':'.join(rpath)}",
@@ -204,8 +211,9 @@ def write_bundle(result, out_dir: str | os.PathLike) -> Bundle:
     folder is replaced only if it is an earlier bundle (it has ``include/lwc_runtime.h``).
 
     Raises:
-        LwcError: GPU target, missing toolchain, runtime fetch or build failure, or
-            ``out_dir`` is a non-empty folder that is not a bundle.
+        LwcError: GPU target, missing toolchain, runtime fetch or build failure,
+            ``out_dir`` is a non-empty folder that is not a bundle, or a file the board
+            could not load (:mod:`lwc.audit`; nothing is written then).
     """
     check_bundle_target(result.preset)
     out = Path(out_dir)
@@ -234,12 +242,22 @@ def write_bundle(result, out_dir: str | os.PathLike) -> Bundle:
         shutil.copy2(RUNTIME_SOURCE_DIR / "lwc_runtime.py", stage / "lwc_runtime.py")
         (stage / "README.md").write_text(_readme(name, result))
         stage.chmod(0o755)
+        _audit(stage, name, result.preset)
         _replace_dir(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     files = tuple(sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()))
     size = sum((out / f).stat().st_size for f in files)
     return Bundle(out, out / artifact.name, size, files)
+
+
+def _audit(stage: Path, name: str, preset) -> None:
+    """Refuse (LwcError) a bundle with an ELF the board cannot load: lwc.audit's ISA and
+    glibc/GLIBCXX checks of the model and every library in lib/."""
+    from lwc import audit
+
+    libs = {lib: stage / "lib" / lib for lib in (*_RUNTIME_LIBS, "liblwc_runtime.so")}
+    audit.check_files({f"{name}.so": stage / f"{name}.so", **libs}, preset)
 
 
 def _replace_dir(stage: Path, out: Path) -> None:

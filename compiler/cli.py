@@ -515,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Modules that add subcommands: each has ``register(subparsers)``.
-_EXTRA_MODULES: list[str] = ["lwc.cli_prune", "lwc.cli_tuning"]
+_EXTRA_MODULES: list[str] = ["lwc.cli_prune", "lwc.cli_tuning", "lwc.cli_audit"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -302,6 +302,7 @@ def run_aarch64(
     cxx: str = DEFAULT_CXX,
     timeout_s: float | None = None,
     cache_root: Path | None = None,
+    qemu_cpu: str | None = None,
 ) -> tuple[list[np.ndarray], float | None]:
     """Run an aarch64 Relax artifact's ``main`` under qemu and return its outputs.
 
@@ -313,6 +314,8 @@ def run_aarch64(
         cxx: aarch64 C++ compiler used to build the runner.
         timeout_s: wall-clock limit in seconds for the emulated run (None: no limit).
         cache_root: cache directory; default ``$LWC_CACHE_DIR`` or ``~/.cache/lwc``.
+        qemu_cpu: emulate this CPU (``qemu-aarch64 -cpu cortex-a72``; lwc.audit); default
+            qemu's own (all features).
 
     Returns:
         ``(outputs, mean_ms)``: the outputs of ``main`` in order (a tuple result is
@@ -354,7 +357,7 @@ def run_aarch64(
             lines.append(" ".join(fields))
         (in_dir / "inputs.txt").write_text("".join(ln + "\n" for ln in lines))
 
-        cmd = [QEMU, "-L", str(AARCH64_SYSROOT), str(runner)]
+        cmd = [QEMU, *(["-cpu", qemu_cpu] if qemu_cpu else []), "-L", str(AARCH64_SYSROOT), str(runner)]
         if repeat > 0:
             cmd += ["--repeat", str(repeat)]
         cmd += [str(artifact.resolve()), str(in_dir), str(out_dir)]

@@ -212,18 +212,27 @@ _NVCC_FLAGS = [
 ]
 
 
-def compile_device_code(code: str, toolkit: Toolkit, arch: str) -> bytes:
+def compile_device_code(code: str, toolkit: Toolkit, arch: str,
+                        ptx_limit: tuple[int, int] | None = None) -> bytes:
     """CUDA C -> fatbin with SASS for ``arch`` (sm_XY) and PTX for compute_XY
     (nvcc, or NVRTC + nvFatbin for a ``nvrtc`` toolkit).
+
+    Args:
+        ptx_limit: the newest PTX ISA the board's driver JITs (``lwc.ptx``); NVRTC's PTX
+            gets its ``.version`` lowered to it where :func:`lwc.ptx.lower_version` proves
+            that safe (NVRTC 12.9 writes 8.8 for every kernel; JetPack 6.2 takes 8.5).
 
     Raises:
         LwcError: nvcc failed (its first error line is kept).
     """
     if toolkit.kind == "nvrtc":
-        from lwc import nvrtc
+        from lwc import nvrtc, ptx
 
         lib = nvrtc.load()
-        return lib.fatbin_of(*lib.compile(code, arch), arch)
+        text, cubin = lib.compile(code, arch)
+        if ptx_limit:
+            text, _why = ptx.lower_version(text, ptx_limit)  # kept as is: the audit refuses
+        return lib.fatbin_of(text, cubin, arch)
     num = arch.removeprefix("sm_")
     gencode = f"arch=compute_{num},code=[sm_{num},compute_{num}]"
     with tempfile.TemporaryDirectory(prefix="lwc-nvcc-") as tmp:
@@ -239,9 +248,10 @@ def compile_device_code(code: str, toolkit: Toolkit, arch: str) -> bytes:
 
 
 @cache
-def _compile_cached(source: str, toolkit: Toolkit, arch: str) -> bytes:
+def _compile_cached(source: str, toolkit: Toolkit, arch: str,
+                    ptx_limit: tuple[int, int] | None = None) -> bytes:
     """Boards with one GPU arch but different CPUs (Orin, Orin Nano) share kernels."""
-    return compile_device_code(source, toolkit, arch)
+    return compile_device_code(source, toolkit, arch, ptx_limit)
 
 
 # --------------------------------------------------------------------------- compile step
@@ -268,7 +278,10 @@ class CudaBuild:
 
     def compile_source(self, source: str) -> bytes:
         """CUDA C from TVM -> fatbin for the preset's arch (cached per source text)."""
-        return _compile_cached(source, self.toolkit, self.preset.target["arch"])
+        from lwc import ptx
+
+        limit = ptx.PTX_ISA_OF_CUDA.get(self.preset.board_cuda or "")
+        return _compile_cached(source, self.toolkit, self.preset.target["arch"], limit)
 
     def pack_imports(self):
         """The ``fpack_imports`` hook for ``export_library`` (see :func:`pack_imports`)."""

@@ -164,7 +164,9 @@ class CompileResult:
         Returns:
             the artifact path.
         Raises:
-            LwcError: linking failed (the linker's last line is kept).
+            LwcError: linking failed (the linker's last line is kept), or the library would
+                not load on the preset's board (:func:`lwc.audit.check_files`: ISA, glibc,
+                PTX version).
         """
         path = Path(path)
         if path.suffix != ".so":
@@ -185,6 +187,9 @@ class CompileResult:
                     f"linking {path.name} with {self.cross_compiler} failed: "
                     f"{_linker_complaint(err)}"
                 ) from None
+            from lwc import audit  # the board checks, before anything is in place (lwc.audit)
+
+            audit.check_files({path.name: Path(tmp_so)}, self.preset)
             Path(tmp_json).write_text(json.dumps(self.describe(), indent=2) + "\n")
             os.replace(tmp_so, path)
             os.replace(tmp_json, manifest_path)

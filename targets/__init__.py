@@ -58,6 +58,12 @@ class Preset:
             board (e.g. ``"12.6"``): device code from a newer CUDA major needs a driver the
             stock board does not have (NVIDIA CUDA Compatibility guide: minor-version
             compatibility holds within one major release only). None: no constraint.
+        isa: the board CPU's ISA for :mod:`lwc.audit`: ``level`` (``"armv8.2-a"``),
+            ``extensions`` beyond Armv8.0-A's fp/asimd (lwc.audit's names: lse, dotprod,
+            fp16, ...) and ``qemu_cpu`` (the qemu-aarch64 ``-cpu`` that runs the audit).
+            None: not audited (x86-64, custom targets).
+        board_os: the board's OS and its ``glibc`` / ``glibcxx`` / ``cxxabi`` versions,
+            the newest symbol versions a shared library for it may need. None: no check.
     """
 
     name: str
@@ -67,6 +73,8 @@ class Preset:
     features: tuple[str, ...] = field(default_factory=tuple)
     cross_compiler: str = "g++"
     board_cuda: str | None = None
+    isa: dict | None = None
+    board_os: dict | None = None
 
     @property
     def host_target(self) -> dict:
@@ -119,6 +127,9 @@ class Preset:
             "features": list(self.features),
             "cross_compiler": self.cross_compiler,
             "tvm_target": self.target,
+            **({"isa": self.isa} if self.isa else {}),
+            **({"board_os": self.board_os} if self.board_os else {}),
+            **({"board_cuda": self.board_cuda} if self.board_cuda else {}),
         }
 
 

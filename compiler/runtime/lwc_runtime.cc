@@ -3,7 +3,8 @@
 // Built by lwc (lwc.bundle.build_runtime_library) for the target with its C++ compiler:
 //   CXX -std=c++17 -O2 -fPIC -shared -fvisibility=hidden -I<tvm_ffi include>
 //       -DLWC_VERSION=\"..\" -DLWC_TVM_VERSION=\"..\" -DLWC_TVM_FFI_VERSION=\"..\"
-//       lwc_runtime.cc -L<runtime lib> -Wl,--no-as-needed -ltvm_runtime -ltvm_ffi
+//       lwc_runtime.cc -Wl,--version-script=lwc_runtime.map
+//       -L<runtime lib> -Wl,--no-as-needed -ltvm_runtime -ltvm_ffi
 // libtvm_runtime.so must stay linked (--no-as-needed): it registers the Relax VM builtins.
 // Only tvm_ffi headers are used; the wheel's tvm/runtime headers do not compile (case D1).
 //
@@ -857,3 +858,21 @@ lwc_status lwc_model_get_output(const lwc_model* model, int32_t index, void* dst
 }
 
 }  // extern "C"
+
+// ---------------------------------------------------------------- libstdc++ versions
+// The boards run older libstdc++ than the g++ 12 that builds this file: Ubuntu 18.04
+// (JetPack 4.6) has GLIBCXX_3.4.25, Ubuntu 20.04 and Raspberry Pi OS bullseye 3.4.28. Two
+// symbols would raise the requirement: std::__throw_bad_array_new_length
+// (GLIBCXX_3.4.29, called by GCC >= 11's std::allocator) and basic_ostringstream's default
+// constructor (GLIBCXX_3.4.26, used by tvm-ffi's headers). Both are defined here, and
+// lwc_runtime.map keeps every non-lwc_ symbol local, so the library binds its own copies
+// and needs GLIBCXX_3.4.21 at most (lwc.audit checks every bundle). Linking libstdc++
+// statically instead would pull in glibc 2.32-2.36 symbols (arc4random, pthread_once).
+#if defined(__GLIBCXX__) && defined(__GNUC__) && __GNUC__ >= 11
+namespace std {
+void __throw_bad_array_new_length() { throw bad_array_new_length(); }
+}  // namespace std
+#endif
+#if defined(__GLIBCXX__)
+template std::ostringstream::basic_ostringstream();
+#endif
