@@ -46,13 +46,22 @@ def page(kind: str, seed: int) -> np.ndarray:
             lines.append((text, scale, top, int(rng.integers(0, 300))))
             top += 7 * scale + int(rng.integers(10, 60))
         return conftest.normalize_det(conftest.synthetic_page(h, w, lines, seed=seed))
+    return line(kind, seed)[0]
+
+
+def line(kind: str, seed: int) -> tuple[np.ndarray, int]:
+    """One preprocessed rec / cls text line (``seed``) and its cls label: 1 when the line is
+    rotated by 180 degrees (cls's class "180"; for rec always 0)."""
+    rng = np.random.default_rng(seed)
+    h, w = SHAPES[kind]
     scale = int(rng.integers(3, 6))
     text = " ".join(rng.choice(WORDS, int(rng.integers(1, 3))))
     image = conftest.synthetic_page(h, w, [(text, scale, max(0, (h - 7 * scale) // 2), int(rng.integers(2, 20)))],
                                     seed=seed)
-    if kind == "cls" and rng.integers(0, 2):
+    rotated = int(kind == "cls" and rng.integers(0, 2))
+    if rotated:
         image = image[::-1, ::-1]  # rotated 180 degrees: cls's other class
-    return conftest.normalize_rec(np.ascontiguousarray(image))
+    return conftest.normalize_rec(np.ascontiguousarray(image)), rotated
 
 
 def main() -> dict:

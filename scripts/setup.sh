@@ -32,7 +32,7 @@ digest=$({ cat pyproject.toml scripts/setup.sh; .venv/bin/python -VV; } | sha256
 installed() {
   .venv/bin/python - <<'PYEOF' >> "$log" 2>&1
 import importlib.util, os, sys
-mods = ("lwc", "tvm", "tvm_ffi", "onnx", "onnxruntime", "onnxsim", "pytest", "torch", "rapidocr_onnxruntime")
+mods = ("lwc", "tvm", "tvm_ffi", "onnx", "onnxruntime", "onnxsim", "pytest", "torch", "sklearn", "rapidocr_onnxruntime")
 missing = [m for m in mods if importlib.util.find_spec(m) is None]
 lwc = importlib.util.find_spec("lwc")
 if lwc is not None and not os.path.realpath(lwc.origin).startswith(os.path.realpath("compiler") + os.sep):
