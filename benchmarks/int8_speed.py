@@ -7,9 +7,9 @@ reproducible end to end:
     .venv/bin/lwc tune MODEL --input-shape ... --quantize int8 --calib build/int8_speed/calib_<model> ...
     .venv/bin/python benchmarks/int8_speed.py run [cls det resnet50] [--repeat N]
 
-``calib`` writes the calibration samples deterministically (fixed seeds), so their digest
--- part of the int8 tuning log's model key -- is the same on every machine and the
-committed int8 logs under tuning_logs/ apply. cls and det get synthetic printed text in
+``calib`` writes the calibration samples deterministically (fixed seeds), so every machine
+quantizes the same way (the int8 tuning log's key does not depend on them: records match
+any calibration, lwc.passes.lift_quant_params). cls and det get synthetic printed text in
 PP-OCR's preprocessing (benchmarks/int8_accuracy.py ``page``); resnet50 (whose light-zoo
 weights are constant fills: a speed case only) gets ImageNet-normalized random images.
 ``run`` compiles each model twice (fp32 and ``--quantize int8``, each with its tuning

@@ -103,10 +103,20 @@ class CompileOptions:
         return options
 
     def variant_key(self) -> str:
-        """8 hex digits naming :meth:`variant`, ``""`` for the defaults."""
+        """8 hex digits naming :meth:`variant`, ``""`` for the defaults.
+
+        An int8 variant is named by its scheme only: the calibration (samples, method,
+        accuracy bound) changes the scales, and the scales are not part of any kernel
+        (:mod:`lwc.passes.lift_quant_params`), so a log tuned with one calibration set
+        serves every other; kernels that do differ (a layer kept in fp32 by
+        ``--max-accuracy-drop``) simply find no record. The manifest keeps the whole
+        :meth:`variant`.
+        """
         options = self.variant()
         if not options:
             return ""
+        if "quantize" in options:
+            options["quantize"] = {"scheme": options["quantize"]["scheme"]}
         return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:8]
 
 

@@ -86,31 +86,39 @@ def test_default_options_have_no_variant_and_keep_the_old_key():
 def test_each_graph_option_gives_its_own_variant(tmp_path):
     variants = {
         graph_variant(quantize=int8()),
-        graph_variant(quantize=int8(calib_random=8)),
-        graph_variant(quantize=int8(method="minmax")),
         graph_variant(sparsity="off"),
         graph_variant(sparsity="force"),
         graph_variant(disabled_passes=("FoldBatchNorm",)),
     }
-    assert "" not in variants and len(variants) == 6
+    assert "" not in variants and len(variants) == 4
     assert all(len(v) == 8 for v in variants)
     # order and repetition of --disable-pass do not matter
     assert graph_variant(disabled_passes=("A", "B")) == graph_variant(disabled_passes=("B", "A", "B"))
     keys = {model_key("ab" * 32, {"x": [1, 3]}, v) for v in variants | {""}}
-    assert len(keys) == 7
+    assert len(keys) == 5
+    # issue 24: the calibration (samples, method) changes scales only, and no kernel holds a
+    # scale (LiftQuantParams): every int8 calibration shares one log folder
+    assert graph_variant(quantize=int8(calib_random=8)) == graph_variant(quantize=int8())
+    assert graph_variant(quantize=int8(method="minmax")) == graph_variant(quantize=int8())
 
 
-def test_calibration_data_enters_by_content_not_path(tmp_path):
+def test_calibration_data_enters_the_manifest_by_content_not_path(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for folder in (a, b):
         folder.mkdir()
         np.save(folder / "s0.npy", np.ones(SHAPE["x"], np.float32))
-    same = graph_variant(quantize=int8(calib_random=None, calib=str(a)))
-    assert graph_variant(quantize=int8(calib_random=None, calib=str(b))) == same
+
+    def variant(folder):
+        return CompileOptions(quantize=int8(calib_random=None, calib=str(folder))).variant()
+
+    same = variant(a)
+    assert variant(b) == same
     np.save(b / "s0.npy", np.zeros(SHAPE["x"], np.float32))
-    assert graph_variant(quantize=int8(calib_random=None, calib=str(b))) != same
+    assert variant(b) != same
+    assert graph_variant(quantize=int8(calib_random=None, calib=str(b))) == graph_variant(
+        quantize=int8(calib_random=None, calib=str(a)))  # the log folder is shared all the same
     (a / "notes.txt").write_text("not a sample")  # ignored, like the loader ignores it
-    assert graph_variant(quantize=int8(calib_random=None, calib=str(a))) == same
+    assert variant(a) == same
     with pytest.raises(LwcError, match="not found"):
         graph_variant(quantize=int8(calib_random=None, calib=str(tmp_path / "missing")))
 
@@ -185,9 +193,15 @@ def test_compile_int8_finds_the_tuned_folder_and_matches_untuned(model_path, tun
     # fp32 compile (default options) does not pick up the int8 folder
     fp32 = driver.compile(str(model_path), "host", SHAPE)
     assert fp32.extra["tuning"]["tuned_tasks"] == 0 and fp32.extra["tuning"]["log"] is None
-    # another calibration is another graph: no folder
-    other = driver.compile(str(model_path), "host", SHAPE, quantize=int8(calib_random=5))
-    assert other.extra["tuning"]["log"] is None
+    # issue 24: another calibration (other scales, the same kernels: LiftQuantParams) finds
+    # the same folder and a record for every kernel
+    other = driver.compile(str(model_path), "host", SHAPE, quantize=int8(calib_random=5, method="minmax"))
+    assert other.extra["tuning"]["log"] == str(result.log_dir)
+    assert other.extra["tuning"]["tuned_tasks"] == other.extra["tuning"]["tasks"] == len(result.tasks)
+    np.testing.assert_array_equal(  # the records change no bit of the other calibration's output
+        other.run({"x": x})[0],
+        driver.compile(str(model_path), "host", SHAPE, quantize=int8(calib_random=5, method="minmax"),
+                       use_tuning_logs=False).run({"x": x})[0])
 
 
 def _assert_dot_product_instruction(result, tmp_path) -> None:
@@ -324,3 +338,21 @@ def test_reuse_records_from_an_isa_subset_cpu_are_retargeted(model_path, tmp_pat
 def _fused_fp32(model_path, disabled):
     prepared = prepared_module(str(model_path), "host", SHAPE, disabled_passes=tuple(disabled))
     return prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target
+
+
+def test_int8_kernels_do_not_depend_on_the_calibration(model_path):
+    """LiftQuantParams: other calibration samples and method give other scales but the same
+    kernels (tuning workloads), so one log's records serve both; without the pass the
+    scales are TIR immediates and the kernels differ."""
+    import tvm
+
+    def workloads(quantize, disabled=()):
+        prepared = prepared_module(str(model_path), "host", SHAPE, quantize=quantize, disabled_passes=disabled)
+        return task_workloads(prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target)
+
+    def unmatched(a, b):  # kernels of a with no structurally equal kernel in b (how records match)
+        return [x for x in a if not any(tvm.ir.structural_equal(x, y) for y in b)]
+
+    other = int8(calib_random=5, method="minmax")
+    assert unmatched(workloads(int8()), workloads(other)) == []
+    assert unmatched(workloads(int8(), ("LiftQuantParams",)), workloads(other, ("LiftQuantParams",)))

@@ -17,11 +17,13 @@ def lowering_passes(preset=None) -> list:
     vectorized kernel that pads with the zero point itself; where the CPU has an int8
     dot-product instruction MetaSchedule can tensorize to (x86 VNNI, Arm dotprod, and
     lwc's AVX2 ``vpmaddwd``), PackInt8Conv2d then rewrites the dense integer convs into
-    kernels shaped for it.
+    kernels shaped for it. LiftQuantParams runs last, so no kernel holds a value the
+    calibration chose (tuning records match any calibration).
     """
     from lwc.kernels.int8_conv2d import dot_product_for
     from lwc.passes.fuse_requantize import FuseRequantize
     from lwc.passes.int8_depthwise_conv2d import Int8DepthwiseConv2d
+    from lwc.passes.lift_quant_params import LiftQuantParams
     from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
     from lwc.passes.lower_qdq_matmul import LowerQdqMatmul
     from lwc.passes.pack_int8_conv2d import PackInt8Conv2d
@@ -33,11 +35,12 @@ def lowering_passes(preset=None) -> list:
     dot = dot_product_for(preset.arch, preset.features) if cpu else None
     if dot is not None:
         passes.append(PackInt8Conv2d(dot))
+    passes.append(LiftQuantParams())  # last: no kernel's TIR holds a calibration value
     return passes
 
 
 LOWERING_PASS_NAMES = ("LowerQdqConv2d", "LowerQdqMatmul", "FuseRequantize", "Int8DepthwiseConv2d",
-                       "PackInt8Conv2d")
+                       "PackInt8Conv2d", "LiftQuantParams")
 
 
 def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None, dump=None) -> tuple[object, list, dict]:
