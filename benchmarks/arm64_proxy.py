@@ -38,12 +38,14 @@ Library use (e.g. from a test)::
 from __future__ import annotations
 
 import argparse
+import bisect
 import concurrent.futures
 import datetime
 import hashlib
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -417,6 +419,85 @@ def count_per_inference(
     per = {key: (ck[key] - c0[key]) / k for key in c0 if key != "tbs"}
     per.update(setup_insns=c0["insns"], emulated_s=round(s0 + sk, 1), outputs=outputs)
     return per
+
+
+def _symbols(lib: Path) -> list[tuple[int, str]]:
+    """(address, name) of the text symbols of an aarch64 ELF, sorted by address."""
+    nm = shutil.which("aarch64-linux-gnu-nm") or shutil.which("llvm-nm") or "nm"
+    out = _run([nm, "-n", "--defined-only", str(lib)], f"nm {lib.name}").stdout
+    syms = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "tTwW":
+            syms.append((int(parts[0], 16), parts[2]))
+    return syms
+
+
+def _kernel_run(artifact: Path, in_dir: Path, cpu: str, repeat: int, work: Path, timeout) -> tuple[dict, dict]:
+    """One lwc_runner run with per-block counts: ({library: (base, size)}, {vaddr: insns executed})."""
+    runner, lib = lwc_runner()
+    env = dict(os.environ, TVM_NUM_THREADS="1", OMP_NUM_THREADS="1", LD_DEBUG="files",
+               LD_LIBRARY_PATH=str(lib))
+    counts_file, tb_file = work / f"k-counts-{repeat}.txt", work / f"k-tbs-{repeat}.txt"
+    out_dir = work / f"k-out-{repeat}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = ["setarch", "-R", QEMU, "-cpu", cpu, "-L", str(SYSROOT),
+           "-plugin", f"{plugin()},outfile={counts_file},tbfile={tb_file},classify=off",
+           str(runner), "--repeat", str(repeat), str(Path(artifact).resolve()), str(in_dir), str(out_dir)]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    if p.returncode != 0 or not tb_file.is_file():
+        raise ProxyError(f"kernel profile run failed: {p.stderr.strip().splitlines()[-1:]}")
+    libs, current = {}, None
+    for line in p.stderr.splitlines():  # glibc's LD_DEBUG=files: "file=PATH [0]; ..." then "base: 0x..."
+        m = re.search(r"file=(\S+) \[\d+\];\s+generating link map", line)
+        if m:
+            current = m.group(1)
+        m = re.search(r"base: (0x[0-9a-f]+)\s+size: (0x[0-9a-f]+)", line)
+        if m and current:
+            libs[current] = (int(m.group(1), 16), int(m.group(2), 16))
+            current = None
+    executed: dict[int, int] = {}
+    for line in tb_file.read_text().splitlines():
+        vaddr, n, count = line.split()
+        executed[int(vaddr, 16)] = executed.get(int(vaddr, 16), 0) + int(n) * int(count)
+    return libs, executed
+
+
+def kernel_counts(artifact: Path, inputs, cpu: str, k: int = 1, timeout: float | None = None) -> dict[str, float]:
+    """Guest instructions per inference of each function of an lwc aarch64 artifact
+    (its kernels by name; everything outside the model library by library name), under
+    ``qemu-aarch64 -cpu cpu``: per translated block counts (the plugin's ``tbfile``), block
+    addresses mapped to ``nm`` symbols of the library ``ld.so`` loaded there
+    (``LD_DEBUG=files``), (repeat K - repeat 0) / K as :func:`count_per_inference`.
+
+    Returns:
+        {function or library: instructions per inference}, largest first.
+    """
+    artifact = Path(artifact).resolve()
+    syms = _symbols(artifact)
+    addrs = [a for a, _ in syms]
+    with tempfile.TemporaryDirectory(prefix="arm64-kernels-") as tmp:
+        work = Path(tmp)
+        in_dir = write_inputs(work / "in", inputs)
+        totals = []
+        for repeat in (0, k):
+            libs, executed = _kernel_run(artifact, in_dir, cpu, repeat, work, timeout)
+            per: dict[str, int] = {}
+            for vaddr, insns in executed.items():
+                name = "(other)"
+                for path, (base, size) in libs.items():
+                    if base <= vaddr < base + size:
+                        if Path(path).name == artifact.name or Path(path).resolve() == artifact:
+                            i = bisect.bisect_right(addrs, vaddr - base) - 1
+                            name = syms[i][1] if i >= 0 else artifact.name
+                        else:
+                            name = Path(path).name
+                        break
+                per[name] = per.get(name, 0) + insns
+            totals.append(per)
+    base, run = totals
+    out = {n: (run.get(n, 0) - base.get(n, 0)) / k for n in set(run) | set(base)}
+    return dict(sorted(((n, v) for n, v in out.items() if v > 0), key=lambda kv: -kv[1]))
 
 
 def count_lwc(artifact: Path, inputs, cpu: str, k: int = 1, **kw) -> dict:

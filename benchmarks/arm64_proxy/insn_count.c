@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdbool.h>
+#include <stdlib.h>
 typedef uint64_t qemu_plugin_id_t;
 struct qemu_plugin_tb;
 struct qemu_plugin_insn;
@@ -28,6 +29,7 @@ const void* qemu_plugin_insn_data(const struct qemu_plugin_insn* insn);
 size_t qemu_plugin_insn_size(const struct qemu_plugin_insn* insn);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void* userdata);
 void qemu_plugin_outs(const char* string);
+uint64_t qemu_plugin_tb_vaddr(const struct qemu_plugin_tb* tb);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
@@ -38,6 +40,13 @@ static const char* cls_name[NCLS] = {"sme", "sve", "dp_imm", "branch_sys", "ldst
 static uint64_t insn_count, tb_count, cls_count[NCLS];
 static char outfile[1024];
 static bool classify = true;
+/* tbfile=PATH: also one line per translated block, "vaddr n_insns executions", so counts can
+ * be attributed to the functions of the guest's libraries (benchmarks/arm64_proxy.py kernels) */
+static char tbfile[1024];
+struct tb_rec { uint64_t vaddr, n, exec; };
+#define TB_CHUNK 65536
+struct tb_chunk { struct tb_rec recs[TB_CHUNK]; size_t n; struct tb_chunk* next; };
+static struct tb_chunk* chunks;  /* newest first; never freed (the inline adds point into them) */
 
 static int classify_insn(uint32_t w) {
   uint32_t op0 = (w >> 25) & 0xF;
@@ -70,6 +79,17 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
   size_t n = qemu_plugin_tb_n_insns(tb);
   qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &insn_count, n);
   qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &tb_count, 1);
+  if (tbfile[0]) {
+    if (!chunks || chunks->n == TB_CHUNK) {
+      struct tb_chunk* c = calloc(1, sizeof *c);
+      if (c) { c->next = chunks; chunks = c; }
+    }
+    if (chunks && chunks->n < TB_CHUNK) {
+      struct tb_rec* r = &chunks->recs[chunks->n++];
+      r->vaddr = qemu_plugin_tb_vaddr(tb); r->n = n;
+      qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &r->exec, 1);
+    }
+  }
   if (!classify) return;
   uint64_t c[NCLS] = {0};
   for (size_t i = 0; i < n; i++) {
@@ -81,7 +101,18 @@ static void tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb* tb) {
   for (int k = 0; k < NCLS; k++)
     if (c[k]) qemu_plugin_register_vcpu_tb_exec_inline(tb, QEMU_PLUGIN_INLINE_ADD_U64, &cls_count[k], c[k]);
 }
+static void dump_tbs(void) {
+  FILE* f = fopen(tbfile, "w");
+  if (!f) return;
+  for (struct tb_chunk* c = chunks; c; c = c->next)
+    for (size_t i = 0; i < c->n; i++)
+      if (c->recs[i].exec)
+        fprintf(f, "%llx %llu %llu\n", (unsigned long long)c->recs[i].vaddr, (unsigned long long)c->recs[i].n,
+                (unsigned long long)c->recs[i].exec);
+  fclose(f);
+}
 static void at_exit(qemu_plugin_id_t id, void* p) {
+  if (tbfile[0]) dump_tbs();
   char buf[1024]; int o = 0;
   o += snprintf(buf + o, sizeof buf - o, "insns %llu\ntbs %llu\n", (unsigned long long)insn_count, (unsigned long long)tb_count);
   if (classify)
@@ -93,6 +124,7 @@ __attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t 
   for (int i = 0; i < argc; i++) {
     if (!strncmp(argv[i], "outfile=", 8)) snprintf(outfile, sizeof outfile, "%s", argv[i] + 8);
     if (!strcmp(argv[i], "classify=off")) classify = false;
+    if (!strncmp(argv[i], "tbfile=", 7)) snprintf(tbfile, sizeof tbfile, "%s", argv[i] + 7);
   }
   qemu_plugin_register_vcpu_tb_trans_cb(id, tb_trans);
   qemu_plugin_register_atexit_cb(id, at_exit, NULL);

@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 from tvm.tirx import IndexMap
 
 from .analysis import Nest, is_reduction, nest, sblocks, uses
@@ -55,24 +55,30 @@ def largest_divisor(extent: int, limit: int) -> int:
 def choose_tile(v_extent: int, u_extent: int, facts: CpuFacts) -> tuple[int, int]:
     """(vi, ui): the register tile of ``vi`` vector-axis elements x ``ui`` reuse-axis rows.
 
-    Each candidate vector tile (four vectors, two, one, half) is paired with the largest divisor
-    ``ui`` of the reuse axis such that the ``ui * nvec`` accumulators plus the ``nvec``
-    vector operands and one broadcast scalar fit in the vector registers; the pair with the
-    most accumulators (FMAs per loaded operand) wins, ties to the wider vector.
+    Each candidate vector tile (four vectors, two, one, half) is paired with the largest
+    divisor ``ui`` of the reuse axis such that the ``ui * nvec`` accumulators plus the
+    ``nvec`` vector operands and one broadcast scalar fit in the vector registers. The pair
+    with the fewest operand loads per FMA wins -- ``(nvec + ui) / (nvec * ui)``: each step
+    of the reduction loads ``nvec`` vectors and broadcasts ``ui`` scalars for ``nvec * ui``
+    FMAs -- ties to more accumulators. That is the GEMM micro-kernel's choice (Goto & van
+    de Geijn, ACM TOMS 34(3), 2008; BLIS's Haswell sgemm kernel is 6 x 16 on AVX2's 16
+    registers): AVX2 2 vectors x 6, NEON 4 vectors x 6 (0.42 loads per FMLA), where the
+    most accumulators (NEON 1 vector x 30) cost one broadcast load per FMLA: 27% of
+    PP-OCRv4 rec's arm64 instructions were one such 1x1 conv (benchmarks/arm64_proxy.md).
     """
     lanes = facts.lanes(32)
-    best = (0, 1, 1)
+    best = (0.0, 0, 1, 1)
     for vi in (4 * lanes, 2 * lanes, lanes, lanes // 2, v_extent if v_extent < lanes else 0):
         if vi < 2 or v_extent % vi:
             continue
         nvec = -(-vi // lanes)
         ui = largest_divisor(u_extent, max(1, (facts.vector_regs - nvec - 1) // nvec))
-        score = ui * vi
-        if score > best[0]:
-            best = (score, vi, ui)
-    if best[0] == 0:
+        score = (nvec * ui / (nvec + ui), ui * vi)
+        if score > best[:2]:
+            best = (*score, vi, ui)
+    if best[1] == 0:
         return 1, largest_divisor(u_extent, facts.vector_regs - 2)
-    return best[1], best[2]
+    return best[2], best[3]
 
 
 def parallel_pays(work: int, outer: int, facts: CpuFacts, min_work: int = PARALLEL_MIN_WORK) -> bool:
@@ -117,6 +123,27 @@ def schedule_spatial(sch: s_tir.Schedule, block, facts: CpuFacts) -> None:
         sch.vectorize(inner)
 
 
+def _size(sch: s_tir.Schedule, block) -> int | None:
+    """The element count of the buffer ``block`` writes (None when a dim is symbolic)."""
+    size = 1
+    for d in sch.get(block).writes[0].source.shape:
+        if not isinstance(d, tirx.IntImm):
+            return None
+        size *= int(d)
+    return size
+
+
+def _pads_or_slices(sch: s_tir.Schedule, epilogue, main) -> bool:
+    """Whether ``epilogue`` writes elements no tile of ``main`` covers (a fused Pad: its
+    border is an ``if_then_else``) or drops some (a slice: fewer elements). A broadcast
+    epilogue (squeeze-and-excitation's ``x * sigmoid(conv(pool(x)))``: more elements,
+    each tile of ``main`` covering whole rows of it) is fine."""
+    if "if_then_else" in str(sch.get(epilogue).body):
+        return True
+    out, acc = _size(sch, epilogue), _size(sch, main)
+    return out is None or acc is None or out < acc
+
+
 def inline_neighbours(sch: s_tir.Schedule, main) -> tuple[list, object | None]:
     """Inline the injective blocks around ``main``.
 
@@ -127,7 +154,8 @@ def inline_neighbours(sch: s_tir.Schedule, main) -> tuple[list, object | None]:
     Returns:
         (producer blocks left, the single epilogue block or None).
     Raises:
-        ValueError: more than one block is left after ``main`` (several outputs).
+        ValueError: more than one block is left after ``main`` (several outputs), or the
+            epilogue pads or slices ``main``'s output (a fused Pad).
     """
     main_name = sch.get(main).name_hint
     for block in sblocks(sch):
@@ -154,6 +182,10 @@ def inline_neighbours(sch: s_tir.Schedule, main) -> tuple[list, object | None]:
     if len(after) > 1:
         raise ValueError(f"{len(after)} blocks after the main block")
     main = sch.get_sblock(main_name)
+    if after and _pads_or_slices(sch, after[0], main):
+        # a Pad (or slice) epilogue: computed at the main block's tiles, it would never
+        # write the region no tile covers (Conv -> Pad gave garbage there)
+        raise ValueError("the epilogue pads or slices the output")
     producers = [b for b in sblocks(sch) if _before(sch, b, main)]
     return producers, (after[0] if after else None)
 
@@ -253,9 +285,18 @@ def register_tile(
     n_fused = len(fused)
     if "v" in tile:
         sch.vectorize(tile["v"])
-        eloops = sch.get_loops(epilogue)[n_fused:]
-        if eloops and int(sch.get(eloops[-1]).extent) == vi:
+    eloops = sch.get_loops(epilogue)[n_fused:]
+    if eloops:
+        extent = int(sch.get(eloops[-1]).extent)
+        if "v" in tile and extent == vi:
             sch.vectorize(eloops[-1])
+        elif extent > 1 and ("v" not in tile or extent != vi):
+            # a broadcast epilogue (x * sigmoid(conv(pool(x))): the tile's rows of x) runs
+            # along x's own innermost axis
+            vf = min(vector_factor(extent, facts.lanes(32)), facts.lanes(32))
+            if vf > 1:
+                _, inner = sch.split(eloops[-1], [None, vf]) if vf < extent else (None, eloops[-1])
+                sch.vectorize(inner)
     if "u" in tile:
         sch.unroll(tile["u"])
     if reduction:
