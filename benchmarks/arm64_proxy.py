@@ -22,6 +22,8 @@ Usage::
     python benchmarks/arm64_proxy.py run [--models cls,det,rec] [--cpus cortex-a76,cortex-a72]
         [--reuse] [--rev HEAD] [--int8-det] [--append]   # PP-OCR for arm64/rpi5 -> arm64_proxy.md/.json
     python benchmarks/arm64_proxy.py report      # rewrite arm64_proxy.md from arm64_proxy.json
+    python benchmarks/arm64_proxy.py kernels ART.so MODEL.onnx --input-shape x:1,3,48,320 \\
+        [--cpu cortex-a76] [--top 25] [--json]  # instructions per inference of each kernel
 
 Host needs (Debian): qemu-user (7.2: plugin API v1), gcc, gcc/g++-aarch64-linux-gnu,
 ``unshare`` (util-linux) with the right to make a mount namespace (root), and network on the
@@ -960,6 +962,33 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--md-out", default=str(HERE / "arm64_proxy.md"))
         ap.add_argument("--json-out", default=str(HERE / "arm64_proxy.json"))
         return cmd_report(ap.parse_args(argv[1:]))
+    if argv and argv[0] == "kernels":
+        ap = argparse.ArgumentParser(
+            prog="arm64_proxy.py kernels",
+            description="instructions per inference of each kernel of an lwc aarch64 artifact "
+            "(and of each library outside it), largest first",
+        )
+        ap.add_argument("artifact")
+        ap.add_argument("model", help="the ONNX model (its input dtypes)")
+        ap.add_argument("--input-shape", action="append", required=True, metavar="NAME:D0,D1,...")
+        ap.add_argument("--cpu", default="cortex-a76", choices=sorted(CPUS))
+        ap.add_argument("--top", type=int, default=25)
+        ap.add_argument("--json", action="store_true")
+        a = ap.parse_args(argv[1:])
+        try:
+            inputs = make_inputs(Path(a.model), parse_shapes(a.input_shape))
+            counts = kernel_counts(Path(a.artifact), inputs, a.cpu)
+        except ProxyError as exc:
+            print(f"arm64_proxy: {exc}", file=sys.stderr)
+            return 1
+        if a.json:
+            print(json.dumps(counts, indent=1))
+            return 0
+        total = sum(counts.values())
+        print(f"{total / 1e6:12.2f} M instructions / inference ({a.cpu}, 1 thread)")
+        for name, n in list(counts.items())[: a.top]:
+            print(f"{n / 1e6:12.2f} M {100 * n / total:5.1f} %  {name}")
+        return 0
     if argv and argv[0] == "run":
         ap = argparse.ArgumentParser(
             prog="arm64_proxy.py run",

@@ -96,3 +96,19 @@ def test_instruction_count_is_deterministic(proxy, artifact):
     # and it computed the right thing
     (y,) = first["outputs"]
     assert y.shape == OUT_SHAPE and float(y.min()) >= 0.0
+
+
+def test_kernel_counts_attribute_the_instructions_to_the_kernels(proxy, artifact):
+    """``kernels``: per translated block counts mapped to the artifact's symbols add up to the
+    total per inference, and the conv kernel is where nearly all of them are."""
+    x = np.random.default_rng(0).uniform(-1, 1, SHAPE).astype(np.float32)
+    try:
+        total = proxy.count_lwc(artifact, [("x", x)], "cortex-a76", timeout=120)["insns"]
+    except Exception as exc:
+        if "pip download" in str(exc) or "cross compiler" in str(exc):
+            pytest.skip(f"aarch64 TVM runtime unavailable: {exc}")
+        raise
+    kernels = proxy.kernel_counts(artifact, [("x", x)], "cortex-a76", timeout=120)
+    assert abs(sum(kernels.values()) - total) <= 0.01 * total, (sum(kernels.values()), total)
+    top, count = next(iter(kernels.items()))
+    assert "conv2d" in top and count > 0.8 * total, kernels
