@@ -50,6 +50,8 @@ def _entry(cls, applies: Callable[[Preset, CompileOptions], bool] = _always) -> 
 def _lwc_passes() -> list[PassEntry]:
     from lwc.passes.canonicalize_clip import CanonicalizeClip
     from lwc.passes.canonicalize_min_max import CanonicalizeMinMax
+    from lwc.passes.conv1d_to_conv2d import Conv1dToConv2d
+    from lwc.passes.conv_transpose_to_conv import ConvTransposeToConv
     from lwc.passes.convert_conv_layout import ConvertConvLayout, layout_for
     from lwc.passes.fold_batch_norm import FoldBatchNorm
     from lwc.passes.fold_pad_into_conv import FoldPadIntoConv
@@ -68,6 +70,7 @@ def _lwc_passes() -> list[PassEntry]:
         _entry(CanonicalizeClip),
         _entry(CanonicalizeMinMax),
         _entry(RemoveNoOps),
+        _entry(Conv1dToConv2d),  # conv1d as conv2d of height 1: conv2d's rules and layouts
         _entry(FoldPadIntoConv),
         # activation / normalization recognition (before folding eats their constants)
         _entry(FuseHardSwish),
@@ -77,6 +80,9 @@ def _lwc_passes() -> list[PassEntry]:
         _entry(FuseLayerNorm),
         # folding into conv / matmul weights
         _entry(FoldBatchNorm),
+        # stride == kernel transposed convs (upsamplers) as 1x1 convs + depth-to-space (after
+        # FoldBatchNorm folded into their weights)
+        _entry(ConvTransposeToConv),
         # parallel narrow convs / matmuls on one input -> one wider op + split (biases folded)
         _entry(MergeParallelBranches),
         # matmul reading a transposed operand in place (after RemoveNoOps merged permutes)
