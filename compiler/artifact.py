@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,9 @@ class Artifact:
     manifest: dict
     #: the VM :meth:`run` reuses (created on first run: a VM copies the weights in)
     _vm: object = field(default=None, repr=False, compare=False)
+    #: a Relax VM runs one call at a time (its registers are per VM): threads sharing
+    #: this artifact take turns on it
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def inputs(self) -> list[dict]:
@@ -135,7 +139,8 @@ class Artifact:
         for spec in self.inputs:
             if spec["name"] not in inputs:
                 raise LwcError(f"input {spec['name']!r} is missing")
-            array = np.ascontiguousarray(np.asarray(inputs[spec["name"]]))
+            # np.asarray(order="C"), not ascontiguousarray: that makes a 0-d array 1-d
+            array = np.asarray(inputs[spec["name"]], order="C")
             if list(array.shape) != list(spec["shape"]):
                 raise LwcError(
                     f"input {spec['name']!r} has shape {list(array.shape)}, the artifact was "
@@ -189,18 +194,19 @@ class Artifact:
     def _run_in_process(self, ordered, repeat: int) -> tuple[list[np.ndarray], float | None]:
         from lwc import tvm_compat
 
-        if self._vm is None:  # loading copies every weight into the VM: once per artifact
-            self._vm = self.vm()
-        vm = self._vm
         args = [tvm_compat.tensor(a, self.device) for _, a in ordered]
-        result = vm["main"](*args)
-        outputs = [np.asarray(t.numpy()) for t in _flatten(result)]
-        mean_ms = None
-        if repeat > 0:
-            start = time.perf_counter()
-            for _ in range(repeat):
-                vm["main"](*args)
-            mean_ms = (time.perf_counter() - start) * 1e3 / repeat
+        with self._lock:
+            if self._vm is None:  # loading copies every weight into the VM: once per artifact
+                self._vm = self.vm()
+            vm = self._vm
+            result = vm["main"](*args)
+            outputs = [np.asarray(t.numpy()) for t in _flatten(result)]
+            mean_ms = None
+            if repeat > 0:
+                start = time.perf_counter()
+                for _ in range(repeat):
+                    vm["main"](*args)
+                mean_ms = (time.perf_counter() - start) * 1e3 / repeat
         return outputs, mean_ms
 
     def vm(self):

@@ -2,7 +2,7 @@
  * Drive the lwc_runtime C API with bad calls; used by tests/test_deploy.py.
  *
  *   deploy_bad_calls GOOD.so MISSING.so NO_MANIFEST.so MALFORMED.so VERSION.so FORMAT.so
- *                    ARCH.so FEATURE.so NOT_ELF.so
+ *                    ARCH.so FEATURE.so NOT_ELF.so TRUNCATED.so SHAPE_OVERFLOW.so HUGE_SHAPE.so
  *
  * Prints one line per call, "<label> <status name> <message>", and exits 0 only if every
  * call returned the status expected for it (and nothing crashed).
@@ -47,8 +47,9 @@ int main(int argc, char** argv) {
   char small[1];
   float* out;
 
-  if (argc != 10) {
-    fprintf(stderr, "usage: %s GOOD MISSING NO_MANIFEST MALFORMED VERSION FORMAT ARCH FEATURE NOT_ELF\n", argv[0]);
+  if (argc != 13) {
+    fprintf(stderr, "usage: %s GOOD MISSING NO_MANIFEST MALFORMED VERSION FORMAT ARCH FEATURE NOT_ELF "
+            "TRUNCATED SHAPE_OVERFLOW HUGE_SHAPE\n", argv[0]);
     return 2;
   }
   expect("load_null_path", lwc_model_load(NULL, &m), LWC_ERR_INVALID_ARGUMENT);
@@ -61,6 +62,12 @@ int main(int argc, char** argv) {
   expect_load("load_wrong_arch", argv[7], LWC_ERR_UNSUPPORTED);
   expect_load("load_missing_feature", argv[8], LWC_ERR_UNSUPPORTED);
   expect_load("load_not_elf", argv[9], LWC_ERR_RUNTIME);
+  /* found by tests/fuzz/capi_fuzz.c: a truncated .so died with SIGBUS inside dlopen; a
+   * manifest shape whose byte size overflows size_t; a huge manifest shape allocated its
+   * input buffer at load (now: at lwc_model_set_input, once the caller passes the bytes) */
+  expect_load("load_truncated", argv[10], LWC_ERR_RUNTIME);
+  expect_load("load_shape_overflow", argv[11], LWC_ERR_MANIFEST);
+  expect_load("load_huge_shape", argv[12], LWC_OK);
 
   expect("load_good", lwc_model_load(argv[1], &m), LWC_OK);
   if (m == NULL) return 1;
@@ -90,6 +97,7 @@ int main(int argc, char** argv) {
   expect("set_input_bad_index", lwc_model_set_input(m, n_in, info.dtype, info.ndim, info.shape, buffers[0], info.nbytes), LWC_ERR_INVALID_ARGUMENT);
   expect("set_input_wrong_dtype", lwc_model_set_input(m, 0, LWC_INT32, info.ndim, info.shape, buffers[0], info.nbytes), LWC_ERR_DTYPE_MISMATCH);
   expect("set_input_bad_dtype_value", lwc_model_set_input(m, 0, (lwc_dtype)77, info.ndim, info.shape, buffers[0], info.nbytes), LWC_ERR_DTYPE_MISMATCH);
+  expect("set_input_negative_dtype_value", lwc_model_set_input(m, 0, (lwc_dtype)-1, info.ndim, info.shape, buffers[0], info.nbytes), LWC_ERR_DTYPE_MISMATCH);
   expect("set_input_wrong_shape", lwc_model_set_input(m, 0, info.dtype, info.ndim, bad_shape, buffers[0], info.nbytes), LWC_ERR_SHAPE_MISMATCH);
   expect("set_input_wrong_ndim", lwc_model_set_input(m, 0, info.dtype, info.ndim - 1, info.shape, buffers[0], info.nbytes), LWC_ERR_SHAPE_MISMATCH);
   expect("set_input_negative_ndim", lwc_model_set_input(m, 0, info.dtype, -3, info.shape, buffers[0], info.nbytes), LWC_ERR_SHAPE_MISMATCH);
@@ -121,7 +129,15 @@ int main(int argc, char** argv) {
   free(buffers);
   expect("free", lwc_model_free(m), LWC_OK);
   expect("free_null", lwc_model_free(NULL), LWC_OK);
+  /* found by tests/fuzz/capi_fuzz.c: a freed or foreign handle is refused, not used */
+  expect("free_twice", lwc_model_free(m), LWC_ERR_INVALID_ARGUMENT);
+  expect("run_after_free", lwc_model_run(m), LWC_ERR_INVALID_ARGUMENT);
+  expect("num_inputs_after_free", lwc_model_num_inputs(m, &n_in), LWC_ERR_INVALID_ARGUMENT);
+  expect("run_not_a_model", lwc_model_run((lwc_model*)&info), LWC_ERR_INVALID_ARGUMENT);
+  expect("free_not_a_model", lwc_model_free((lwc_model*)&info), LWC_ERR_INVALID_ARGUMENT);
   if (strcmp(lwc_dtype_name((lwc_dtype)99), "unknown") != 0 || lwc_dtype_size((lwc_dtype)99) != 0 ||
+      strcmp(lwc_dtype_name((lwc_dtype)-1), "unknown") != 0 ||
+      strcmp(lwc_status_name((lwc_status)-1), "LWC_ERR_UNKNOWN_STATUS") != 0 ||
       lwc_status_name((lwc_status)999) == NULL || lwc_runtime_version() == NULL) {
     printf("FAIL string getters\n");
     ++failures;

@@ -261,6 +261,9 @@ def _broken_variants(bundle: Path, folder: Path) -> list[Path]:
         variant("arch", lambda m: m["target"].update(arch=other_arch)),
         variant("feature", lambda m: m["target"].update(features=[feature])),
         variant("not_elf", lambda m: None, so_bytes=b"not a shared library\n"),
+        variant("truncated", lambda m: None, so_bytes=so.read_bytes()[: so.stat().st_size // 2]),
+        variant("shape_overflow", lambda m: m["inputs"][0].update(shape=[2**53, 2**53, 1, 1])),
+        variant("huge_shape", lambda m: m["inputs"][0].update(shape=[1, 3, 8, 2**40])),
     ]
 
 
@@ -289,6 +292,8 @@ def test_c_api_bad_calls(two_io_onnx, tmp_path):
     assert "which this CPU lacks" in lines["load_missing_feature"]
     assert "compiled for [1, 3, 8, 8]" in lines["set_input_wrong_shape"]
     assert "not found" in lines["load_missing"]
+    assert "truncated?" in lines["load_truncated"]
+    assert "not live" in lines["free_twice"]
 
 
 def test_bundle_refuses_gpu_targets_and_foreign_folders(two_io_onnx, tmp_path):

@@ -27,10 +27,12 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <set>
 #include <sstream>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -338,13 +340,25 @@ std::vector<TensorSpec> ReadSpecs(const Json& root, const std::string& key) {
     if (shape == nullptr || shape->kind != Json::kArray) {
       Fail(LWC_ERR_MANIFEST, "manifest " + where + " has no shape list");
     }
+    // Each dim a whole number in [0, 2^53] (compared as a double before any cast: a
+    // cast of 1e30 to int64 is undefined), and the tensor's byte size must fit a size_t.
+    constexpr double kMaxDim = 9007199254740992.0;  // 2^53
+    size_t nbytes = FindDtype(spec.dtype)->size;
+    bool overflow = false;
     for (const Json& d : shape->items) {
-      if (d.kind != Json::kNumber || d.number < 0 || d.number != static_cast<double>(static_cast<int64_t>(d.number))) {
+      if (d.kind != Json::kNumber || !(d.number >= 0 && d.number <= kMaxDim) ||
+          d.number != static_cast<double>(static_cast<int64_t>(d.number))) {
         Fail(LWC_ERR_MANIFEST, key + " '" + spec.name + "' has a non-static shape in the manifest");
       }
-      spec.shape.push_back(static_cast<int64_t>(d.number));
+      int64_t dim = static_cast<int64_t>(d.number);
+      overflow = overflow || __builtin_mul_overflow(nbytes, static_cast<size_t>(dim), &nbytes);
+      spec.shape.push_back(dim);
     }
-    spec.nbytes = SizeOf(spec.shape, spec.dtype);
+    if (overflow || spec.shape.size() > 64) {
+      Fail(LWC_ERR_MANIFEST, key + " '" + spec.name + "' has an impossible shape in the manifest " +
+                                 ShapeText(spec.shape.data(), static_cast<int64_t>(spec.shape.size())));
+    }
+    spec.nbytes = nbytes;
     specs.push_back(std::move(spec));
   }
   return specs;
@@ -521,6 +535,52 @@ void CheckTarget(const Json& manifest) {
   }
 }
 
+template <typename T>
+T ReadLE(const unsigned char* p) {
+  T v = 0;
+  for (size_t i = 0; i < sizeof(T); ++i) v |= static_cast<T>(p[i]) << (8 * i);
+  return v;
+}
+
+// A shared library whose program headers and loadable segments lie inside the file.
+// dlopen maps each PT_LOAD segment and clears its tail: for a truncated file that touches
+// pages past the end of the file and the process dies with SIGBUS inside dlopen.
+void CheckElfLayout(const std::string& path, std::ifstream& f) {
+#if defined(__x86_64__) || defined(__aarch64__)  // ELF64, little-endian
+  f.clear();
+  f.seekg(0, std::ios::end);
+  const uint64_t size = static_cast<uint64_t>(f.tellg());
+  unsigned char h[64] = {0};
+  f.seekg(0);
+  f.read(reinterpret_cast<char*>(h), sizeof(h));
+  const std::string bad = "model " + path + " is not a complete ELF shared library (";
+  if (f.gcount() < 64 || h[4] != 2 || h[5] != 1) Fail(LWC_ERR_RUNTIME, bad + "not ELF64 little-endian)");
+  if (ReadLE<uint16_t>(h + 16) != 3) Fail(LWC_ERR_RUNTIME, bad + "ELF type is not ET_DYN)");
+  const uint64_t phoff = ReadLE<uint64_t>(h + 32);
+  const uint16_t phentsize = ReadLE<uint16_t>(h + 54), phnum = ReadLE<uint16_t>(h + 56);
+  if (phentsize != 56 || phnum == 0 || phoff > size || (size - phoff) / 56 < phnum) {
+    Fail(LWC_ERR_RUNTIME, bad + "program headers missing or past the end of the file; truncated?)");
+  }
+  std::vector<unsigned char> ph(static_cast<size_t>(phnum) * 56);
+  f.seekg(static_cast<std::streamoff>(phoff));
+  f.read(reinterpret_cast<char*>(ph.data()), static_cast<std::streamsize>(ph.size()));
+  if (static_cast<size_t>(f.gcount()) != ph.size()) Fail(LWC_ERR_RUNTIME, bad + "short read)");
+  for (uint16_t i = 0; i < phnum; ++i) {
+    const unsigned char* p = ph.data() + static_cast<size_t>(i) * 56;
+    const uint32_t type = ReadLE<uint32_t>(p);
+    const uint64_t offset = ReadLE<uint64_t>(p + 8), filesz = ReadLE<uint64_t>(p + 32);
+    if ((type == 1 || type == 2) && (offset > size || filesz > size - offset)) {  // PT_LOAD, PT_DYNAMIC
+      Fail(LWC_ERR_RUNTIME, bad + "segment " + std::to_string(i) + " ends at byte " +
+                                std::to_string(offset + filesz) + " of " + std::to_string(size) +
+                                "; truncated?)");
+    }
+  }
+#else
+  (void)path;
+  (void)f;
+#endif
+}
+
 // e_machine of an ELF file, or a failure with a clear message.
 void CheckElf(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -542,6 +602,7 @@ void CheckElf(const std::string& path) {
     Fail(LWC_ERR_UNSUPPORTED, "model " + path + " holds code for ELF machine " +
                                   std::to_string(machine) + ", not " LWC_ARCH);
   }
+  CheckElfLayout(path, f);
 }
 
 // ------------------------------------------------------------------------ the model
@@ -586,7 +647,8 @@ struct lwc_model {
   ffi::Module lib{ffi::UnsafeInit()};
   ffi::Module vm{ffi::UnsafeInit()};
   ffi::Function main_fn;
-  std::vector<ffi::Tensor> input_tensors;
+  // allocated by the first lwc_model_set_input of each (never from manifest numbers alone)
+  std::vector<ffi::Optional<ffi::Tensor>> input_tensors;
   std::vector<ffi::Tensor> output_tensors;  // of the last run
   std::vector<std::vector<int64_t>> output_shapes;
 };
@@ -618,6 +680,21 @@ lwc_status Guard(F&& body) {
 
 void NotNull(const void* p, const char* what) {
   if (p == nullptr) Fail(LWC_ERR_INVALID_ARGUMENT, std::string(what) + " is NULL");
+}
+
+// Every handle lwc_model_load returned and lwc_model_free has not released yet. A call
+// with any other pointer (freed, never loaded, garbage) fails before it is dereferenced,
+// and a second lwc_model_free of a handle is an error, not a double free. A freed
+// handle's address can be handed out again by a later load; that one is live again.
+std::mutex g_handles_mutex;
+std::unordered_set<const lwc_model*>* g_handles = new std::unordered_set<const lwc_model*>();
+
+void CheckLive(const lwc_model* model) {
+  NotNull(model, "model");
+  std::lock_guard<std::mutex> lock(g_handles_mutex);
+  if (g_handles->count(model) == 0) {
+    Fail(LWC_ERR_INVALID_ARGUMENT, "model handle is not live (already freed, or not from lwc_model_load)");
+  }
 }
 
 void CheckIndex(int32_t index, size_t count, const char* what) {
@@ -705,21 +782,33 @@ lwc_status lwc_model_load(const char* path, lwc_model** out) {
     // One (device type, device id, allocator type) triple per device: CPU 0, pooled.
     GetFunc(m->vm, "vm_initialization")(static_cast<int>(kDLCPU), 0, 2);
     m->main_fn = GetFunc(m->vm, "main");
-    for (const TensorSpec& s : m->inputs) {
-      m->input_tensors.push_back(ffi::Tensor::FromNDAlloc(
-          CPUAlloc(), ffi::Shape(s.shape), FindDtype(s.dtype)->dl, DLDevice{kDLCPU, 0}));
+    // Input buffers are allocated by lwc_model_set_input, once the caller has passed that
+    // many bytes: a manifest edited to claim a huge shape must not allocate gigabytes here.
+    m->input_tensors.resize(m->inputs.size());
+    {
+      std::lock_guard<std::mutex> lock(g_handles_mutex);
+      g_handles->insert(m.get());
     }
     *out = m.release();
   });
 }
 
 lwc_status lwc_model_free(lwc_model* model) {
-  return Guard([&] { delete model; });
+  return Guard([&] {
+    if (model == nullptr) return;
+    {
+      std::lock_guard<std::mutex> lock(g_handles_mutex);
+      if (g_handles->erase(model) == 0) {
+        Fail(LWC_ERR_INVALID_ARGUMENT, "model handle is not live (already freed, or not from lwc_model_load)");
+      }
+    }
+    delete model;
+  });
 }
 
 lwc_status lwc_model_num_inputs(const lwc_model* model, int32_t* out) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     NotNull(out, "out");
     *out = static_cast<int32_t>(model->inputs.size());
   });
@@ -727,7 +816,7 @@ lwc_status lwc_model_num_inputs(const lwc_model* model, int32_t* out) {
 
 lwc_status lwc_model_num_outputs(const lwc_model* model, int32_t* out) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     NotNull(out, "out");
     *out = static_cast<int32_t>(model->outputs.size());
   });
@@ -735,7 +824,7 @@ lwc_status lwc_model_num_outputs(const lwc_model* model, int32_t* out) {
 
 lwc_status lwc_model_input_info(const lwc_model* model, int32_t index, lwc_tensor_info* out) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     NotNull(out, "out");
     CheckIndex(index, model->inputs.size(), "input");
     FillInfo(model->inputs[index], model->inputs[index].shape, out);
@@ -744,7 +833,7 @@ lwc_status lwc_model_input_info(const lwc_model* model, int32_t index, lwc_tenso
 
 lwc_status lwc_model_output_info(const lwc_model* model, int32_t index, lwc_tensor_info* out) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     NotNull(out, "out");
     CheckIndex(index, model->outputs.size(), "output");
     FillInfo(model->outputs[index], model->output_shapes[index], out);
@@ -753,7 +842,7 @@ lwc_status lwc_model_output_info(const lwc_model* model, int32_t index, lwc_tens
 
 lwc_status lwc_model_input_index(const lwc_model* model, const char* name, int32_t* out) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     NotNull(name, "name");
     NotNull(out, "out");
     std::string names;
@@ -771,7 +860,7 @@ lwc_status lwc_model_input_index(const lwc_model* model, const char* name, int32
 lwc_status lwc_model_set_input(lwc_model* model, int32_t index, lwc_dtype dtype, int32_t ndim,
                                const int64_t* shape, const void* data, size_t nbytes) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     CheckIndex(index, model->inputs.size(), "input");
     const TensorSpec& spec = model->inputs[index];
     if (dtype != spec.dtype) {
@@ -791,21 +880,27 @@ lwc_status lwc_model_set_input(lwc_model* model, int32_t index, lwc_dtype dtype,
                                       " bytes, got " + std::to_string(nbytes));
     }
     if (nbytes > 0) NotNull(data, "data");
-    std::memcpy(model->input_tensors[index].data_ptr(), data, nbytes);
+    if (!model->input_tensors[index].has_value()) {
+      model->input_tensors[index] = ffi::Tensor::FromNDAlloc(
+          CPUAlloc(), ffi::Shape(spec.shape), FindDtype(spec.dtype)->dl, DLDevice{kDLCPU, 0});
+    }
+    std::memcpy(model->input_tensors[index].value().data_ptr(), data, nbytes);
     model->input_set[index] = true;
   });
 }
 
 lwc_status lwc_model_run(lwc_model* model) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     for (size_t i = 0; i < model->inputs.size(); ++i) {
       if (!model->input_set[i]) {
         Fail(LWC_ERR_NOT_READY, "input '" + model->inputs[i].name + "' was not set (lwc_model_set_input)");
       }
     }
     model->output_tensors.clear();
-    std::vector<ffi::AnyView> args(model->input_tensors.begin(), model->input_tensors.end());
+    std::vector<ffi::Tensor> inputs;
+    for (const ffi::Optional<ffi::Tensor>& t : model->input_tensors) inputs.push_back(t.value());
+    std::vector<ffi::AnyView> args(inputs.begin(), inputs.end());
     ffi::Any result;
     model->main_fn.CallPacked(args.data(), static_cast<int32_t>(args.size()), &result);
     std::vector<ffi::Tensor> outs;
@@ -831,7 +926,7 @@ lwc_status lwc_model_run(lwc_model* model) {
 lwc_status lwc_model_borrow_output(const lwc_model* model, int32_t index, const void** data,
                                    lwc_tensor_info* info) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     NotNull(data, "data");
     CheckIndex(index, model->outputs.size(), "output");
     if (model->output_tensors.empty()) Fail(LWC_ERR_NOT_READY, "no output yet: call lwc_model_run first");
@@ -843,7 +938,7 @@ lwc_status lwc_model_borrow_output(const lwc_model* model, int32_t index, const 
 
 lwc_status lwc_model_get_output(const lwc_model* model, int32_t index, void* dst, size_t dst_nbytes) {
   return Guard([&] {
-    NotNull(model, "model");
+    CheckLive(model);
     NotNull(dst, "dst");
     CheckIndex(index, model->outputs.size(), "output");
     if (model->output_tensors.empty()) Fail(LWC_ERR_NOT_READY, "no output yet: call lwc_model_run first");

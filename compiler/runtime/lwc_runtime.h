@@ -30,6 +30,9 @@
  *   (against the versions this library was built for and the loaded libtvm_ffi), the
  *   target architecture and the CPU features (Linux: getauxval hwcaps on AArch64,
  *   /proc/cpuinfo flags on x86-64). LWC_CPU_FEATURES="neon,dotprod" overrides detection.
+ * - A handle that lwc_model_free released (or any pointer lwc_model_load did not return)
+ *   is refused with LWC_ERR_INVALID_ARGUMENT, a second lwc_model_free included; the
+ *   library never dereferences it. (A later load may reuse the address.)
  * - A model handle is not thread-safe; use one handle per thread (loading the same file
  *   twice is fine). The TVM thread pool size follows TVM_NUM_THREADS.
  */
@@ -49,10 +52,19 @@ extern "C" {
 #define LWC_API __attribute__((visibility("default")))
 #endif
 
+/* In C++ the enums get int as their fixed underlying type (the size C gives them): then
+ * any int a C caller passes, (lwc_dtype)77 or (lwc_status)-1, is a valid value that the
+ * library answers ("unknown", an error status), not undefined behaviour in C++. */
+#ifdef __cplusplus
+#define LWC_ENUM_BASE : int
+#else
+#define LWC_ENUM_BASE
+#endif
+
 /* Version of this C API. Bumped when a function's signature or meaning changes. */
 #define LWC_RUNTIME_API_VERSION 1
 
-typedef enum {
+typedef enum LWC_ENUM_BASE {
   LWC_OK = 0,
   LWC_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, index out of range, bad name */
   LWC_ERR_FILE_NOT_FOUND = 2,   /* model .so missing or unreadable */
@@ -67,7 +79,7 @@ typedef enum {
   LWC_ERR_OUT_OF_MEMORY = 11
 } lwc_status;
 
-typedef enum {
+typedef enum LWC_ENUM_BASE {
   LWC_DTYPE_UNKNOWN = 0,
   LWC_FLOAT16 = 1,
   LWC_FLOAT32 = 2,

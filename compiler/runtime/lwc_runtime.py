@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -181,10 +182,15 @@ def library_path() -> Path:
 
 
 class Model:
-    """A loaded model. Call it with arrays (positional, or by input name)."""
+    """A loaded model. Call it with arrays (positional, or by input name).
+
+    One Model may be shared by threads: a run (set inputs, run, copy outputs) holds the
+    model's lock, so runs on one Model take turns; Models of their own run at once.
+    """
 
     def __init__(self, path: str | os.PathLike):
         path = Path(path)
+        self._lock = threading.Lock()
         self._lib = _library(path)
         handle = ctypes.c_void_p()
         _check(self._lib.lwc_model_load(os.fsencode(path), ctypes.byref(handle)))
@@ -236,13 +242,17 @@ class Model:
 
     def run(self, *args, **kwargs) -> list[np.ndarray]:
         """Run once; returns every output (new arrays) in the model's order."""
+        with self._lock:  # the C handle keeps inputs and outputs between calls
+            return self._run(self._ordered(args, kwargs))
+
+    def _run(self, values: list) -> list[np.ndarray]:
         handle = self._live()
-        for index, (spec, value) in enumerate(zip(self.inputs, self._ordered(args, kwargs))):
+        for index, (spec, value) in enumerate(zip(self.inputs, values)):
             array = np.asarray(value)
             want = np.dtype(spec.dtype)
             if array.dtype != want and array.dtype.kind == want.kind:
                 array = array.astype(want)  # e.g. float64 -> float32, as `lwc run` does
-            array = np.ascontiguousarray(array)
+            array = np.asarray(array, order="C")  # ascontiguousarray would make 0-d 1-d
             code = _DTYPE_CODES.get(array.dtype.name, 0)
             shape = (ctypes.c_int64 * max(array.ndim, 1))(*array.shape)
             _check(self._lib.lwc_model_set_input(
@@ -266,9 +276,13 @@ class Model:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def close(self) -> None:
-        if getattr(self, "_handle", None) is not None:
-            self._lib.lwc_model_free(self._handle)
-            self._handle = None
+        lock = getattr(self, "_lock", None)
+        if lock is None:  # __init__ failed before the handle existed
+            return
+        with lock:
+            if getattr(self, "_handle", None) is not None:
+                self._lib.lwc_model_free(self._handle)
+                self._handle = None
 
     def __enter__(self) -> Model:
         return self
