@@ -259,10 +259,15 @@ def compile(  # noqa: A001  (the product's verb)
         tuning_log=prepare_stage.log_lookup(preset, tuning_log, use_tuning_logs),
     )
     # 2. schedule: tuning records, then lwc's fixed schedules and CPU rules for the rest
-    mod, tuning_info = apply_records(
-        prepared.mod, preset, prepared.tvm_target, tuning_log=tuning_log, enabled=use_tuning_logs,
-        model_key=prepared.model_key, rules=options.schedule_rules,
-    )
+    try:
+        mod, tuning_info = apply_records(
+            prepared.mod, preset, prepared.tvm_target, tuning_log=tuning_log,
+            enabled=use_tuning_logs, model_key=prepared.model_key, rules=options.schedule_rules,
+        )
+    except LwcError:
+        raise
+    except Exception as err:  # noqa: BLE001  (TVM InternalError, bare asserts: one line)
+        raise _lowering_error(prepared.mod, prepared.tvm_target, err) from None
     # 3. build
     executable = _build(mod, prepared)
     # 4. artifact (written by CompileResult.export)
@@ -280,6 +285,18 @@ def compile(  # noqa: A001  (the product's verb)
                **({"cuda": cuda_build.describe()} if cuda_build else {})},
         pack_imports=cuda_build.pack_imports() if cuda_build else None,
     )
+
+
+def _lowering_error(mod, tvm_target, err: BaseException) -> LwcError:
+    """One line for an exception from TVM's lowering, naming the Relax op that fails.
+
+    The op is found by lowering each call of ``main`` alone (only on this failure path).
+    """
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    why = lines[-1] if lines else type(err).__name__
+    culprit = tvm_compat.failing_op(mod, tvm_target)
+    where = f" {culprit}" if culprit else ""
+    return LwcError(f"TVM cannot lower{where or ' the model'}: {why}")
 
 
 def _build(mod, prepared):

@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper
 
+from lwc import model_checks
 from lwc.errors import LwcError
 
 ONNX_DOMAINS = ("", "ai.onnx")
@@ -45,7 +46,9 @@ class TensorSpec:
 
     @property
     def is_static(self) -> bool:
-        return all(isinstance(d, int) and d > 0 for d in self.shape)
+        """Every dim a number; 0-d (scalar) and zero-size dims are static (onnxruntime
+        runs both)."""
+        return all(isinstance(d, int) and d >= 0 for d in self.shape)
 
     def to_json(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -76,26 +79,6 @@ class ImportedModel:
 # --------------------------------------------------------------------------- loading
 
 
-def _check_external_locations(model: onnx.ModelProto, base_dir: Path) -> None:
-    base = base_dir.resolve()
-    for tensor in external_data_helper._get_all_tensors(model):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
-        info = {e.key: e.value for e in tensor.external_data}
-        location = info.get("location", "")
-        target = (base / location).resolve()
-        if os.path.isabs(location) or base not in target.parents:
-            raise LwcError(
-                f"initializer {tensor.name!r}: external data location {location!r} "
-                f"points outside the model's folder {base}; refusing to read it"
-            )
-        if not target.is_file():
-            raise LwcError(
-                f"initializer {tensor.name!r}: external data file {location!r} not found "
-                f"beside the model (looked in {base})"
-            )
-
-
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """Read and check an ONNX model, with external data resolved beside the file.
 
@@ -114,8 +97,11 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
         ) from None
     if not model.HasField("graph") or not model.graph.node:
         raise LwcError(f"{path.name} is not a valid ONNX model (no graph; truncated file?)")
-    _check_external_locations(model, path.parent)
-    external_data_helper.load_external_data_for_model(model, str(path.parent))
+    model_checks.check_external_data(model, path.parent)
+    try:
+        external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (OSError, ValueError) as err:  # checked above; a file changed meanwhile, ...
+        raise LwcError(f"{path.name}: cannot read its external data: {_one_line(err)}") from None
     check_model(model, path.name)
     return model
 
@@ -123,14 +109,56 @@ def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
 def check_model(model: onnx.ModelProto, label: str = "model") -> None:
     """Run the ONNX checker (full check incl. shape inference where < 2 GiB).
 
+    A tensor whose declared type has no ``shape`` field (graph outputs written by many
+    exporters, If/Loop branch outputs) is accepted: ONNX IR.md ("Static tensor shapes":
+    a missing shape means the rank is unknown) and onnxruntime allow it, the checker
+    does not. The check runs on a copy with those shapes marked present; the model
+    itself is not changed (shape inference fills them in later).
+
+    Then every initializer's data must fit its dtype and dims, graph values have known
+    element types and strides/dilations/kernel sizes/groups are >= 1
+    (:func:`lwc.model_checks.check`).
+
     Raises:
-        LwcError: the checker's first complaint.
+        LwcError: the checker's first complaint, or the first tensor whose data is wrong.
     """
     try:
         if model.ByteSize() < 2**31 - 1:
-            onnx.checker.check_model(model)
+            onnx.checker.check_model(_with_shape_fields(model))
     except (onnx.checker.ValidationError, Exception) as err:
         raise LwcError(f"{label} fails the ONNX checker: {_one_line(err)}") from None
+    model_checks.check(model)
+
+
+def _graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    yield from _graphs(g)
+
+
+def _with_shape_fields(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy where every tensor type without a ``shape`` field has one."""
+
+    def missing(vi: onnx.ValueInfoProto) -> bool:
+        return vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")
+
+    def value_infos(graph: onnx.GraphProto):
+        return [*graph.input, *graph.output, *graph.value_info]
+
+    if not any(missing(vi) for g in _graphs(model.graph) for vi in value_infos(g)):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for graph in _graphs(copy.graph):
+        for vi in value_infos(graph):
+            if missing(vi):
+                vi.type.tensor_type.shape.SetInParent()
+    return copy
 
 
 def _one_line(err: BaseException) -> str:
@@ -154,7 +182,7 @@ def model_sha256(path: str | os.PathLike) -> str:
 def _dims(value_info: onnx.ValueInfoProto) -> tuple:
     dims = []
     for d in value_info.type.tensor_type.shape.dim:
-        if d.HasField("dim_value") and d.dim_value > 0:
+        if d.HasField("dim_value") and d.dim_value >= 0:  # 0: a zero-size dim
             dims.append(int(d.dim_value))
         else:
             dims.append(d.dim_param or "?")
@@ -182,7 +210,8 @@ def parse_input_shape(text: str) -> tuple[str, list[int]]:
     """Parse ``NAME:D0,D1,...`` (``--input-shape``). The name may itself contain ':'.
 
     Raises:
-        LwcError: no ':' or a dim that is not a positive integer.
+        LwcError: no ':' or a dim that is not a non-negative integer (0 is a zero-size
+            dim, as onnxruntime accepts).
     """
     name, sep, dims = text.rpartition(":")
     if not sep or not name:
@@ -191,8 +220,8 @@ def parse_input_shape(text: str) -> tuple[str, list[int]]:
         shape = [int(d) for d in dims.split(",")]
     except ValueError:
         raise LwcError(f"--input-shape {text!r}: dims must be integers, e.g. x:1,3,224,224") from None
-    if any(d <= 0 for d in shape):
-        raise LwcError(f"--input-shape {text!r}: dims must be positive")
+    if any(d < 0 for d in shape):
+        raise LwcError(f"--input-shape {text!r}: dims must be non-negative")
     return name, shape
 
 
@@ -203,7 +232,8 @@ def resolve_input_shapes(
 
     Raises:
         LwcError: an override names no input or has the wrong rank, or an input keeps a
-            dynamic dim (the message names it and shows the ``--input-shape`` to use).
+            dynamic dim or declares no shape at all (the message names it and shows the
+            ``--input-shape`` to use). Zero-size dims (0) and 0-d inputs are static.
     """
     overrides = dict(overrides or {})
     inputs = graph_inputs(model)
@@ -214,10 +244,18 @@ def resolve_input_shapes(
                 f"--input-shape names {name!r}, which is not a model input; inputs: "
                 + ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
             )
+    no_shape = {v.name for v in model.graph.input if not v.type.tensor_type.HasField("shape")}
     resolved = []
     for spec in inputs:
         shape = overrides.get(spec.name)
-        if shape is not None:
+        if shape is None and spec.name in no_shape:
+            raise LwcError(
+                f"input {spec.name!r} declares no shape (unknown rank); give it with "
+                f"--input-shape {spec.name}:D0,D1,..."
+            )
+        if shape is not None and spec.name in no_shape:
+            spec = TensorSpec(spec.name, tuple(shape), spec.dtype)
+        elif shape is not None:
             if spec.shape and len(shape) != len(spec.shape):
                 raise LwcError(
                     f"--input-shape {spec.name}:{','.join(map(str, shape))} has rank "
@@ -264,10 +302,10 @@ def op_histogram(model: onnx.ModelProto) -> Counter:
 
 
 def supported_op_types() -> set[str]:
-    """ONNX op types TVM's Relax ONNX importer converts."""
-    from tvm.relax.frontend.onnx import onnx_frontend
+    """ONNX op types lwc imports: TVM's Relax ONNX importer's plus lwc's (:mod:`lwc.onnx_ops`)."""
+    from lwc import onnx_ops
 
-    return set(onnx_frontend._get_convert_map()) | {"If", "Constant"}
+    return onnx_ops.supported_op_types()
 
 
 def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
@@ -283,10 +321,17 @@ def unsupported_nodes(model: onnx.ModelProto) -> list[tuple[str, str]]:
 
 
 def check_supported(model: onnx.ModelProto) -> None:
-    """Raises LwcError listing every unsupported op type with a node name each."""
+    """Raises LwcError listing every unsupported op type with a node name and the opset
+    of its domain each: ``2 unsupported op type(s): Foo (node 'f', opset 17), ...``."""
     missing = unsupported_nodes(model)
     if missing:
-        listed = ", ".join(f"{op} (node {name!r})" for op, name in missing)
+        versions = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+
+        def opset(op: str) -> str:
+            domain = op.rpartition("::")[0] or "ai.onnx"
+            return f", opset {versions[domain]}" if domain in versions else ""
+
+        listed = ", ".join(f"{op} (node {name!r}{opset(op)})" for op, name in missing)
         raise LwcError(f"{len(missing)} unsupported op type(s): {listed}")
 
 
@@ -324,21 +369,94 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
     """TVM's ``from_onnx`` with static shapes and input dtypes; params become constants.
 
     Raises:
-        LwcError: the importer fails (its last message line is kept).
+        LwcError: the importer fails: one line naming the node, its op type and the
+            model's opset (unnamed nodes are named ``<node #i>``, their graph index),
+            with the converter's own reason but never TVM's internal IR text.
     """
-    from lwc import tvm_compat
+    from lwc import onnx_legalize, onnx_ops
 
+    legal = onnx_legalize.legalize(model)  # ONNX-level rewrites for the importer
+    if onnx_legalize.expanded_functions(model, legal):  # fold the shape math bodies bring
+        legal, _ = simplify(legal, inputs)
+        legal = onnx_legalize.legalize(legal)  # what folding made static (a Scan's length)
+    model = legal
+    model = _name_nodes(model)
     shape_dict = {s.name: list(s.shape) for s in inputs}
     dtype_dict = {s.name: s.dtype for s in inputs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return tvm_compat.from_onnx(
+            return onnx_ops.from_onnx(
                 model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False
             )
-        except Exception as err:
+        except onnx_ops.NodeError as err:
+            message = f"cannot import {_without_internals(str(err))}"
+            _release_quietly(err)
+            raise LwcError(message) from None
+        except Exception as err:  # noqa: BLE001  (TVM raises assorted types; one line out)
             lines = [ln for ln in str(err).splitlines() if ln.strip()]
-            raise LwcError(f"TVM's ONNX importer failed: {lines[-1] if lines else err!r}") from None
+            why = _without_internals(lines[-1]) if lines else type(err).__name__
+            _release_quietly(err)
+            raise LwcError(f"TVM's ONNX importer failed: {why}") from None
+
+
+def _release_quietly(err: BaseException) -> None:
+    """Free the importer a failed ``from_onnx`` left behind, with C++ stderr silenced.
+
+    The exception's traceback keeps TVM's BlockBuilder alive; destroyed later (at exit)
+    with its function still open, it logs "BlockBuilder destroyed with remaining
+    blocks!" from C++ onto stderr, a second line after lwc's one-line error.
+    """
+    import gc
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        chain: list[BaseException] = []
+        link: BaseException | None = err
+        while link is not None and all(link is not c for c in chain):
+            chain.append(link)
+            link.__traceback__ = None
+            link = link.__cause__ or link.__context__
+        gc.collect()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _name_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model``, or a copy where every unnamed top-level node is named ``<node #i>``."""
+    if all(node.name for node in model.graph.node):
+        return model
+    named = onnx.ModelProto()
+    named.CopyFrom(model)
+    for i, node in enumerate(named.graph.node):
+        if not node.name:
+            node.name = f"<node #{i}>"
+    return named
+
+
+#: Signs of TVM's internal text in an error line: Relax/TIR script, C++ checks, FFI names.
+_INTERNAL = ("R.", "T.", "tvm", "Check failed", ".cc:", ".h:", "ir.", "relax.", "tirx.")
+
+
+def _without_internals(line: str) -> str:
+    """An importer error line with TVM's internal text (IR dumps, C++ checks) cut off.
+
+    ``node 'n' (Op, opset 13): <reason>`` keeps its reason when the reason is the
+    converter's own sentence, and becomes ``... : TVM's converter cannot handle it``
+    when the reason is TVM's internal text.
+    """
+    head, sep, why = line.partition("): ")
+    if not sep:
+        head, why = "", line
+    if any(mark in why for mark in _INTERNAL):
+        why = "TVM's converter cannot handle it (an internal error of TVM's importer)"
+    return f"{head}{sep}{why}" if sep else why
 
 
 def import_model(

@@ -133,6 +133,58 @@ def cuda_device(index: int = 0):
     return tvm.cuda(index)
 
 
+def onnx_convert_map() -> dict:
+    """TVM's ONNX importer's op converters, ``{op type: OnnxOpConverter subclass}``."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return onnx_frontend._get_convert_map()
+
+
+@contextlib.contextmanager
+def onnx_converters(extra: dict):
+    """Within the block, TVM's ONNX importer also uses (and prefers) ``extra`` converters.
+
+    TVM 0.27 has no registration API: the importer calls the module-level
+    ``_get_convert_map()`` for every node, so it is swapped for the duration.
+    """
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    original = onnx_frontend._get_convert_map
+    onnx_frontend._get_convert_map = lambda: {**original(), **extra}
+    try:
+        yield
+    finally:
+        onnx_frontend._get_convert_map = original
+
+
+def failing_op(mod, target) -> str | None:
+    """``relax.OP on (types)`` for the first call of ``mod["main"]`` that TVM cannot legalize
+    alone, or None. Used to name the op behind a lowering failure."""
+    for binding in _bindings(mod["main"]):
+        call = binding.value
+        if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+            continue
+        params = [relax.Var(f"a{i}", a.ty) for i, a in enumerate(call.args) if isinstance(a, relax.Var)]
+        it = iter(params)
+        args = [next(it) if isinstance(a, relax.Var) else a for a in call.args]
+        bb = relax.BlockBuilder()
+        try:
+            with bb.function("f", params):
+                bb.emit_func_output(bb.emit(relax.Call(call.op, args, call.attrs, call.sinfo_args)))
+            with target:
+                relax.transform.LegalizeOps()(bb.get())
+        except Exception:  # noqa: BLE001  (this is the probe)
+            types = ", ".join(str(a.ty).replace("R.", "") for a in call.args if hasattr(a, "ty"))
+            return f"{call.op.name} on ({types})"
+    return None
+
+
+def _bindings(func):
+    body = func.body
+    for block in getattr(body, "blocks", []):
+        yield from block.bindings
+
+
 @contextlib.contextmanager
 def mixed_precision_never(op_names):
     """Within the block, ToMixedPrecision keeps these Relax ops in fp32 (policy kNever)."""

