@@ -84,6 +84,11 @@ l r x y z w f4e b4e rc8 ecl ecr rc16 1d 2d 3d a1d a2d cube acube 2dms a2dms trap
 """.split()  # noqa: SIM905 (a word list reads best as text)
 )
 
+#: Tokens newer than PTX ISA 6.0 with the version that introduced them (PTX ISA manual,
+#: "PTX ISA Notes" of each instruction): text using them may be lowered to that version or
+#: later. ``activemask``: warp reductions (TVM's cross-thread allreduce) since ISA 6.2.
+_INTRODUCED = {"activemask": (6, 2)}
+
 #: Directives present in PTX ISA <= 6.0.
 _OLD_DIRECTIVES = frozenset(
     """
@@ -155,7 +160,7 @@ def lower_version(ptx: bytes, limit: tuple[int, int]) -> tuple[bytes, str | None
         return ptx, f"{arch} needs PTX ISA {fmt(need)}, newer than {fmt(limit)}"
     if limit < _SAFE_FLOOR:
         return ptx, f"lwc checks PTX text against ISA {fmt(_SAFE_FLOOR)} and older only"
-    newer = newer_tokens(ptx)
+    newer = [t for t in newer_tokens(ptx) if _INTRODUCED.get(t, (99, 0)) > limit]
     if newer:
         return ptx, f"it uses {', '.join(newer[:5])}, not known to be in PTX ISA {fmt(limit)}"
     lowered = _VERSION_RE.sub(lambda m: m.group(1) + fmt(limit).encode(), ptx, count=1)

