@@ -340,19 +340,29 @@ def _fused_fp32(model_path, disabled):
     return prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target
 
 
-def test_int8_kernels_do_not_depend_on_the_calibration(model_path):
+def test_int8_kernels_do_not_depend_on_the_calibration(model_path, tmp_path):
     """LiftQuantParams: other calibration samples and method give other scales but the same
     kernels (tuning workloads), so one log's records serve both; without the pass the
     scales are TIR immediates and the kernels differ."""
-    import tvm
+    import tvm_ffi
+
+    folders = []
+    for name, spread in (("narrow", 1.0), ("wide", 4.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(3):
+            sample = np.random.default_rng(i).normal(0, spread, SHAPE["x"]).astype(np.float32)
+            np.save(folder / f"s{i}.npy", sample)
+        folders.append(folder)
 
     def workloads(quantize, disabled=()):
         prepared = prepared_module(str(model_path), "host", SHAPE, quantize=quantize, disabled_passes=disabled)
         return task_workloads(prepare(prepared.mod, prepared.tvm_target), prepared.tvm_target)
 
     def unmatched(a, b):  # kernels of a with no structurally equal kernel in b (how records match)
-        return [x for x in a if not any(tvm.ir.structural_equal(x, y) for y in b)]
+        return [x for x in a if not any(tvm_ffi.structural_equal(x, y) for y in b)]
 
-    other = int8(calib_random=5, method="minmax")
-    assert unmatched(workloads(int8()), workloads(other)) == []
-    assert unmatched(workloads(int8(), ("LiftQuantParams",)), workloads(other, ("LiftQuantParams",)))
+    first = int8(calib_random=None, calib=str(folders[0]))
+    other = int8(calib_random=None, calib=str(folders[1]), method="minmax")
+    assert unmatched(workloads(first), workloads(other)) == []
+    assert unmatched(workloads(first, ("LiftQuantParams",)), workloads(other, ("LiftQuantParams",)))
