@@ -130,16 +130,6 @@ def check_model(model: onnx.ModelProto, label: str = "model") -> None:
     model_checks.check(model)
 
 
-def _graphs(graph: onnx.GraphProto):
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
-
 
 def _with_shape_fields(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model``, or a copy where every tensor type without a ``shape`` field has one."""
@@ -150,11 +140,11 @@ def _with_shape_fields(model: onnx.ModelProto) -> onnx.ModelProto:
     def value_infos(graph: onnx.GraphProto):
         return [*graph.input, *graph.output, *graph.value_info]
 
-    if not any(missing(vi) for g in _graphs(model.graph) for vi in value_infos(g)):
+    if not any(missing(vi) for g in model_checks.all_graphs(model.graph) for vi in value_infos(g)):
         return model
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for graph in _graphs(copy.graph):
+    for graph in model_checks.all_graphs(copy.graph):
         for vi in value_infos(graph):
             if missing(vi):
                 vi.type.tensor_type.shape.SetInParent()

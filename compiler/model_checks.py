@@ -78,7 +78,7 @@ def check_names(model: onnx.ModelProto) -> None:
     """
     fields = [("model producer_name", model.producer_name), ("model domain", model.domain),
               *[("opset domain", o.domain) for o in model.opset_import]]
-    for graph in _all_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         fields.append(("graph name", graph.name))
         for kind, values in (("input", graph.input), ("output", graph.output),
                              ("value_info", graph.value_info), ("initializer", graph.initializer)):
@@ -101,7 +101,7 @@ def check_value_types(model: onnx.ModelProto) -> None:
     Raises:
         LwcError: naming the value and the number.
     """
-    for graph in _all_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for kind, values in (("input", graph.input), ("output", graph.output),
                              ("value_info", graph.value_info)):
             for vi in values:
@@ -125,7 +125,7 @@ def check_attributes(model: onnx.ModelProto) -> None:
     Raises:
         LwcError: naming the node, its op type and the attribute.
     """
-    for graph in _all_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         for i, node in enumerate(graph.node):
             if node.domain not in ("", "ai.onnx"):
                 continue
@@ -138,15 +138,16 @@ def check_attributes(model: onnx.ModelProto) -> None:
                     raise LwcError(f"node {name!r} ({node.op_type}): {attr.name} {value} must be >= 1")
 
 
-def _all_graphs(graph: onnx.GraphProto):
+def all_graphs(graph: onnx.GraphProto):
+    """``graph`` and every subgraph below it (If/Loop/Scan bodies), depth first."""
     yield graph
     for node in graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_graphs(attr.g)
+                yield from all_graphs(attr.g)
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for g in attr.graphs:
-                    yield from _all_graphs(g)
+                    yield from all_graphs(g)
 
 
 def check_tensor_data(model: onnx.ModelProto) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+from lwc.model_checks import all_graphs
 from onnx import helper, numpy_helper
 
 #: op type -> input positions whose values decide an output shape or an axis
@@ -60,26 +61,17 @@ def legalize(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _graphs(graph: onnx.GraphProto):
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _graphs(sub)
-
 
 def constant_value_attr(model: onnx.ModelProto) -> onnx.ModelProto:
     """``Constant(value_float=..)`` and kin -> ``Constant(value=tensor)``; others unchanged."""
     def needs(node) -> bool:
         return node.op_type == "Constant" and any(a.name in _VALUE_ATTRS for a in node.attribute)
 
-    if not any(needs(n) for g in _graphs(model.graph) for n in g.node):
+    if not any(needs(n) for g in all_graphs(model.graph) for n in g.node):
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for graph in _graphs(out.graph):
+    for graph in all_graphs(out.graph):
         for node in graph.node:
             if not needs(node):
                 continue
@@ -97,8 +89,8 @@ def shape_deciding_inputs(model: onnx.ModelProto) -> set[str]:
     stopping at nodes whose output depends only on their input's shape (Shape, Size).
     """
     inputs = {v.name for v in model.graph.input}
-    producers = {out: node for g in _graphs(model.graph) for node in g.node for out in node.output}
-    todo = [node.input[pos] for g in _graphs(model.graph) for node in g.node
+    producers = {out: node for g in all_graphs(model.graph) for node in g.node for out in node.output}
+    todo = [node.input[pos] for g in all_graphs(model.graph) for node in g.node
             for pos in SHAPE_INPUTS.get(node.op_type, ()) if pos < len(node.input) and node.input[pos]]
     seen: set[str] = set()
     while todo:
