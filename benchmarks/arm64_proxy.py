@@ -423,10 +423,12 @@ def count_per_inference(
     return per
 
 
-def _symbols(lib: Path) -> list[tuple[int, str]]:
-    """(address, name) of the text symbols of an aarch64 ELF, sorted by address."""
+def _symbols(lib: Path, dynamic: bool = False) -> list[tuple[int, str]]:
+    """(address, name) of the text symbols of an aarch64 ELF, sorted by address
+    (``dynamic``: its dynamic symbol table, for stripped shared libraries)."""
     nm = shutil.which("aarch64-linux-gnu-nm") or shutil.which("llvm-nm") or "nm"
-    out = _run([nm, "-n", "--defined-only", str(lib)], f"nm {lib.name}").stdout
+    flags = ["-n", "--defined-only"] + (["-D"] if dynamic else [])
+    out = _run([nm, *flags, str(lib)], f"nm {lib.name}").stdout
     syms = []
     for line in out.splitlines():
         parts = line.split()
@@ -465,12 +467,28 @@ def _kernel_run(artifact: Path, in_dir: Path, cpu: str, repeat: int, work: Path,
     return libs, executed
 
 
-def kernel_counts(artifact: Path, inputs, cpu: str, k: int = 1, timeout: float | None = None) -> dict[str, float]:
+def _find_lib(name: str) -> Path:
+    """The file of a library as ld.so named it (a bare DT_NEEDED name: the runner's
+    library folder, then the sysroot's)."""
+    if Path(name).is_absolute() and Path(name).is_file():
+        return Path(name)
+    for folder in (lwc_runner()[1], SYSROOT / "lib" / "aarch64-linux-gnu", SYSROOT / "lib"):
+        if (Path(folder) / Path(name).name).is_file():
+            return Path(folder) / Path(name).name
+    raise ProxyError(f"cannot find {name} for its symbols")
+
+
+def kernel_counts(artifact: Path, inputs, cpu: str, k: int = 1, timeout: float | None = None,
+                  split_libs: tuple[str, ...] = ()) -> dict[str, float]:
     """Guest instructions per inference of each function of an lwc aarch64 artifact
     (its kernels by name; everything outside the model library by library name), under
     ``qemu-aarch64 -cpu cpu``: per translated block counts (the plugin's ``tbfile``), block
     addresses mapped to ``nm`` symbols of the library ``ld.so`` loaded there
     (``LD_DEBUG=files``), (repeat K - repeat 0) / K as :func:`count_per_inference`.
+
+    ``split_libs``: library file names (e.g. ``libtvm_runtime.so``) whose instructions are
+    attributed to their dynamic symbols too (``LIB:symbol``; the nearest exported symbol
+    below the address, so a static helper counts under the exported function before it).
 
     Returns:
         {function or library: instructions per inference}, largest first.
@@ -478,6 +496,7 @@ def kernel_counts(artifact: Path, inputs, cpu: str, k: int = 1, timeout: float |
     artifact = Path(artifact).resolve()
     syms = _symbols(artifact)
     addrs = [a for a, _ in syms]
+    lib_syms: dict[str, tuple[list[int], list[tuple[int, str]]]] = {}
     with tempfile.TemporaryDirectory(prefix="arm64-kernels-") as tmp:
         work = Path(tmp)
         in_dir = write_inputs(work / "in", inputs)
@@ -494,6 +513,13 @@ def kernel_counts(artifact: Path, inputs, cpu: str, k: int = 1, timeout: float |
                             name = syms[i][1] if i >= 0 else artifact.name
                         else:
                             name = Path(path).name
+                            if name in split_libs:
+                                if path not in lib_syms:
+                                    ls = _symbols(_find_lib(path), dynamic=True)
+                                    lib_syms[path] = ([a for a, _ in ls], ls)
+                                la, ls = lib_syms[path]
+                                i = bisect.bisect_right(la, vaddr - base) - 1
+                                name += ":" + (ls[i][1] if i >= 0 else "?")
                         break
                 per[name] = per.get(name, 0) + insns
             totals.append(per)
@@ -973,11 +999,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument("--input-shape", action="append", required=True, metavar="NAME:D0,D1,...")
         ap.add_argument("--cpu", default="cortex-a76", choices=sorted(CPUS))
         ap.add_argument("--top", type=int, default=25)
+        ap.add_argument("--split-lib", action="append", default=[], metavar="LIB",
+                        help="attribute this library's instructions to its exported symbols "
+                        "(e.g. libtvm_runtime.so)")
         ap.add_argument("--json", action="store_true")
         a = ap.parse_args(argv[1:])
         try:
             inputs = make_inputs(Path(a.model), parse_shapes(a.input_shape))
-            counts = kernel_counts(Path(a.artifact), inputs, a.cpu)
+            counts = kernel_counts(Path(a.artifact), inputs, a.cpu, split_libs=tuple(a.split_lib))
         except ProxyError as exc:
             print(f"arm64_proxy: {exc}", file=sys.stderr)
             return 1

@@ -421,7 +421,9 @@ def render_md(data: dict) -> str:
                "(`lwc.onnx_legalize.bind_inputs`, the same information as the input shapes it "
                "already takes from the test data); a case that passes only so is marked `bound` in "
                "the JSON and counted in the second lwc row only. In real models these values are "
-               "initializers or computed from shapes, which lwc folds before import."), ""]
+               "initializers or computed from shapes, which lwc folds before import; where one is an "
+               "input, a user binds it the same way with `lwc compile --input-value NAME=V0,V1,...` "
+               "(`input_values=` in Python)."), ""]
     lines += ["## Applicable", "", APPLICABLE_RULE]
     reasons = Counter(excluded.values())
     lines += ["| excluded because | cases |", "|---|---:|"]

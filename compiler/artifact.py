@@ -72,13 +72,14 @@ def random_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs for manifest input specs.
 
     Floats ~ N(0, 1) (what a mean/std-normalised image or feature looks like), ints in
-    [0, 10), bools fair coin flips.
+    [0, 10), bools fair coin flips. A symbolic dim takes the low end of its range
+    (:func:`example_shape`).
     """
     rng = np.random.default_rng(seed)
     out = {}
     for spec in specs:
         dtype = np.dtype(spec["dtype"])
-        shape = tuple(spec["shape"])
+        shape = example_shape(spec)
         if dtype.kind == "f":
             out[spec["name"]] = rng.standard_normal(shape, dtype=np.float32).astype(dtype)
         elif dtype.kind == "b":
@@ -86,6 +87,60 @@ def random_inputs(specs: list[dict], seed: int = 0) -> dict[str, np.ndarray]:
         else:
             out[spec["name"]] = rng.integers(0, 10, shape).astype(dtype)
     return out
+
+
+def example_shape(spec: dict) -> tuple:
+    """A shape the manifest input ``spec`` accepts: its own, symbolic dims at the low end
+    of their range (manifest ``"dims": {symbol: [lo, hi]}``)."""
+    ranges = spec.get("dims") or {}
+    return tuple(ranges[d][0] if isinstance(d, str) else d for d in spec["shape"])
+
+
+def accepted_text(spec: dict) -> str:
+    """The shapes a manifest input accepts, in words: ``[1, 3, 48, W] with W in 96..1280``."""
+    shape = "[" + ", ".join(str(d) for d in spec["shape"]) + "]"
+    ranges = spec.get("dims") or {}
+    if not ranges:
+        return shape
+    return shape + " with " + ", ".join(f"{sym} in {lo}..{hi}" for sym, (lo, hi) in ranges.items())
+
+
+def check_shape(spec: dict, shape: tuple, bound: dict[str, tuple[int, str]]) -> None:
+    """Check an input's shape against its manifest spec; symbolic dims against their range.
+
+    Args:
+        spec: the manifest input (``name``, ``shape``, optional ``dims`` ranges).
+        shape: the given array's shape.
+        bound: symbol -> (value, input name) seen so far in this call; updated (a symbol
+            shared by two inputs must take one value).
+    Raises:
+        LwcError: one line naming the input, the dim and what the artifact accepts.
+    """
+    name, want = spec["name"], list(spec["shape"])
+    ranges = spec.get("dims") or {}
+    if not ranges:
+        if list(shape) != want:
+            raise LwcError(f"input {name!r} has shape {list(shape)}, the artifact was "
+                           f"compiled for {spec['shape']}")
+        return
+    accepts = accepted_text(spec)
+    if len(shape) != len(want):
+        raise LwcError(f"input {name!r} has shape {list(shape)} (rank {len(shape)}); the "
+                       f"artifact accepts {accepts}")
+    for axis, (have, dim) in enumerate(zip(shape, want)):
+        if not isinstance(dim, str):
+            if have != dim:
+                raise LwcError(f"input {name!r} dim {axis} is {have}, the artifact accepts only "
+                               f"{dim} there: {accepts}")
+            continue
+        lo, hi = ranges[dim]
+        if not lo <= have <= hi:
+            raise LwcError(f"input {name!r} dim {axis} ({dim}) is {have}, outside the accepted "
+                           f"range {lo}..{hi}: the artifact accepts {accepts}")
+        seen = bound.setdefault(dim, (have, name))
+        if seen[0] != have:
+            raise LwcError(f"input {name!r} dim {axis} ({dim}) is {have}, but {dim} is "
+                           f"{seen[0]} in input {seen[1]!r}: the artifact accepts {accepts}")
 
 
 @dataclass
@@ -109,6 +164,15 @@ class Artifact:
         return self.manifest["outputs"]
 
     @property
+    def is_dynamic(self) -> bool:
+        """Some input dim takes a range of values (manifest ``"dims"``)."""
+        return any(spec.get("dims") for spec in self.inputs)
+
+    def accepts(self) -> dict[str, str]:
+        """What each input accepts, in words: ``{"x": "[1, 3, 48, W] with W in 96..1280"}``."""
+        return {spec["name"]: accepted_text(spec) for spec in self.inputs}
+
+    @property
     def arch(self) -> str:
         return self.manifest["target"]["arch"]
 
@@ -129,23 +193,22 @@ class Artifact:
         """Inputs in manifest order, converted and checked.
 
         Raises:
-            LwcError: unknown input name, missing input, or wrong shape.
+            LwcError: unknown input name, missing input, or wrong shape (a fixed dim that
+                differs, a symbolic dim outside its range: :func:`check_shape`).
         """
         names = [s["name"] for s in self.inputs]
+        inputs = _without_bound(inputs, self.manifest.get("bound_inputs") or {})
         extra = sorted(set(inputs) - set(names))
         if extra:
             raise LwcError(f"unknown input(s) {', '.join(extra)}; the model's inputs: {', '.join(names)}")
         ordered = []
+        bound: dict = {}
         for spec in self.inputs:
             if spec["name"] not in inputs:
                 raise LwcError(f"input {spec['name']!r} is missing")
             # np.asarray(order="C"), not ascontiguousarray: that makes a 0-d array 1-d
             array = np.asarray(inputs[spec["name"]], order="C")
-            if list(array.shape) != list(spec["shape"]):
-                raise LwcError(
-                    f"input {spec['name']!r} has shape {list(array.shape)}, the artifact was "
-                    f"compiled for {spec['shape']}"
-                )
+            check_shape(spec, array.shape, bound)
             if array.dtype != np.dtype(spec["dtype"]):
                 if array.dtype.kind != np.dtype(spec["dtype"]).kind:
                     raise LwcError(
@@ -199,7 +262,14 @@ class Artifact:
             if self._vm is None:  # loading copies every weight into the VM: once per artifact
                 self._vm = self.vm()
             vm = self._vm
-            result = vm["main"](*args)
+            try:
+                result = vm["main"](*args)
+            except Exception as err:  # TVM's errors: one line, no trace
+                if not self.is_dynamic:
+                    raise
+                raise LwcError(f"{self.path.name} failed on input shapes "
+                               f"{[list(a.shape) for _, a in ordered]} (accepted: "
+                               f"{self.accepts()}): {_last_line(err)}") from None
             outputs = [np.asarray(t.numpy()) for t in _flatten(result)]
             mean_ms = None
             if repeat > 0:
@@ -218,6 +288,25 @@ class Artifact:
         except Exception as err:
             raise LwcError(f"cannot load {self.path.name}: {str(err).splitlines()[-1]}") from None
         return tvm_compat.virtual_machine(lib, self.device)
+
+
+def _without_bound(inputs: dict, bound: dict) -> dict:
+    """``inputs`` less those bound at compile time (``--input-value``, manifest
+    ``bound_inputs``): a feed written for onnxruntime may carry them, with the same value.
+
+    Raises:
+        LwcError: a bound input given with another value.
+    """
+    for name in set(inputs) & set(bound):
+        if not np.array_equal(np.asarray(inputs[name]), np.asarray(bound[name])):
+            raise LwcError(f"input {name!r} was bound to {bound[name]} at compile time (--input-value); "
+                           f"this artifact cannot take {np.asarray(inputs[name]).tolist()}")
+    return {k: v for k, v in inputs.items() if k not in bound}
+
+
+def _last_line(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def _have_gpu() -> bool:

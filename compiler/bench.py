@@ -182,7 +182,9 @@ def bench(
     session = feed = None
     if vs_onnxruntime is not None:
         session = _ort_session(vs_onnxruntime, threads)
-        feed = _ort_feed(session, dict(ordered))
+        from lwc.verify import reference_feed
+
+        feed = _ort_feed(session, reference_feed(vs_onnxruntime, artifact.manifest, dict(ordered)))
 
     first = main(*args)
     max_diff = None

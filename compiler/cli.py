@@ -28,7 +28,8 @@ def _log(args, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _input_shapes(values: list[str] | None) -> dict[str, list[int]]:
+def _input_shapes(values: list[str] | None) -> dict[str, list]:
+    """``--input-shape`` flags -> ``{name: [dim, ...]}``, a dim an int or ``(lo, hi)``."""
     from lwc.frontend import parse_input_shape
 
     shapes = {}
@@ -36,6 +37,23 @@ def _input_shapes(values: list[str] | None) -> dict[str, list[int]]:
         name, shape = parse_input_shape(text)
         shapes[name] = shape
     return shapes
+
+
+def _input_values(values: list[str] | None) -> dict[str, str]:
+    """``--input-value NAME=V[,V...]`` flags -> ``{name: text}`` (checked against the
+    model's declared dtype and shape when it is loaded: :func:`lwc.input_values.resolve`)."""
+    from lwc.input_values import parse
+
+    return parse(values)
+
+
+def add_input_value_argument(p: argparse.ArgumentParser) -> None:
+    """``--input-value``, beside ``--input-shape`` (compile, tune, inspect)."""
+    p.add_argument("--input-value", action="append", metavar="NAME=V[,V,...]",
+                   help="bind an input to a constant, e.g. sr=16000 or pads=0,1,0,1 (dtype and "
+                   "rank as the model declares them): it becomes a weight before folding, so an "
+                   "If or shape computation on it folds, and the artifact no longer takes it "
+                   "(the manifest's bound_inputs; lwc verify feeds it to onnxruntime); repeatable")
 
 
 def load_input_files(values: list[str] | None) -> dict[str, np.ndarray]:
@@ -56,7 +74,7 @@ def load_input_files(values: list[str] | None) -> dict[str, np.ndarray]:
         name, _, file = text.partition("=")
         try:
             arrays[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError) as err:
             raise LwcError(f"--input {text!r}: cannot read {file}: {err}") from None
     return arrays
 
@@ -73,6 +91,7 @@ def cmd_compile(args) -> int:
     preset = resolve(args.target)
     check_model_path(args.model)
     shapes = _input_shapes(args.input_shape)
+    values = _input_values(args.input_value)
     options = compile_options(args)
     pipeline.check_pass_names(options.disabled_passes)
     driver.check_cross_compiler(preset, args.cross_compiler)
@@ -91,6 +110,7 @@ def cmd_compile(args) -> int:
         cross_compiler=args.cross_compiler,
         tuning_log=args.tuning_log,
         use_tuning_logs=not args.no_tuning_log,
+        input_values=values,
     )
     if args.bundle:
         return _write_bundle(args, result, out)
@@ -417,7 +437,7 @@ def cmd_inspect(args) -> int:
     from lwc.summary import describe_model, format_summary
 
     check_model_path(args.model)
-    info = describe_model(args.model)
+    info = describe_model(args.model, input_values=_input_values(args.input_value))
     print(json.dumps(info, indent=2) if args.json else format_summary(info))
     return 0
 
@@ -444,7 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", "-t", default="host",
                    help="preset name (see `lwc targets`), old-style TVM string or JSON dict (default: host)")
     p.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
-                   help="static shape for an input; repeat for several inputs")
+                   help="shape for an input; repeat for several inputs. A dim is a number or "
+                   "an inclusive range LO..HI (x:1,3,48,96..1280): the artifact then accepts "
+                   "any value in the range there (one artifact, checked at run time; the "
+                   "manifest's input lists it under \"dims\")")
+    add_input_value_argument(p)
     p.add_argument("-o", "--output", help="artifact path (default: MODEL.so in the current folder)")
     p.add_argument("--cross-compiler", metavar="CXX", help="C++ compiler that links the artifact "
                    "(default: the preset's, e.g. aarch64-linux-gnu-g++)")
@@ -506,6 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Inputs/outputs (dynamic dims marked), op histogram, "
                        "parameters and the ops TVM cannot import.")
     p.add_argument("model")
+    add_input_value_argument(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_inspect)
 

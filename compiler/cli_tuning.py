@@ -68,7 +68,7 @@ def format_task_table(tasks) -> str:
 
 
 def cmd_tune(args) -> int:
-    from lwc.cli import _input_shapes, compile_options
+    from lwc.cli import _input_shapes, _input_values, compile_options
     from lwc.tuning.search import RpcSettings, parse_duration, tune
 
     rpc = None
@@ -86,7 +86,7 @@ def cmd_tune(args) -> int:
             args.model, args.target, _input_shapes(args.input_shape),
             trials=args.trials, time_budget_s=budget, log_root=args.log_dir, rpc=rpc,
             on_progress=bar, reuse_records=args.reuse_records or (), only_tasks=args.only_tasks,
-            options=compile_options(args),
+            options=compile_options(args), input_values=_input_values(args.input_value),
         )
     finally:
         bar.close()
@@ -151,7 +151,7 @@ def cmd_compact_logs(args) -> int:
 
 
 def register(subparsers) -> None:
-    from lwc.cli import add_graph_arguments
+    from lwc.cli import add_graph_arguments, add_input_value_argument
 
     p = subparsers.add_parser(
         "tune", help="auto-tune a model's kernels with MetaSchedule into tuning_logs/",
@@ -170,6 +170,7 @@ def register(subparsers) -> None:
     p.add_argument("--target", "-t", default="host", help="preset name, TVM string or JSON dict")
     p.add_argument("--input-shape", action="append", metavar="NAME:D0,D1,...",
                    help="static shape for an input; repeat for several inputs")
+    add_input_value_argument(p)
     p.add_argument("--trials", type=int, default=1000,
                    help="measured trials in this run, spread over the tasks (default 1000)")
     p.add_argument("--time-budget", metavar="DURATION",

@@ -146,6 +146,7 @@ class CompileResult:
                 "file": self.model.source.name if self.model.source else None,
                 "sha256": self.model.sha256,
             },
+            **({"bound_inputs": self.model.bound} if self.model.bound else {}),
             "passes": self.passes,
             "build_time_s": round(self.build_time_s, 3),
             "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -221,6 +222,7 @@ def compile(  # noqa: A001  (the product's verb)
     cross_compiler: str | None = None,
     tuning_log: str | None = None,
     use_tuning_logs: bool = True,
+    input_values: dict | None = None,
     **option_fields,
 ) -> CompileResult:
     """Compile an ONNX model for a target: prepare -> schedule -> build -> artifact.
@@ -237,6 +239,10 @@ def compile(  # noqa: A001  (the product's verb)
         tuning_log: a tuning_logs/ folder to apply (``--tuning-log``); default: the
             matching one under tuning_logs/ if any.
         use_tuning_logs: False skips tuning records entirely (``--no-tuning-log``).
+        input_values: ``{input name: value}`` (``{"sr": 16000}``, arrays for 1-D inputs)
+            bound as constants before folding (``--input-value``, :mod:`lwc.input_values`):
+            the artifact no longer takes them and its manifest records them
+            (``"bound_inputs"``).
 
     Returns:
         a :class:`CompileResult` (nothing is written until ``export``).
@@ -257,6 +263,7 @@ def compile(  # noqa: A001  (the product's verb)
     prepared = prepare_stage.prepare(
         model, preset, input_shapes, options,
         tuning_log=prepare_stage.log_lookup(preset, tuning_log, use_tuning_logs),
+        input_values=input_values,
     )
     # 2. schedule: tuning records, then lwc's fixed schedules and CPU rules for the rest
     try:

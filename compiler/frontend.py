@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,11 +39,17 @@ ONNX_DOMAINS = ("", "ai.onnx")
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A model input or output: name, shape (ints; str for a symbolic dim), numpy dtype."""
+    """A model input or output: name, shape (ints; str for a symbolic dim), numpy dtype.
+
+    ``ranges`` gives the accepted values of the symbolic dims of a dynamic-dims compile
+    (``--input-shape x:1,3,48,96..1280``): ``((symbol, lo, hi), ...)``, both bounds
+    inclusive. Output shapes may hold expressions of the symbols (``"(W - 5) // 8 + 1"``).
+    """
 
     name: str
     shape: tuple
     dtype: str
+    ranges: tuple = ()
 
     @property
     def is_static(self) -> bool:
@@ -50,8 +57,24 @@ class TensorSpec:
         runs both)."""
         return all(isinstance(d, int) and d >= 0 for d in self.shape)
 
+    @property
+    def is_bounded(self) -> bool:
+        """Every dim a number or a symbol with a range (what lwc compiles)."""
+        named = {sym for sym, _, _ in self.ranges}
+        return all(isinstance(d, int) and d >= 0 or d in named for d in self.shape)
+
+    def key_shape(self) -> list:
+        """The shape as tuning-log keys name it: ints, and ``"W=96..1280"`` for a range."""
+        bounds = {sym: f"{sym}={lo}..{hi}" for sym, lo, hi in self.ranges}
+        return [bounds.get(d, d) if isinstance(d, str) else d for d in self.shape]
+
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        """The manifest entry: ``{"name", "shape", "dtype"}``, plus ``"dims": {symbol:
+        [lo, hi]}`` when the shape has symbolic dims (str entries of ``shape``)."""
+        out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.ranges:
+            out["dims"] = {sym: [lo, hi] for sym, lo, hi in self.ranges}
+        return out
 
 
 @dataclass
@@ -65,6 +88,8 @@ class ImportedModel:
         inputs, outputs: specs with static shapes, in graph order.
         mod: the Relax IRModule from ``from_onnx`` (parameters bound as constants).
         notes: human-readable notes from import (e.g. simplifier fallbacks).
+        bound: inputs bound to constants (``--input-value``), ``{name: value}`` as JSON
+            data (:func:`lwc.input_values.to_json`); they are not in ``inputs``.
     """
 
     source: Path | None
@@ -74,6 +99,7 @@ class ImportedModel:
     outputs: list[TensorSpec]
     mod: object
     notes: list[str] = field(default_factory=list)
+    bound: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- loading
@@ -196,36 +222,100 @@ def graph_outputs(model: onnx.ModelProto) -> list[TensorSpec]:
     return [TensorSpec(v.name, _dims(v), _dtype(v)) for v in model.graph.output]
 
 
-def parse_input_shape(text: str) -> tuple[str, list[int]]:
+#: A dim of ``--input-shape``: a number, or an inclusive range ``(lo, hi)`` (``LO..HI``).
+Dim = "int | tuple[int, int]"
+
+
+def parse_dim(dim, where: str = "--input-shape") -> int | tuple[int, int]:
+    """One dim of an input shape: an int, ``"7"``, ``"LO..HI"`` or ``(lo, hi)``.
+
+    Returns:
+        an int for a fixed dim, ``(lo, hi)`` (inclusive, ``1 <= lo < hi``) for a range;
+        ``"5..5"`` is the fixed dim 5.
+    Raises:
+        LwcError: anything else, naming ``where``.
+    """
+    if isinstance(dim, (tuple, list)) and len(dim) == 2:
+        lo, hi = dim
+    elif isinstance(dim, str) and ".." in dim:
+        lo, _, hi = dim.partition("..")
+    else:
+        lo = hi = dim
+    try:
+        exact = not any(isinstance(v, (float, bool)) for v in (lo, hi))
+        lo, hi = int(str(lo).strip()), int(str(hi).strip())
+    except (TypeError, ValueError):
+        exact = False
+    if not exact:
+        raise LwcError(f"{where}: dims must be integers or ranges LO..HI, got {dim!r} "
+                       "(e.g. x:1,3,224,224 or x:1,3,48,96..1280)")
+    if lo < 0:
+        raise LwcError(f"{where}: dims must be non-negative")
+    if lo == hi:
+        return lo
+    if lo < 1 or hi < lo:
+        raise LwcError(f"{where}: range {lo}..{hi} must satisfy 1 <= LO < HI")
+    return (lo, hi)
+
+
+def parse_input_shape(text: str) -> tuple[str, list]:
     """Parse ``NAME:D0,D1,...`` (``--input-shape``). The name may itself contain ':'.
 
+    A dim is a non-negative integer (0 is a zero-size dim, as onnxruntime accepts) or an
+    inclusive range ``LO..HI`` (``x:1,3,48,96..1280``): the artifact then accepts any
+    value in the range for that dim.
+
+    Returns:
+        (name, dims): each dim an int or a ``(lo, hi)`` tuple.
     Raises:
-        LwcError: no ':' or a dim that is not a non-negative integer (0 is a zero-size
-            dim, as onnxruntime accepts).
+        LwcError: no ':', or a dim that is neither a non-negative integer nor a range
+            with ``1 <= LO <= HI``.
     """
     name, sep, dims = text.rpartition(":")
     if not sep or not name:
-        raise LwcError(f"--input-shape {text!r}: expected NAME:D0,D1,... e.g. x:1,3,224,224")
-    try:
-        shape = [int(d) for d in dims.split(",")]
-    except ValueError:
-        raise LwcError(f"--input-shape {text!r}: dims must be integers, e.g. x:1,3,224,224") from None
-    if any(d < 0 for d in shape):
-        raise LwcError(f"--input-shape {text!r}: dims must be non-negative")
+        raise LwcError(f"--input-shape {text!r}: expected NAME:D0,D1,... e.g. x:1,3,224,224 "
+                       "(or a range LO..HI for a dim: x:1,3,48,96..1280)")
+    shape = [parse_dim(d, f"--input-shape {text!r}") for d in dims.split(",")]
     return name, shape
 
 
-def resolve_input_shapes(
-    model: onnx.ModelProto, overrides: dict[str, list[int]] | None = None
-) -> list[TensorSpec]:
-    """Static input specs: the model's shapes with ``overrides`` applied.
+def _dim_text(dim) -> str:
+    return f"{dim[0]}..{dim[1]}" if isinstance(dim, tuple) else str(dim)
 
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def _symbol(model_dim, input_name: str, axis: int) -> str:
+    """The name of a ranged dim: the model's ``dim_param`` where it is an identifier
+    (``W``, ``batch``), else ``<input>_<axis>`` (``x_3``; non-identifier characters as _)."""
+    if isinstance(model_dim, str) and _IDENTIFIER.match(model_dim):
+        return model_dim
+    base = re.sub(r"[^A-Za-z0-9_]", "_", input_name)
+    return f"{base if _IDENTIFIER.match(base) else 'in_' + base}_{axis}"
+
+
+def resolve_input_shapes(
+    model: onnx.ModelProto, overrides: dict[str, list] | None = None
+) -> list[TensorSpec]:
+    """Input specs: the model's shapes with ``overrides`` applied.
+
+    Args:
+        overrides: ``{input name: [d0, d1, ...]}``; a dim is an int, or a range
+            (``"LO..HI"`` or ``(lo, hi)``, inclusive) that keeps it symbolic: the spec's
+            shape then names it (the model's ``dim_param`` where that is an identifier,
+            else ``<input>_<axis>``) and ``ranges`` holds its bounds.
     Raises:
-        LwcError: an override names no input or has the wrong rank, or an input keeps a
-            dynamic dim or declares no shape at all (the message names it and shows the
-            ``--input-shape`` to use). Zero-size dims (0) and 0-d inputs are static.
+        LwcError: an override names no input, has the wrong rank or a bad dim, a range
+            lands on a fixed dim of the model, one symbol gets two different ranges, or an
+            input keeps a dynamic dim without a number or range, or declares no shape at
+            all (the message names it and shows the ``--input-shape`` to use). Zero-size
+            dims (0) and 0-d inputs are static.
     """
-    overrides = dict(overrides or {})
+    overrides = {
+        name: [parse_dim(d, f"input_shapes[{name!r}]") for d in dims]
+        for name, dims in dict(overrides or {}).items()
+    }
     inputs = graph_inputs(model)
     names = [i.name for i in inputs]
     for name in overrides:
@@ -235,6 +325,7 @@ def resolve_input_shapes(
                 + ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
             )
     no_shape = {v.name for v in model.graph.input if not v.type.tensor_type.HasField("shape")}
+    symbols: dict[str, tuple[int, int]] = {}  # symbol -> range, shared by every input
     resolved = []
     for spec in inputs:
         shape = overrides.get(spec.name)
@@ -244,7 +335,8 @@ def resolve_input_shapes(
                 f"--input-shape {spec.name}:D0,D1,..."
             )
         if shape is not None and spec.name in no_shape:
-            spec = TensorSpec(spec.name, tuple(shape), spec.dtype)
+            spec = _with_ranges(TensorSpec(spec.name, (None,) * len(shape), spec.dtype),
+                                shape, symbols)
         elif shape is not None:
             if spec.shape and len(shape) != len(spec.shape):
                 raise LwcError(
@@ -255,18 +347,42 @@ def resolve_input_shapes(
             for want, have in zip(shape, spec.shape):
                 if isinstance(have, int) and have != want:
                     raise LwcError(
-                        f"--input-shape {spec.name}:{','.join(map(str, shape))} conflicts "
+                        f"--input-shape {spec.name}:{','.join(map(_dim_text, shape))} conflicts "
                         f"with the model's fixed shape {list(spec.shape)}"
                     )
-            spec = TensorSpec(spec.name, tuple(shape), spec.dtype)
-        if not spec.is_static:
+            spec = _with_ranges(spec, shape, symbols)
+        if not spec.is_static and not spec.is_bounded:
             example = ",".join(str(d) if isinstance(d, int) else "N" for d in spec.shape)
             raise LwcError(
                 f"input {spec.name!r} has dynamic shape {list(spec.shape)}; fix it with "
-                f"--input-shape {spec.name}:{example} (numbers for every dim)"
+                f"--input-shape {spec.name}:{example} (numbers for every dim, or a range "
+                "LO..HI for a dim that varies)"
             )
         resolved.append(spec)
     return resolved
+
+
+def _with_ranges(spec: TensorSpec, shape: list, symbols: dict) -> TensorSpec:
+    """``spec`` with ``shape`` applied: ints fixed, ``(lo, hi)`` dims named and bounded.
+
+    ``symbols`` (symbol -> range) is shared across inputs: a ``dim_param`` that two inputs
+    share is one symbol, so it must get one range.
+    """
+    dims, ranges = [], []
+    for axis, (want, have) in enumerate(zip(shape, spec.shape)):
+        if not isinstance(want, tuple):
+            dims.append(want)
+            continue
+        sym = _symbol(have, spec.name, axis)
+        if symbols.setdefault(sym, want) != want:
+            raise LwcError(
+                f"--input-shape {spec.name}:{','.join(map(_dim_text, shape))}: dim {axis} "
+                f"({sym}) was given the range {_dim_text(symbols[sym])} for another input"
+            )
+        dims.append(sym)
+        if all(s != sym for s, _, _ in ranges):
+            ranges.append((sym, *want))
+    return TensorSpec(spec.name, tuple(dims), spec.dtype, tuple(ranges))
 
 
 # --------------------------------------------------------------------------- op support
@@ -339,24 +455,41 @@ def simplify(model: onnx.ModelProto, inputs: list[TensorSpec]) -> tuple[onnx.Mod
     shapes = {spec.name: list(spec.shape) for spec in inputs}
     try:
         # skip_fuse_bn: lwc's FoldBatchNorm pass folds BatchNormalization (and reports it).
-        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes, skip_fuse_bn=True)
+        if all(spec.is_static for spec in inputs):
+            simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=shapes,
+                                              skip_fuse_bn=True)
+        else:  # symbolic dims stay symbolic (dim_param): onnxsim folds only what is static
+            simplified, ok = onnxsim.simplify(_with_input_dims(model, shapes), skip_fuse_bn=True)
         if ok:
             return simplified, []
         note = "onnxsim's self-check failed; using the unsimplified model"
     except Exception as err:  # onnxsim raises assorted C++/python errors
         note = f"onnxsim failed ({_one_line(err)}); using the unsimplified model"
+    return onnx.shape_inference.infer_shapes(_with_input_dims(model, shapes)), [note]
+
+
+def _with_input_dims(model: onnx.ModelProto, shapes: dict[str, list]) -> onnx.ModelProto:
+    """A copy of ``model`` whose inputs declare ``shapes`` (int: dim_value; str: dim_param)."""
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     for vi in fixed.graph.input:
         if vi.name in shapes:
             vi.type.tensor_type.shape.Clear()
             for d in shapes[vi.name]:
-                vi.type.tensor_type.shape.dim.add().dim_value = d
-    return onnx.shape_inference.infer_shapes(fixed), [note]
+                dim = vi.type.tensor_type.shape.dim.add()
+                if isinstance(d, str):
+                    dim.dim_param = d
+                else:
+                    dim.dim_value = d
+    return fixed
 
 
 def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
-    """TVM's ``from_onnx`` with static shapes and input dtypes; params become constants.
+    """TVM's ``from_onnx`` with the input shapes and dtypes; params become constants.
+
+    A ranged dim becomes a ``tir.Var`` of its symbol (one per symbol, shared by the
+    inputs), and ``main`` carries the ranges as ``tir_var_lower_bound`` /
+    ``tir_var_upper_bound`` (memory planning sizes buffers for the upper bound).
 
     Raises:
         LwcError: the importer fails: one line naming the node, its op type and the
@@ -371,14 +504,19 @@ def to_relax(model: onnx.ModelProto, inputs: list[TensorSpec]):
         legal = onnx_legalize.legalize(legal)  # what folding made static (a Scan's length)
     model = legal
     model = _name_nodes(model)
-    shape_dict = {s.name: list(s.shape) for s in inputs}
+    from lwc import tvm_compat
+
+    variables = {sym: tvm_compat.shape_var(sym) for s in inputs for sym, _, _ in s.ranges}
+    shape_dict = {s.name: [variables.get(d, d) for d in s.shape] for s in inputs}
     dtype_dict = {s.name: s.dtype for s in inputs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return onnx_ops.from_onnx(
+            mod = onnx_ops.from_onnx(
                 model, shape_dict=shape_dict, dtype_dict=dtype_dict, keep_params_in_input=False
             )
+            ranges = {sym: (lo, hi) for s in inputs for sym, lo, hi in s.ranges}
+            return tvm_compat.with_dim_bounds(mod, ranges) if ranges else mod
         except onnx_ops.NodeError as err:
             message = f"cannot import {_without_internals(str(err))}"
             _release_quietly(err)
@@ -454,6 +592,7 @@ def import_model(
     input_shapes: dict[str, list[int]] | None = None,
     *,
     rewrite: Callable[[onnx.ModelProto, list[TensorSpec]], onnx.ModelProto] | None = None,
+    input_values: dict | None = None,
 ) -> ImportedModel:
     """Load, check, fix shapes, check op support, simplify and convert to Relax.
 
@@ -463,6 +602,8 @@ def import_model(
         rewrite: an ONNX-level stage between simplification and conversion,
             ``rewrite(simplified, inputs) -> model`` (``--quantize int8``:
             :func:`lwc.quantize.import_quantized`); its model is the one converted and kept.
+        input_values: ``{input name: value}`` to bind as constants before anything else
+            (``--input-value``, :mod:`lwc.input_values`); those inputs leave the model.
 
     Raises:
         LwcError: any failure of the stages above, as one line.
@@ -475,22 +616,34 @@ def import_model(
         source = Path(model)
         proto = load_onnx(source)
         sha = model_sha256(source)
-    inputs = resolve_input_shapes(proto, input_shapes)
+    from lwc import input_values as values_stage
+
+    bound = values_stage.resolve(proto, input_values)
+    proto = values_stage.bind(proto, bound)
+    inputs = resolve_input_shapes(proto, values_stage.shapes_without(input_shapes, bound))
+    proto = values_stage.fold_ifs(proto, bound, inputs)
     check_supported(proto)
     simplified, notes = simplify(proto, inputs)
     check_supported(simplified)
     if rewrite is not None:
         simplified = rewrite(simplified, inputs)
-    mod = to_relax(simplified, inputs)
-    outputs = _relax_outputs(mod, graph_outputs(simplified))
-    return ImportedModel(source, sha, simplified, inputs, outputs, mod, notes)
+    try:
+        mod = to_relax(simplified, inputs)
+    except LwcError as err:
+        raise LwcError(f"{err}{values_stage.hint(proto)}") from None
+    outputs = _relax_outputs(mod, graph_outputs(simplified), any(s.ranges for s in inputs))
+    return ImportedModel(source, sha, simplified, inputs, outputs, mod, notes,
+                         values_stage.to_json(bound))
 
 
-def _relax_outputs(mod, onnx_outputs: list[TensorSpec]) -> list[TensorSpec]:
-    """Output specs with the static shapes and dtypes Relax inferred for ``main``."""
+def _relax_outputs(mod, onnx_outputs: list[TensorSpec], dynamic: bool = False) -> list[TensorSpec]:
+    """Output specs with the shapes and dtypes Relax inferred for ``main`` (a symbolic
+    dim as its expression in the input symbols, e.g. ``"(W - 5) // 8 + 1"``)."""
     from lwc import tvm_compat
 
     types = tvm_compat.return_tensor_types(mod["main"])
+    if not dynamic:  # a data-dependent dim (NonZero) keeps the ONNX dim_param, as before
+        types = [(s if s and all(isinstance(d, int) for d in s) else None, t) for s, t in types]
     return [
         TensorSpec(spec.name, shape or spec.shape, dtype)
         for spec, (shape, dtype) in zip(onnx_outputs, types)

@@ -10,6 +10,8 @@ Silero VAD (conv STFT + LSTM + If, ``silero-vad``), a MiniLM-L3 BERT encoder
 the file lwc compiles: the shipped model with its configuration inputs bound (Silero's
 ``sr``) and its ``If`` nodes on constant conditions inlined
 (:func:`lwc.onnx_fold_if.fold_constant_ifs`), written once to ``$LWC_CACHE_DIR/models``.
+The shipped file compiles as it is with the same binding given on the command line
+(``lwc compile silero_vad.onnx --input-value sr=16000``, :mod:`lwc.input_values`).
 
 ``python -m lwc.models`` lists them with the input shape to compile them with;
 ``python -m lwc.models det`` prints one path.

@@ -64,6 +64,7 @@ def _lwc_passes() -> list[PassEntry]:
     from lwc.passes.merge_parallel_branches import MergeParallelBranches
     from lwc.passes.preserve_nan import PreserveNaN
     from lwc.passes.remove_no_ops import RemoveNoOps
+    from lwc.passes.subsample_strided_conv1x1 import SubsampleStridedConv1x1
 
     return [
         # canonical forms first, so the fusions below see one spelling of each op
@@ -83,6 +84,8 @@ def _lwc_passes() -> list[PassEntry]:
         # stride == kernel transposed convs (upsamplers) as 1x1 convs + depth-to-space (after
         # FoldBatchNorm folded into their weights)
         _entry(ConvTransposeToConv),
+        # strided 1x1 convs (ResNet downsampling) read a subsampled copy of their input
+        _entry(SubsampleStridedConv1x1),
         # parallel narrow convs / matmuls on one input -> one wider op + split (biases folded)
         _entry(MergeParallelBranches),
         # matmul reading a transposed operand in place (after RemoveNoOps merged permutes)

@@ -113,6 +113,7 @@ def prepare(
     *,
     tuning_log=None,
     tuning_run: bool = False,
+    input_values: dict | None = None,
 ) -> Prepared:
     """Import ``model`` and run every graph stage for ``target``.
 
@@ -126,6 +127,8 @@ def prepare(
             TVM's default schedules are timed).
         tuning_run: the module is prepared for ``lwc tune`` (``--sparsity auto`` then
             takes the cost model for dense kernels not tuned yet).
+        input_values: ``{input name: value}`` bound as constants (``--input-value``,
+            :mod:`lwc.input_values`); they are no longer inputs, and the model key names them.
 
     Returns:
         a :class:`Prepared`.
@@ -143,10 +146,11 @@ def prepare(
     tvm_target = preset.tvm_target()
 
     if options.quantize is not None:
-        imported, quant_report = quant.import_quantized(model, input_shapes, options.quantize)
+        imported, quant_report = quant.import_quantized(model, input_shapes, options.quantize,
+                                                        input_values)
     else:
-        imported, quant_report = import_model(model, input_shapes), None
-    key = keys.model_key(imported.sha256, imported.inputs, options.variant_key())
+        imported, quant_report = import_model(model, input_shapes, input_values=input_values), None
+    key = keys.model_key(imported.sha256, imported.inputs, options.variant_key(), imported.bound)
 
     imported, sparsity_info = sparsity_stage.apply(
         imported, options.sparsity, preset=preset, disabled=options.disabled_passes,

@@ -24,17 +24,26 @@ def _constant_tensors(model: onnx.ModelProto):
                     yield attr.t
 
 
-def describe_model(path: str | Path) -> dict:
+def describe_model(path: str | Path, input_values: dict | None = None) -> dict:
     """Summary of an ONNX file as a JSON-serialisable dict.
 
     Keys: file, opset, producer, inputs/outputs (name, shape with str for dynamic dims,
     dtype, dynamic: bool), ops (type -> count, most frequent first), nodes, params
     (element count), param_bytes, unsupported ([{op, node}]).
 
+    With ``input_values`` (``--input-value``, :mod:`lwc.input_values`) those inputs are
+    bound first and the ``If`` nodes they decide inlined: the model lwc would import
+    (a ``bound_inputs`` key lists them).
+
     Raises:
-        LwcError: the file is missing or not a valid ONNX model.
+        LwcError: the file is missing or not a valid ONNX model, or a bad input value.
     """
+    from lwc import input_values as values_stage
+
     model = load_onnx(path)
+    bound = values_stage.resolve(model, input_values)
+    model = values_stage.bind(model, bound)
+    model = values_stage.fold_ifs(model, bound, [s for s in graph_inputs(model) if s.is_static])
     params = 0
     param_bytes = 0
     for t in _constant_tensors(model):
@@ -48,6 +57,7 @@ def describe_model(path: str | Path) -> dict:
 
     return {
         "file": str(path),
+        **({"bound_inputs": values_stage.to_json(bound)} if bound else {}),
         "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
         "inputs": [spec(s) for s in graph_inputs(model)],
@@ -68,6 +78,8 @@ def format_summary(info: dict) -> str:
         for s in info[kind]:
             dyn = "  (dynamic: fix with --input-shape)" if s["dynamic"] and kind == "inputs" else ""
             lines.append(f"{kind[:-1]:<9} {s['name']}  {s['dtype']}{s['shape']}{dyn}")
+        if kind == "inputs":
+            lines += [f"bound     {k} = {v}  (--input-value)" for k, v in info.get("bound_inputs", {}).items()]
     lines.append(f"params    {info['params']:,} ({info['param_bytes'] / 1e6:.2f} MB)")
     lines.append(f"nodes     {info['nodes']}")
     width = max((len(k) for k in info["ops"]), default=0)

@@ -96,7 +96,10 @@ def virtual_machine(executable, device=None):
 
 
 def return_tensor_types(func) -> list[tuple[tuple | None, str]]:
-    """(static shape or None, dtype) of each tensor a Relax function returns, flattened.
+    """(shape or None, dtype) of each tensor a Relax function returns, flattened.
+
+    A shape holds ints, and the printed expression (str) of a symbolic dim
+    (``"(W - 5) // 8 + 1"``); None where the rank is unknown.
 
     TVM 0.27 calls struct info ``ty`` (``relax.TensorType``/``relax.TupleType``).
     """
@@ -108,15 +111,41 @@ def return_tensor_types(func) -> list[tuple[tuple | None, str]]:
                 visit(f)
             return
         shape = None
-        if getattr(ty, "shape", None) is not None:
-            try:
-                shape = tuple(int(d) for d in ty.shape.values)
-            except (TypeError, AttributeError):
-                shape = None
+        if getattr(ty, "shape", None) is not None and hasattr(ty.shape, "values"):
+            shape = shape_dims(ty.shape)
         out.append((shape, str(ty.dtype)))
 
     visit(func.ret_ty)
     return out
+
+
+def shape_var(name: str):
+    """A symbolic dim for a Relax shape: ``tir.Var(name, "int64")``."""
+    return tvm.tirx.Var(name, "int64")
+
+
+def with_dim_bounds(mod, ranges: dict[str, tuple[int, int]]):
+    """``mod`` with ``main`` annotated with the inclusive ranges of its symbolic dims
+    (``tir_var_lower_bound`` / ``tir_var_upper_bound``, read by Relax's memory planning)."""
+    func = mod["main"]
+    func = func.with_attr("tir_var_lower_bound", {k: lo for k, (lo, _) in ranges.items()})
+    func = func.with_attr("tir_var_upper_bound", {k: hi for k, (_, hi) in ranges.items()})
+    out = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    out["main"] = func
+    return out
+
+
+def shape_dims(shape) -> tuple:
+    """A Relax shape's dims: ints, and the printed expression (str) of a symbolic one."""
+    import re
+
+    out = []
+    for d in shape.values:
+        try:
+            out.append(int(d))
+        except (TypeError, AttributeError):
+            out.append(re.sub(r"T\.int64\((-?\d+)\)", r"\1", str(d)))
+    return tuple(out)
 
 
 def build(mod, target: tvm.target.Target):

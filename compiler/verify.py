@@ -95,6 +95,25 @@ def onnxruntime_outputs(model_path: str, inputs: dict[str, np.ndarray], threads:
         raise LwcError(f"onnxruntime failed on {model_path}: {str(err).splitlines()[0]}") from None
 
 
+def reference_feed(model_path: str, manifest: dict, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``inputs`` plus the artifact's bound inputs (manifest ``bound_inputs``,
+    ``--input-value``) for onnxruntime, which runs the original model: each in the dtype
+    the model declares, and only where the model still has that input."""
+    import onnx
+
+    from lwc import input_values
+    from lwc.frontend import graph_inputs
+
+    if not manifest.get("bound_inputs"):
+        return inputs
+    try:
+        declared = {s.name: s.dtype for s in graph_inputs(onnx.load(str(model_path), load_external_data=False))}
+    except Exception:
+        raise LwcError(f"{model_path} is not a valid ONNX model") from None
+    bound = {k: v for k, v in input_values.feed(manifest, declared).items() if k in declared}
+    return {**bound, **inputs}
+
+
 def _check_same_interface(model_path: str, artifact) -> None:
     """A model other than the artifact's source must at least have its inputs.
 
@@ -110,7 +129,8 @@ def _check_same_interface(model_path: str, artifact) -> None:
     except Exception:
         raise LwcError(f"{model_path} is not a valid ONNX model") from None
     source = artifact.manifest.get("source_model", {}).get("file") or "another model"
-    have = {s.name: s.shape for s in graph_inputs(model)}
+    bound = artifact.manifest.get("bound_inputs") or {}
+    have = {s.name: s.shape for s in graph_inputs(model) if s.name not in bound}
     want = {s["name"]: s["shape"] for s in artifact.inputs}
     mismatch = set(have) != set(want) or any(
         len(have[n]) != len(want[n]) or any(isinstance(d, int) and d != w for d, w in zip(have[n], want[n]))
@@ -148,7 +168,7 @@ def verify(model_path: str, artifact_path: str, inputs: dict[str, np.ndarray] | 
         _check_same_interface(model_path, artifact)
         warnings.append(f"{model_path} is not the model {artifact.path.name} was compiled from (sha256 differs)")
     actual = artifact.run(feed)
-    reference = onnxruntime_outputs(model_path, feed)
+    reference = onnxruntime_outputs(model_path, reference_feed(model_path, artifact.manifest, feed))
     if len(actual) != len(reference):
         raise LwcError(f"artifact has {len(actual)} outputs, the model {len(reference)}")
     names = [o["name"] for o in artifact.outputs]

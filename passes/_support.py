@@ -178,6 +178,22 @@ def tensor_shape(expr) -> tuple[int, ...] | None:
         return None
 
 
+def tensor_dims(expr) -> tuple | None:
+    """Shape of a tensor expression with None for each symbolic dim (a dynamic-dims
+    compile), or None when the rank is unknown."""
+    ty = getattr(expr, "ty", None) or getattr(expr, "struct_info", None)
+    shape = getattr(ty, "shape", None)
+    if shape is None or not hasattr(shape, "values"):
+        return None
+    dims = []
+    for d in shape.values:
+        try:
+            dims.append(int(d))
+        except (TypeError, AttributeError):
+            dims.append(None)
+    return tuple(dims)
+
+
 def tensor_dtype(expr) -> str | None:
     ty = getattr(expr, "ty", None) or getattr(expr, "struct_info", None)
     return str(ty.dtype) if ty is not None and hasattr(ty, "dtype") else None

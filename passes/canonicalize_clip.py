@@ -57,8 +57,9 @@ class CanonicalizeClip(FunctionRewrite):
     def _rewrite(self, func: relax.Function) -> relax.Function:
         x, lo, hi = wildcard(), _bound_pattern(), _bound_pattern()
         max_gv, min_gv = is_gv(), is_gv()
-        inner = is_op("relax.call_tir")(max_gv, is_tuple([x, lo]))
-        outer = is_op("relax.call_tir")(min_gv, is_tuple([inner, hi]))
+        # a dynamic-dims module passes the shape's symbols after the tensors: (x, lo, W)
+        inner = is_op("relax.call_tir")(max_gv, is_tuple([x, lo]) | is_tuple([x, lo, wildcard()]))
+        outer = is_op("relax.call_tir")(min_gv, is_tuple([inner, hi]) | is_tuple([inner, hi, wildcard()]))
         bindings = Bindings(func)
 
         def replace(expr, m):

@@ -33,8 +33,8 @@ from lwc.passes._support import (
     const_value,
     prim_value,
     scalar_is,
+    tensor_dims,
     tensor_dtype,
-    tensor_shape,
 )
 
 
@@ -69,7 +69,8 @@ class FuseLayerNorm(FunctionRewrite):
             if not m[x].same_as(m[x2]):
                 return expr
             where = bindings.name(expr)
-            shape, dtype = tensor_shape(m[x]), tensor_dtype(m[x])
+            # a symbolic dim (a dynamic-dims compile) is fine outside the normalized axes
+            shape, dtype = tensor_dims(m[x]), tensor_dtype(m[x])
             ndim = len(shape) if shape else 0
             axes1 = _axes(m[mean1], ndim) if shape else None
             axes2 = _axes(m[mean2], ndim) if shape else None
@@ -87,6 +88,9 @@ class FuseLayerNorm(FunctionRewrite):
                     self.stats.declined.append((where, reason))
                     return expr
             norm_shape = tuple(shape[a] for a in axes1)
+            if None in norm_shape:
+                self.stats.declined.append((where, "a normalized axis is symbolic"))
+                return expr
             g = self._param(m, gamma, norm_shape, dtype, 1.0)
             b = self._param(m, beta, norm_shape, dtype, 0.0)
             if g is None or b is None:

@@ -417,14 +417,14 @@ def test_n6d_reshape_symbolic_n_every_fixed_n(n):
     np.testing.assert_array_equal(got, x.reshape(n, 12))
 
 
-@pytest.mark.xfail(raises=LwcError, strict=True,
-                   reason="lwc artifacts have fixed shapes: one artifact for every N needs the "
-                          "dynamic-dims work (symbolic N through import, passes and the VM)")
 def test_n6d_reshape_one_artifact_for_every_n():
-    result = driver.compile(_reshape_symbolic_n(), "host")
+    """A range for N (``--input-shape X:1..8,3,4``) keeps N symbolic: one artifact."""
+    result = driver.compile(_reshape_symbolic_n(), "host", input_shapes={"X": ["1..8", 3, 4]})
+    assert result.describe()["inputs"][0]["dims"] == {"N": [1, 8]}
     for n in (1, 2, 5):
-        x = np.zeros((n, 3, 4), np.float32)
-        assert result.run({"X": x})[0].shape == (n, 12)
+        x = np.arange(n * 12, dtype=np.float32).reshape(n, 3, 4)
+        (got,) = result.run({"X": x})
+        np.testing.assert_array_equal(got, x.reshape(n, 12))
 
 
 # --------------------------------------------------------------------------- older frontend cases

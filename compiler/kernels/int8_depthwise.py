@@ -93,7 +93,7 @@ def schedule_depthwise(sch, block):
     j0, j1 = sch.split(jo, [None, lanes // stride])
     sch.reorder(i, j0, r, q, j1, phase)
     columns = sch.fuse(j1, phase)  # lanes consecutive accumulator columns
-    local = sch.cache_write(block, 0, "local")
+    local = sch.cache_write(block, 0, "global")  # "global": see lwc.schedules.common.register_tile
     sch.reverse_compute_at(local, j0)
     sch.vectorize(sch.fuse(*sch.get_loops(local)[-2:]) if stride > 1 else sch.get_loops(local)[-1])
     if out and int(sch.get(sch.get_loops(out[0])[-1]).extent) * stride == width:
@@ -104,7 +104,7 @@ def schedule_depthwise(sch, block):
         sch.vectorize(sch.get_loops(out[0])[-1])
         sch.compute_inline(local)
     elif out:  # a cropped row: the epilogue per row, its remainder a vector of its own
-        sch.set_scope(local, 0, "local")  # the row of accumulators: on the stack, never a workspace
+        # the row of accumulators stays "global" scope: on the stack while under 1 KB
         sch.reverse_compute_at(out[0], i)
         _epilogue_into(sch, out[0])
         _vectorize_row(sch, sch.get_loops(out[0])[-1])

@@ -90,7 +90,8 @@ def quantize_onnx(model: onnx.ModelProto, inputs: list, options: QuantizeOptions
     return qdq, report
 
 
-def import_quantized(model, input_shapes: dict | None, options: QuantizeOptions | None):
+def import_quantized(model, input_shapes: dict | None, options: QuantizeOptions | None,
+                     input_values: dict | None = None):
     """:func:`lwc.frontend.import_model` with :func:`quantize_onnx` as its ONNX-level stage.
 
     Returns:
@@ -111,4 +112,5 @@ def import_quantized(model, input_shapes: dict | None, options: QuantizeOptions 
         reports.append(report)
         return qdq
 
-    return frontend.import_model(model, input_shapes, rewrite=quantize), reports[0]
+    imported = frontend.import_model(model, input_shapes, rewrite=quantize, input_values=input_values)
+    return imported, reports[0]

@@ -93,7 +93,7 @@ def verify_samples(model_path, artifact_path, folder, min_cosine: float | None =
     """
     from lwc import artifact as art
     from lwc.frontend import TensorSpec, model_sha256
-    from lwc.verify import onnxruntime_outputs
+    from lwc.verify import onnxruntime_outputs, reference_feed
 
     artifact = art.load(artifact_path)
     specs = [TensorSpec(i["name"], tuple(i["shape"]), i["dtype"]) for i in artifact.manifest["inputs"]]
@@ -109,7 +109,7 @@ def verify_samples(model_path, artifact_path, folder, min_cosine: float | None =
     if not quant:
         warnings.append("the artifact is not quantized; `lwc verify` without --inputs checks fp32 tolerances")
     got = [artifact.run(s) for s in samples]
-    ref = [onnxruntime_outputs(model_path, s) for s in samples]
+    ref = [onnxruntime_outputs(model_path, reference_feed(model_path, artifact.manifest, s)) for s in samples]
     outputs = []
     for j, spec in enumerate(artifact.outputs):
         cos = [cosine(r[j], g[j]) for r, g in zip(ref, got)]

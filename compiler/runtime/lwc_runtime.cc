@@ -295,11 +295,23 @@ const DtypeEntry* FindDtype(DLDataType dl) {
 
 // ------------------------------------------------------------------------ manifest
 
+// A dim of a dynamic-dims compile (`--input-shape x:1,3,48,96..1280`) is -1 in `shape`;
+// `symbol` names it (manifest "dims": {"x_3": [96, 1280]}) and [lo, hi] bounds it. A fixed
+// dim has lo == hi == shape[i] and no symbol. Output dims computed from symbols are -1
+// (no range) until a run gives the actual shape.
 struct TensorSpec {
   std::string name;
   lwc_dtype dtype = LWC_DTYPE_UNKNOWN;
   std::vector<int64_t> shape;
-  size_t nbytes = 0;
+  std::vector<std::string> symbol;
+  std::vector<int64_t> lo, hi;
+  size_t nbytes = 0;  // 0 while a dim is -1
+  bool dynamic() const {
+    for (int64_t d : shape) {
+      if (d < 0) return true;
+    }
+    return false;
+  }
 };
 
 std::string ShapeText(const int64_t* shape, int64_t ndim) {
@@ -308,9 +320,25 @@ std::string ShapeText(const int64_t* shape, int64_t ndim) {
   return s + "]";
 }
 
+// "[1, 3, 48, x_3] with x_3 in 96..1280": what an input accepts, for messages.
+std::string AcceptedText(const TensorSpec& spec) {
+  std::string s = "[", ranges;
+  for (size_t i = 0; i < spec.shape.size(); ++i) {
+    s += (i ? ", " : "") + (spec.symbol[i].empty() ? std::to_string(spec.shape[i]) : spec.symbol[i]);
+    if (!spec.symbol[i].empty() && ranges.find(spec.symbol[i] + " in ") == std::string::npos) {
+      ranges += (ranges.empty() ? " with " : ", ") + spec.symbol[i] + " in " + std::to_string(spec.lo[i]) +
+                ".." + std::to_string(spec.hi[i]);
+    }
+  }
+  return s + "]" + ranges;
+}
+
 size_t SizeOf(const std::vector<int64_t>& shape, lwc_dtype dtype) {
   size_t n = FindDtype(dtype)->size;
-  for (int64_t d : shape) n *= static_cast<size_t>(d);
+  for (int64_t d : shape) {
+    if (d < 0) return 0;
+    n *= static_cast<size_t>(d);
+  }
   return n;
 }
 
@@ -322,7 +350,7 @@ const std::string& StringField(const Json& obj, const std::string& key, const st
   return v->str;
 }
 
-std::vector<TensorSpec> ReadSpecs(const Json& root, const std::string& key) {
+std::vector<TensorSpec> ReadSpecs(const Json& root, const std::string& key, bool dynamic_outputs = false) {
   const Json* list = root.Get(key);
   if (list == nullptr || list->kind != Json::kArray || list->items.empty()) {
     Fail(LWC_ERR_MANIFEST, "manifest has no '" + key + "' list");
@@ -342,10 +370,35 @@ std::vector<TensorSpec> ReadSpecs(const Json& root, const std::string& key) {
     }
     // Each dim a whole number in [0, 2^53] (compared as a double before any cast: a
     // cast of 1e30 to int64 is undefined), and the tensor's byte size must fit a size_t.
+    // A string dim is a symbol: an input's must have a range in its "dims"; an output's
+    // (an expression of the symbols) is allowed where some input has ranges.
     constexpr double kMaxDim = 9007199254740992.0;  // 2^53
+    const Json* dims = item.Get("dims");
     size_t nbytes = FindDtype(spec.dtype)->size;
     bool overflow = false;
     for (const Json& d : shape->items) {
+      if (d.kind == Json::kString && (dims != nullptr || (key == "outputs" && dynamic_outputs))) {
+        const Json* range = dims == nullptr ? nullptr : dims->Get(d.str);
+        int64_t lo = 0, hi = -1;
+        if (range != nullptr) {
+          bool ok = range->kind == Json::kArray && range->items.size() == 2;
+          for (size_t k = 0; ok && k < 2; ++k) {
+            double v = range->items[k].number;
+            ok = range->items[k].kind == Json::kNumber && v >= 0 && v <= kMaxDim &&
+                 v == static_cast<double>(static_cast<int64_t>(v));
+          }
+          if (!ok) Fail(LWC_ERR_MANIFEST, key + " '" + spec.name + "': dim " + d.str + " has a bad range");
+          lo = static_cast<int64_t>(range->items[0].number);
+          hi = static_cast<int64_t>(range->items[1].number);
+        } else if (key == "inputs") {
+          Fail(LWC_ERR_MANIFEST, key + " '" + spec.name + "': dim " + d.str + " has no range in 'dims'");
+        }
+        spec.shape.push_back(-1);
+        spec.symbol.push_back(d.str);
+        spec.lo.push_back(lo);
+        spec.hi.push_back(hi);
+        continue;
+      }
       if (d.kind != Json::kNumber || !(d.number >= 0 && d.number <= kMaxDim) ||
           d.number != static_cast<double>(static_cast<int64_t>(d.number))) {
         Fail(LWC_ERR_MANIFEST, key + " '" + spec.name + "' has a non-static shape in the manifest");
@@ -353,12 +406,15 @@ std::vector<TensorSpec> ReadSpecs(const Json& root, const std::string& key) {
       int64_t dim = static_cast<int64_t>(d.number);
       overflow = overflow || __builtin_mul_overflow(nbytes, static_cast<size_t>(dim), &nbytes);
       spec.shape.push_back(dim);
+      spec.symbol.emplace_back();
+      spec.lo.push_back(dim);
+      spec.hi.push_back(dim);
     }
     if (overflow || spec.shape.size() > 64) {
       Fail(LWC_ERR_MANIFEST, key + " '" + spec.name + "' has an impossible shape in the manifest " +
                                  ShapeText(spec.shape.data(), static_cast<int64_t>(spec.shape.size())));
     }
-    spec.nbytes = nbytes;
+    spec.nbytes = spec.dynamic() ? 0 : nbytes;
     specs.push_back(std::move(spec));
   }
   return specs;
@@ -704,6 +760,45 @@ void CheckIndex(int32_t index, size_t count, const char* what) {
   }
 }
 
+// A dynamic input's shape against its ranges, and a symbol shared with another input
+// that is already set against that input's value. LWC_ERR_SHAPE_MISMATCH naming the
+// input, the dim and what is accepted.
+void CheckDynamicShape(const lwc_model& model, int32_t index, const std::vector<int64_t>& given) {
+  const TensorSpec& spec = model.inputs[index];
+  if (given.size() != spec.shape.size()) {
+    Fail(LWC_ERR_SHAPE_MISMATCH, "input '" + spec.name + "' has shape " +
+                                     ShapeText(given.data(), static_cast<int64_t>(given.size())) + " (rank " +
+                                     std::to_string(given.size()) + "); the model accepts " + AcceptedText(spec));
+  }
+  for (size_t i = 0; i < given.size(); ++i) {
+    std::string axis = "input '" + spec.name + "' dim " + std::to_string(i);
+    if (spec.symbol[i].empty()) {
+      if (given[i] != spec.shape[i]) {
+        Fail(LWC_ERR_SHAPE_MISMATCH, axis + " is " + std::to_string(given[i]) + ", the model accepts only " +
+                                         std::to_string(spec.shape[i]) + " there: " + AcceptedText(spec));
+      }
+      continue;
+    }
+    axis += " (" + spec.symbol[i] + ")";
+    if (given[i] < spec.lo[i] || given[i] > spec.hi[i]) {
+      Fail(LWC_ERR_SHAPE_MISMATCH, axis + " is " + std::to_string(given[i]) + ", outside the accepted range " +
+                                       std::to_string(spec.lo[i]) + ".." + std::to_string(spec.hi[i]) +
+                                       ": the model accepts " + AcceptedText(spec));
+    }
+    for (size_t j = 0; j < model.inputs.size(); ++j) {
+      const TensorSpec& other = model.inputs[j];
+      if (static_cast<int32_t>(j) == index || !model.input_set[j] || !model.input_tensors[j].has_value()) continue;
+      const DLTensor& t = *model.input_tensors[j].value().GetDLTensorPtr();
+      for (size_t k = 0; k < other.symbol.size() && k < static_cast<size_t>(t.ndim); ++k) {
+        if (other.symbol[k] == spec.symbol[i] && t.shape[k] != given[i]) {
+          Fail(LWC_ERR_SHAPE_MISMATCH, axis + " is " + std::to_string(given[i]) + ", but " + spec.symbol[i] +
+                                           " is " + std::to_string(t.shape[k]) + " in input '" + other.name + "'");
+        }
+      }
+    }
+  }
+}
+
 void FillInfo(const TensorSpec& spec, const std::vector<int64_t>& shape, lwc_tensor_info* out) {
   out->name = spec.name.c_str();
   out->dtype = spec.dtype;
@@ -769,7 +864,9 @@ lwc_status lwc_model_load(const char* path, lwc_model** out) {
     std::unique_ptr<lwc_model> m(new lwc_model());
     m->path = so;
     m->inputs = ReadSpecs(manifest, "inputs");
-    m->outputs = ReadSpecs(manifest, "outputs");
+    bool dynamic = false;
+    for (const TensorSpec& s : m->inputs) dynamic = dynamic || s.dynamic();
+    m->outputs = ReadSpecs(manifest, "outputs", dynamic);
     m->input_set.assign(m->inputs.size(), false);
     for (const TensorSpec& s : m->outputs) m->output_shapes.push_back(s.shape);
 
@@ -840,6 +937,20 @@ lwc_status lwc_model_output_info(const lwc_model* model, int32_t index, lwc_tens
   });
 }
 
+lwc_status lwc_model_input_dim_range(const lwc_model* model, int32_t index, int32_t axis, int64_t* lo,
+                                     int64_t* hi) {
+  return Guard([&] {
+    CheckLive(model);
+    NotNull(lo, "lo");
+    NotNull(hi, "hi");
+    CheckIndex(index, model->inputs.size(), "input");
+    const TensorSpec& spec = model->inputs[index];
+    CheckIndex(axis, spec.shape.size(), "dim");
+    *lo = spec.lo[axis];
+    *hi = spec.hi[axis];
+  });
+}
+
 lwc_status lwc_model_input_index(const lwc_model* model, const char* name, int32_t* out) {
   return Guard([&] {
     CheckLive(model);
@@ -869,20 +980,33 @@ lwc_status lwc_model_set_input(lwc_model* model, int32_t index, lwc_dtype dtype,
     }
     if (ndim < 0) Fail(LWC_ERR_SHAPE_MISMATCH, "input '" + spec.name + "': ndim is negative");
     if (ndim > 0) NotNull(shape, "shape");
-    if (static_cast<size_t>(ndim) != spec.shape.size() ||
-        (ndim > 0 && std::memcmp(shape, spec.shape.data(), sizeof(int64_t) * ndim) != 0)) {
-      Fail(LWC_ERR_SHAPE_MISMATCH, "input '" + spec.name + "' has shape " + ShapeText(shape, ndim) +
-                                       ", the model was compiled for " +
-                                       ShapeText(spec.shape.data(), static_cast<int64_t>(spec.shape.size())));
+    std::vector<int64_t> given(shape, shape + ndim);
+    if (!spec.dynamic()) {
+      if (static_cast<size_t>(ndim) != spec.shape.size() ||
+          (ndim > 0 && std::memcmp(shape, spec.shape.data(), sizeof(int64_t) * ndim) != 0)) {
+        Fail(LWC_ERR_SHAPE_MISMATCH, "input '" + spec.name + "' has shape " + ShapeText(shape, ndim) +
+                                         ", the model was compiled for " +
+                                         ShapeText(spec.shape.data(), static_cast<int64_t>(spec.shape.size())));
+      }
+    } else {
+      CheckDynamicShape(*model, index, given);
     }
-    if (nbytes != spec.nbytes) {
-      Fail(LWC_ERR_SIZE_MISMATCH, "input '" + spec.name + "' needs " + std::to_string(spec.nbytes) +
+    size_t need = spec.dynamic() ? SizeOf(given, spec.dtype) : spec.nbytes;
+    if (nbytes != need) {
+      Fail(LWC_ERR_SIZE_MISMATCH, "input '" + spec.name + "' needs " + std::to_string(need) +
                                       " bytes, got " + std::to_string(nbytes));
     }
     if (nbytes > 0) NotNull(data, "data");
+    std::vector<int64_t> alloc_shape = spec.dynamic() ? given : spec.shape;
+    if (model->input_tensors[index].has_value()) {
+      const DLTensor& t = *model->input_tensors[index].value().GetDLTensorPtr();
+      if (std::vector<int64_t>(t.shape, t.shape + t.ndim) != alloc_shape) {
+        model->input_tensors[index] = ffi::Optional<ffi::Tensor>();
+      }
+    }
     if (!model->input_tensors[index].has_value()) {
       model->input_tensors[index] = ffi::Tensor::FromNDAlloc(
-          CPUAlloc(), ffi::Shape(spec.shape), FindDtype(spec.dtype)->dl, DLDevice{kDLCPU, 0});
+          CPUAlloc(), ffi::Shape(alloc_shape), FindDtype(spec.dtype)->dl, DLDevice{kDLCPU, 0});
     }
     std::memcpy(model->input_tensors[index].value().data_ptr(), data, nbytes);
     model->input_set[index] = true;

@@ -96,13 +96,16 @@ typedef enum LWC_ENUM_BASE {
 } lwc_dtype;
 
 /* Description of one input or output. Pointers are owned by the model and stay valid
- * until lwc_model_free (output shapes: until the next lwc_model_run). */
+ * until lwc_model_free (output shapes: until the next lwc_model_run).
+ * Dynamic dims (a model compiled with --input-shape x:1,3,48,96..1280): such a dim is -1
+ * in an input's shape (lwc_model_input_dim_range gives its accepted range) and in an
+ * output's shape until a run gives the actual one; nbytes is then 0. */
 typedef struct {
   const char* name;
   lwc_dtype dtype;
   int32_t ndim;
-  const int64_t* shape; /* ndim entries */
-  size_t nbytes;        /* product(shape) * lwc_dtype_size(dtype) */
+  const int64_t* shape; /* ndim entries; -1 for a dynamic dim */
+  size_t nbytes;        /* product(shape) * lwc_dtype_size(dtype); 0 while a dim is -1 */
 } lwc_tensor_info;
 
 typedef struct lwc_model lwc_model;
@@ -131,12 +134,18 @@ LWC_API lwc_status lwc_model_input_info(const lwc_model* model, int32_t index,
 /* Before the first run: the shapes from the manifest; after a run: the actual ones. */
 LWC_API lwc_status lwc_model_output_info(const lwc_model* model, int32_t index,
                                          lwc_tensor_info* out);
+/* The values input `index` accepts in dim `axis`, both inclusive: [96, 1280] for a dynamic
+ * dim (--input-shape x:1,3,48,96..1280), lo == hi == the dim for a fixed one. */
+LWC_API lwc_status lwc_model_input_dim_range(const lwc_model* model, int32_t index, int32_t axis,
+                                             int64_t* lo, int64_t* hi);
 /* Index of the input called name (LWC_ERR_INVALID_ARGUMENT if there is none). */
 LWC_API lwc_status lwc_model_input_index(const lwc_model* model, const char* name,
                                          int32_t* out);
 
 /* Copy nbytes of C-order (row-major), native-endian data into input `index`. dtype, ndim
- * and shape must equal the compiled ones; nbytes must equal the tensor size. */
+ * and shape must equal the compiled ones (a dynamic dim: any value in its range, the same
+ * for every input that shares its symbol; else LWC_ERR_SHAPE_MISMATCH naming the input,
+ * the dim and the accepted range); nbytes must equal the tensor size. */
 LWC_API lwc_status lwc_model_set_input(lwc_model* model, int32_t index, lwc_dtype dtype,
                                        int32_t ndim, const int64_t* shape, const void* data,
                                        size_t nbytes);

@@ -6,6 +6,7 @@ board and the development machine behave alike, checks included::
     import numpy as np, lwc_runtime
     m = lwc_runtime.load("det.so")          # det.json must lie beside it
     m.inputs   # [TensorInfo(name='x', dtype='float32', shape=(1, 3, 640, 640))]
+               # (-1 for a dynamic dim; m.dim_ranges(0) gives each dim's (lo, hi))
     y = m(x)                                # one output -> an array; several -> a tuple
     ys = m.run(x=x)                         # always a list, inputs by name or position
 
@@ -142,6 +143,9 @@ def _declare(lib: ctypes.CDLL) -> None:
             [model_p, c.c_int32, c.c_int, c.c_int32, c.POINTER(c.c_int64), c.c_void_p, c.c_size_t],
             c.c_int,
         ),
+        "lwc_model_input_dim_range": (
+            [model_p, c.c_int32, c.c_int32, c.POINTER(c.c_int64), c.POINTER(c.c_int64)], c.c_int,
+        ),
         "lwc_model_run": ([model_p], c.c_int),
         "lwc_model_get_output": ([model_p, c.c_int32, c.c_void_p, c.c_size_t], c.c_int),
     }
@@ -203,6 +207,22 @@ class Model:
         self.outputs = [
             self._info(lib.lwc_model_output_info, i) for i in range(self._count("outputs"))
         ]
+
+    def dim_ranges(self, index: int) -> list[tuple[int, int]]:
+        """The (lo, hi) values input ``index`` accepts in each dim, both inclusive: a fixed
+        dim gives (d, d), a dynamic one (shape -1: ``--input-shape x:1,3,48,96..1280``) its
+        range.
+
+        Raises:
+            LwcRuntimeError: index out of range, or the model is closed.
+        """
+        lo, hi = ctypes.c_int64(), ctypes.c_int64()
+        out = []
+        for axis in range(len(self.inputs[index].shape)):
+            _check(self._lib.lwc_model_input_dim_range(self._live(), index, axis, ctypes.byref(lo),
+                                                       ctypes.byref(hi)))
+            out.append((lo.value, hi.value))
+        return out
 
     def _count(self, kind: str) -> int:
         n = ctypes.c_int32()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir
 
-from .analysis import classify
+from .analysis import classify, symbolic_loops
 from .conv2d import Conv2D
 from .facts import CpuFacts
 from .injective import Injective
@@ -80,6 +80,35 @@ def apply_rules(mod: tvm.IRModule, facts: CpuFacts, rules=None, only=None) -> tu
     """
     report: dict = {"declined": []}
     updates = {}
+    with symbolic_loops(dim_plan(mod)):
+        _schedule_all(mod, facts, rules, only, report, updates)
+    out = mod.clone()
+    for gv, func in updates.items():
+        out[gv] = func
+    return out, report
+
+
+def dim_plan(mod: tvm.IRModule) -> dict[str, int] | None:
+    """For a dynamic-dims compile (a Relax function declares the ranges of its symbolic
+    dims: ``tir_var_lower_bound`` / ``tir_var_upper_bound``,
+    :func:`lwc.tvm_compat.with_dim_bounds`), the value the rules plan each symbol with: the
+    geometric mean of its range (96..1280 plans with 350), a typical size rather than the
+    extremes. None for a fixed-shape compile: the rules then decline symbolic loops
+    (:func:`analysis.symbolic_loops`)."""
+    plan = None
+    for _, f in mod.functions_items():
+        if isinstance(f, tvm.tirx.PrimFunc) or f.attrs is None or "tir_var_upper_bound" not in f.attrs:
+            continue
+        upper = f.attrs["tir_var_upper_bound"]
+        lower = dict(f.attrs).get("tir_var_lower_bound", {})
+        plan = plan or {}
+        for name, hi in upper.items():
+            lo = int(lower[name]) if name in lower else 1
+            plan[str(name)] = max(1, round((max(lo, 1) * int(hi)) ** 0.5))
+    return plan
+
+
+def _schedule_all(mod, facts, rules, only, report: dict, updates: dict) -> None:
     for gv, func in mod.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
             continue
@@ -91,10 +120,6 @@ def apply_rules(mod: tvm.IRModule, facts: CpuFacts, rules=None, only=None) -> tu
             continue
         report[why] = report.get(why, 0) + 1
         updates[gv] = new
-    out = mod.clone()
-    for gv, func in updates.items():
-        out[gv] = func
-    return out, report
 
 
 def _first_line(err: BaseException) -> str:

@@ -18,6 +18,8 @@ it drives (loops must bind iter vars one-to-one, as TE-generated blocks do) and 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 
 from tvm import s_tir, tirx
@@ -26,6 +28,64 @@ from tvm.tirx.analysis import undefined_vars
 
 SPATIAL = tirx.IterVar.DataPar  # 0
 REDUCE = tirx.IterVar.CommReduce  # 2
+
+#: The extent the rules plan with for a loop over a symbolic dim (a dynamic-dims compile,
+#: ``--input-shape x:1,3,48,96..1280``) whose symbols have no planning value
+#: (:func:`symbolic_loops`): work and parallel estimates. A symbolic loop is never split
+#: nor the vector axis (:attr:`Loop.symbolic`): a tail predicate on the lanes makes TVM
+#: scalarize the loop, and keeps the accumulators out of registers.
+SYMBOLIC_EXTENT = 512
+
+_SYMBOLIC_LOOPS = contextvars.ContextVar("lwc_symbolic_loops", default=None)
+
+
+@contextlib.contextmanager
+def symbolic_loops(plan: dict[str, int] | None = None):
+    """Within the block, :func:`nest` describes loops over symbolic dims (a dynamic-dims
+    compile) instead of returning None for them. Off by default (``plan`` None), so a
+    fixed-shape compile's data-dependent kernels (NonZero's outputs) are declined as before.
+
+    Args:
+        plan: the value to plan each symbol with, by name (a PrimFunc's symbolic params are
+            named like the Relax function's dims): a loop over ``(W - 5) // 8 + 1`` plans
+            with that expression at ``plan["W"]``.
+    """
+    token = _SYMBOLIC_LOOPS.set(plan)
+    try:
+        yield
+    finally:
+        _SYMBOLIC_LOOPS.reset(token)
+
+
+def symbolic_loops_enabled() -> bool:
+    """Inside :func:`symbolic_loops`."""
+    return _SYMBOLIC_LOOPS.get() is not None
+
+
+def planned_extent(extent) -> int:
+    """A loop extent as an int: a constant as it is; a symbolic one at the planning values
+    of :func:`symbolic_loops` (:data:`SYMBOLIC_EXTENT` where they do not make it constant)."""
+    value = const_extent(extent)
+    if value is not None:
+        return value
+    plan = _SYMBOLIC_LOOPS.get() or {}
+    from tvm.sym.analyzer import Analyzer
+    from tvm.tirx.analysis import undefined_vars
+
+    free = undefined_vars(extent)
+    if free and all(v.name in plan for v in free):
+        analyzer = Analyzer()
+        for v in free:
+            analyzer.bind(v, tirx.const(plan[v.name], "int64"))
+        value = const_extent(analyzer.simplify(extent))
+        if value is not None and value >= 1:
+            return value
+    return SYMBOLIC_EXTENT
+
+
+def const_extent(extent) -> int | None:
+    """The extent as an int, or None when it is symbolic."""
+    return int(extent) if isinstance(extent, (int, tirx.IntImm)) else None
 
 
 def sblocks(sch: s_tir.Schedule) -> list:
@@ -74,8 +134,9 @@ class Loop:
 
     rv: object
     var: tirx.Var  # the block's iter var (v_nn, v_rc, ...)
-    extent: int
+    extent: int  # for a symbolic one, its planned value (planned_extent)
     reduce: bool
+    symbolic: bool = False  # the extent is an expression of a dynamic dim
 
 
 @dataclass
@@ -129,8 +190,11 @@ def uses(expr, var) -> bool:
 
 
 def nest(sch: s_tir.Schedule, block_rv) -> Nest | None:
-    """The :class:`Nest` of a block, or None when its loops do not bind iter vars 1:1
-    with constant extents."""
+    """The :class:`Nest` of a block, or None when its loops do not bind iter vars 1:1.
+
+    Within :func:`symbolic_loops`, a loop over a symbolic dim gets ``extent``
+    :func:`planned_extent` and ``symbolic`` True; outside it such a nest is None.
+    """
     block = sch.get(block_rv)
     loop_rvs = sch.get_loops(block_rv)
     loop_vars = [sch.get(rv).loop_var for rv in loop_rvs]
@@ -138,13 +202,15 @@ def nest(sch: s_tir.Schedule, block_rv) -> Nest | None:
     loops = []
     for rv, lvar in zip(loop_rvs, loop_vars):
         loop = sch.get(rv)
-        if not isinstance(loop.extent, tirx.IntImm):
+        extent = const_extent(loop.extent)
+        if extent is None and not symbolic_loops_enabled():
             return None
         bound = [(iv, val) for iv, val in bindings if isinstance(val, tirx.Var) and val.same_as(lvar)]
         if len(bound) != 1:
             return None
         iv = bound[0][0]
-        loops.append(Loop(rv, iv.var, int(loop.extent), iv.iter_type == REDUCE))
+        loops.append(Loop(rv, iv.var, planned_extent(loop.extent) if extent is None else extent,
+                          iv.iter_type == REDUCE, symbolic=extent is None))
     if len(loops) != len(block.iter_vars):
         return None
     if len(block.writes) != 1:

@@ -16,7 +16,16 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.tirx import IndexMap
 
-from .analysis import Nest, is_reduction, nest, sblocks, uses
+from .analysis import (
+    Nest,
+    const_extent,
+    is_reduction,
+    nest,
+    planned_extent,
+    sblocks,
+    symbolic_loops_enabled,
+    uses,
+)
 from .facts import CpuFacts
 
 #: Below this many block-body iterations (MACs for a conv) a kernel stays on one thread.
@@ -28,6 +37,13 @@ PARALLEL_MIN_WORK = 1 << 22
 #: Injective kernels: elements below which one thread is faster. 2**18 fp32 elements are
 #: 1 MiB, a copy of ~50-100 us; below that the fork/join is a visible share (cls, rec).
 PARALLEL_MIN_ELEMS = 1 << 18
+
+
+#: At most this many accumulator registers in a register tile. With 30 (NEON, one vector x
+#: 30 rows) LLVM's register allocator copies the accumulators' loop phis around every FMLA
+#: (50 MOVs per 30 FMLAs in PP-OCRv4 det's 384->360 1x1 conv on arm64: 58.8 M instructions
+#: against 31.4 M with 24); AVX2's 16 registers never reach it.
+MAX_ACCUMULATORS = 24
 
 
 def vector_factor(extent: int, lanes: int) -> int:
@@ -72,7 +88,8 @@ def choose_tile(v_extent: int, u_extent: int, facts: CpuFacts) -> tuple[int, int
         if vi < 2 or v_extent % vi:
             continue
         nvec = -(-vi // lanes)
-        ui = largest_divisor(u_extent, max(1, (facts.vector_regs - nvec - 1) // nvec))
+        budget = min(facts.vector_regs - nvec - 1, MAX_ACCUMULATORS)
+        ui = largest_divisor(u_extent, max(1, budget // nvec))
         score = (nvec * ui / (nvec + ui), ui * vi)
         if score > best[:2]:
             best = (*score, vi, ui)
@@ -97,12 +114,15 @@ def schedule_spatial(sch: s_tir.Schedule, block, facts: CpuFacts) -> None:
     loops = sch.get_loops(block)
     if not loops:
         return
-    extents = [int(sch.get(lp).extent) for lp in loops]
+    extents = [planned_extent(sch.get(lp).extent) for lp in loops]
     total = 1
     for e in extents:
         total *= e
     lanes = facts.lanes(32)
     vf = min(vector_factor(extents[-1], lanes), lanes)
+    if const_extent(sch.get(loops[-1]).extent) is None:
+        vf = 1  # a symbolic innermost loop stays plain: a split's tail predicate on the
+        # lanes would scalarize it; LLVM vectorizes the plain loop with a remainder
     if "if_then_else" in str(sch.get(block).body):
         # padding / concat: TVM scalarizes a vector if_then_else (per-lane branches); a
         # plain inner loop is left for LLVM, which vectorizes it (cls: pad 2.5x faster)
@@ -116,7 +136,7 @@ def schedule_spatial(sch: s_tir.Schedule, block, facts: CpuFacts) -> None:
     else:
         outer = list(loops)
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-    n_outer = int(sch.get(fused).extent)
+    n_outer = planned_extent(sch.get(fused).extent)
     if total >= PARALLEL_MIN_ELEMS and facts.cores > 1 and n_outer >= 2:
         sch.parallel(fused)
     if inner is not None:
@@ -141,7 +161,30 @@ def _pads_or_slices(sch: s_tir.Schedule, epilogue, main) -> bool:
     if "if_then_else" in str(sch.get(epilogue).body):
         return True
     out, acc = _size(sch, epilogue), _size(sch, main)
+    if (out is None or acc is None) and symbolic_loops_enabled():
+        return not _provably_no_fewer(sch, epilogue, main)
     return out is None or acc is None or out < acc
+
+
+def _provably_no_fewer(sch: s_tir.Schedule, epilogue, main) -> bool:
+    """Symbolic shapes: the epilogue's output provably has at least the elements of
+    ``main``'s (same shape, or a broadcast of it), every symbolic dim being >= 1."""
+    from tvm.sym.analyzer import Analyzer
+    from tvm.tirx.analysis import undefined_vars  # TVM 0.27's home of the arith analyzer
+
+    def count(block):
+        size = tirx.const(1, "int64")
+        for d in sch.get(block).writes[0].source.shape:
+            size = size * tirx.Cast("int64", d)
+        return size
+
+    out, acc = count(epilogue), count(main)
+    analyzer = Analyzer()
+    assume = tirx.const(True, "bool")
+    for var in undefined_vars(out - acc):  # a dim is at least 1
+        assume = tirx.And(assume, tirx.Cast("int64", var) >= 1)
+    with analyzer.constraint_scope(assume):
+        return bool(analyzer.can_prove(out >= acc))
 
 
 def inline_neighbours(sch: s_tir.Schedule, main) -> tuple[list, object | None]:
@@ -231,7 +274,8 @@ def register_tile(
     vector axis' outer loop (:func:`pack_operand`), which then becomes the parallel loop on
     its own. The accumulator is
     the main block's output buffer, shrunk to the tile by TVM's buffer compaction
-    (``local`` scope), or a ``cache_write`` when the main block writes the function output.
+    (``global`` scope, which keeps it on the stack), or a ``cache_write`` when the main block
+    writes the function output.
 
     Returns:
         the tile chosen: {"vi": ..., "ui": ..., "parallel": bool}.
@@ -242,7 +286,15 @@ def register_tile(
     if vloop is None:
         raise ValueError("vector axis is not a loop of the block")
     uloop = main.loop_of(reuse_var) if reuse_var is not None else None
-    vi, ui = choose_tile(vloop.extent, uloop.extent if uloop is not None else 1, facts)
+    # a symbolic axis is never split (a dynamic-dims compile): its tail predicate would
+    # scalarize the lanes and keep the accumulators out of registers
+    v_extent = 1 if vloop.symbolic else vloop.extent
+    u_extent = 1 if uloop is None or uloop.symbolic else uloop.extent
+    vi, ui = choose_tile(v_extent, u_extent, facts)
+    if vi == 1 and uloop is not None and uloop.symbolic:
+        # no lanes to lose (rec's 6625-class head: an odd vector axis): rows of the symbolic
+        # axis, split with a tail predicate, are the only reuse left
+        vi, ui = choose_tile(1, uloop.extent, facts)
     outer, tile = [], {}
     for lp in main.spatial:
         if lp is vloop and vi > 1:
@@ -264,10 +316,16 @@ def register_tile(
     sch.reorder(*outer, *reduction, *inner)
 
     block = main.block
+    # The accumulator tile is "global" scope, not "local": TVM's LowerTVMBuiltin keeps only
+    # constant-size *global* CPU allocations under kMaxStackAlloca (1 KB) on the stack and turns
+    # every other one into a TVMBackendAllocWorkspace/FreeWorkspace pair -- here once per
+    # iteration of the parallel loop (det on arm64: 84 M of 1,437 M instructions per inference).
     if epilogue is None:
-        epilogue = sch.cache_write(block, 0, "local")
+        epilogue = sch.cache_write(block, 0, "global")
     else:
-        sch.set_scope(block, 0, "local")
+        sch.set_scope(block, 0, "global")
+    if "v" in tile:
+        _vector_dim_last(sch, block, main, vec_var)
     sch.reverse_compute_at(epilogue, outer[-1], preserve_unit_loops=True)
     if packed is not None:
         pack_operand(sch, block, packed, outer[0])
@@ -286,7 +344,7 @@ def register_tile(
     if "v" in tile:
         sch.vectorize(tile["v"])
     eloops = sch.get_loops(epilogue)[n_fused:]
-    if eloops:
+    if eloops and const_extent(sch.get(eloops[-1]).extent) is not None:
         extent = int(sch.get(eloops[-1]).extent)
         if "v" in tile and extent == vi:
             sch.vectorize(eloops[-1])
@@ -302,9 +360,31 @@ def register_tile(
     if reduction:
         init = sch.decompose_reduction(block, reduction[0])
         iloops = sch.get_loops(init)[n_fused:]
-        if "v" in tile and iloops and sch.get(iloops[-1]).kind != 2:
+        if "v" in tile and iloops and sch.get(iloops[-1]).kind != 2 and (
+                const_extent(sch.get(iloops[-1]).extent) is not None):
             sch.vectorize(iloops[-1])
     return {"vi": vi, "ui": ui, "parallel": par}
+
+
+def _vector_dim_last(sch: s_tir.Schedule, block, main: Nest, vec_var) -> None:
+    """Lay the accumulator tile out with the vector axis innermost.
+
+    With a symbolic dim in the nest the compacted tile's indices are not all constants, so
+    LLVM cannot keep a tile whose vector axis is strided (conv channels in the vector,
+    rows beside them) in registers: it gathers and scatters every FMA's accumulator. With
+    static shapes LLVM promotes the (stack) tile to registers, but in the epilogue's
+    orientation: light_resnet50's 1024->2048 1x1 conv (channels in the vector, 7 pixels
+    beside them) ran 36 shuffles per 8 FMAs in its reduction loop, at 8 GFLOP/s instead of
+    20 (host, AVX2).
+    """
+    dims = [i for i, var in enumerate(main.out_index) if var is not None and var.same_as(vec_var)]
+    rank = len(main.out_index)
+    if len(dims) != 1 or dims[0] == rank - 1:
+        return
+    order = [a for a in range(rank) if a != dims[0]] + [dims[0]]
+    sch.transform_layout(
+        block, ("write", 0), IndexMap.from_func(lambda *ax: [ax[a] for a in order], ndim=rank)
+    )
 
 
 def strided_operand(main: Nest, vec_var) -> tuple[int, int] | None:

@@ -31,7 +31,8 @@ class Pooling:
         producers, epilogue = inline_neighbours(sch, block)
         block = sch.get_sblock(name)
         n = nest(sch, block)
-        if n is None or vector_factor(n.loop_of(n.out_index[-1]).extent, facts.lanes()) < facts.lanes():
+        if n is None or n.loop_of(n.out_index[-1]).symbolic or (
+                vector_factor(n.loop_of(n.out_index[-1]).extent, facts.lanes()) < facts.lanes()):
             return None  # odd widths (55, 27): Reduction runs rows in parallel instead
         register_tile(sch, n, epilogue, facts, n.out_index[-1], None)
         schedule_rest(sch, producers, facts)

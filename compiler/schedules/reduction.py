@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from .analysis import classify, is_reduction, nest, sblocks
+from .analysis import classify, const_extent, is_reduction, nest, sblocks
 from .common import parallel_pays, vector_factor
 from .facts import CpuFacts
 
@@ -84,8 +84,8 @@ def _inline_injective(sch: s_tir.Schedule) -> None:
 
 def _vectorize_inner(sch: s_tir.Schedule, block, facts: CpuFacts) -> None:
     loops = sch.get_loops(block)
-    if len(loops) <= 1:
-        return
+    if len(loops) <= 1 or const_extent(sch.get(loops[-1]).extent) is None:
+        return  # a symbolic inner loop stays plain (LLVM vectorizes it with a remainder)
     extent = int(sch.get(loops[-1]).extent)
     lanes = facts.lanes(32)
     vf = vector_factor(extent, lanes)

@@ -14,18 +14,25 @@ import json
 _TARGET_KEYS = ("kind", "mtriple", "mcpu", "mattr", "arch")
 
 
-def model_key(sha256: str, input_shapes: dict[str, list[int]] | list, variant: str = "") -> str:
-    """12 hex digits naming (model bytes, input shapes, graph variant): the workload part of a log name.
+def model_key(sha256: str, input_shapes: dict[str, list[int]] | list, variant: str = "",
+              bound: dict | None = None) -> str:
+    """12 hex digits naming (model bytes, input shapes, graph variant, bound inputs): the
+    workload part of a log name.
 
     ``variant`` is :meth:`lwc.options.CompileOptions.variant_key`; it is empty for the
     default options and then leaves the key what it was before variants existed, so
-    fp32 tuning logs keep their folder names.
+    fp32 tuning logs keep their folder names. ``bound`` is the inputs bound to values
+    (``--input-value``, :attr:`lwc.frontend.ImportedModel.bound`): another value may
+    select another graph (Silero's ``sr``: another network), so it names another log;
+    none leaves the key as it was.
     """
     if isinstance(input_shapes, list):  # TensorSpec list
-        input_shapes = {s.name: list(s.shape) for s in input_shapes}
+        input_shapes = {s.name: s.key_shape() for s in input_shapes}
     data = {"sha256": sha256, "shapes": input_shapes}
     if variant:
         data["variant"] = variant
+    if bound:
+        data["bound"] = bound
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -273,6 +273,7 @@ def tune(
     options=None,
     reuse_records: tuple[str | os.PathLike, ...] = (),
     only_tasks: str | None = None,
+    input_values: dict | None = None,
     **option_fields,
 ) -> TuneResult:
     """Tune a model's tasks with MetaSchedule and store records in a tuning log folder.
@@ -299,6 +300,8 @@ def tune(
             (``--only-tasks``, names as in ``lwc bench --profile``), ``trials`` more
             whatever they already have (several matches: :func:`_plan_only`) -- for a hot
             kernel the even spread left behind.
+        input_values: inputs bound to constants (``--input-value``), as
+            :func:`lwc.driver.compile` takes them; the log folder's key names them.
 
     Returns:
         a :class:`TuneResult`.
@@ -325,7 +328,8 @@ def tune(
         )
     options = options_from(options, option_fields, "tune")
     prepared = prepare_stage.prepare(model, preset, input_shapes, options,
-                                     tuning_log=prepare_stage.log_lookup(preset), tuning_run=True)
+                                     tuning_log=prepare_stage.log_lookup(preset), tuning_run=True,
+                                     input_values=input_values)
     mod, tvm_target, key = prepared.mod, prepared.tvm_target, prepared.model_key
     folder = Path(log_root or default_log_root()) / f"{key}-{target_name(preset)}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -388,6 +392,8 @@ def tune(
     variant = options.variant()
     if variant:
         manifest["variant"] = variant
+    if prepared.model.bound:
+        manifest["bound_inputs"] = prepared.model.bound
     merged = dict((old_manifest or {}).get("reused_records", {}))
     for other, count in reused.items():
         merged[other] = merged.get(other, 0) + count

@@ -46,7 +46,9 @@ def test_conv2d_is_register_tiled(facts):
     lanes = facts.lanes()
     widths = {f"T.vectorized(T.int64({k * lanes}))" for k in (1, 2, 4)}
     assert any(w in conv for w in widths)  # whole vectors of the output row
-    assert 'scope="local"' in conv  # accumulator tile
+    # the accumulator tile is a global-scope buffer: TVM puts those (< 1 KB) on the stack, and
+    # turns "local" ones into a workspace allocation per parallel iteration
+    assert "alloc_buffer" in conv and 'scope="local"' not in conv
     assert "_init" in conv  # reduction decomposed: init outside the reduction loops
 
 

@@ -1,0 +1,193 @@
+"""Dynamic input dims: ``--input-shape x:1,3,48,96..1280`` compiles ONE artifact that accepts
+any value of the range in that dim (issue 21, item 3).
+
+- parsing and resolving ranges (``lwc.frontend``): the syntax, errors, symbol names;
+- a small synthetic model with a symbolic dim (conv + matmul over the width) against
+  onnxruntime at several widths, on host and (qemu) arm64;
+- PP-OCRv4 rec compiled once with a dynamic width (module fixture) against onnxruntime
+  at widths 96, 320 and 1280 (max abs diff <= 1e-4), its manifest, and the out-of-range
+  errors of the Python loader (``LwcError``) and the C API (``LWC_ERR_SHAPE_MISMATCH``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from lwc import artifact, driver, frontend
+from lwc.errors import LwcError
+from onnx import TensorProto, helper, numpy_helper
+
+OCR_ATOL = 1e-4
+
+
+def _ort(model, feed: dict) -> list[np.ndarray]:
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
+
+
+# --------------------------------------------------------------------------- syntax
+
+
+def test_parse_input_shape_ranges():
+    assert frontend.parse_input_shape("x:1,3,48,96..1280") == ("x", [1, 3, 48, (96, 1280)])
+    assert frontend.parse_input_shape("a:b:2..2,0") == ("a:b", [2, 0])  # LO == HI: fixed
+    assert frontend.parse_dim((1, 8)) == (1, 8)
+    assert frontend.parse_dim("7") == 7
+
+
+@pytest.mark.parametrize("text, words", [
+    ("x:1,3,48,1280..96", "1 <= LO < HI"),
+    ("x:1,3,48,0..5", "1 <= LO < HI"),
+    ("x:1,3,48,a..b", "integers or ranges LO..HI"),
+    ("x:1,3,48,96..", "integers or ranges LO..HI"),
+    ("x:1.5,3", "integers or ranges LO..HI"),
+])
+def test_parse_input_shape_bad_ranges(text, words):
+    with pytest.raises(LwcError, match=words):
+        frontend.parse_input_shape(text)
+
+
+def _width_model(opset: int = 13) -> onnx.ModelProto:
+    """X [1, 4, 6, W] -> Conv 3x3 (pad 1, 8 channels) -> Relu -> Transpose to [1, 6, W, 8]
+    -> MatMul [8, 16] -> Softmax over the last axis; W symbolic ("W")."""
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.3,
+             "b": rng.standard_normal(8).astype(np.float32),
+             "m": rng.standard_normal((8, 16)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["X", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("MatMul", ["t", "m"], ["mm"]),
+             helper.make_node("Softmax", ["mm"], ["Y"], axis=-1)]
+    graph = helper.make_graph(
+        nodes, "width", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4, 6, "W"])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def test_resolve_names_the_symbol_and_rejects_conflicts():
+    model = _width_model()
+    (spec,) = frontend.resolve_input_shapes(model, {"X": [1, 4, 6, "8..64"]})
+    assert spec.shape == (1, 4, 6, "W") and spec.ranges == (("W", 8, 64),)
+    assert spec.to_json() == {"name": "X", "shape": [1, 4, 6, "W"], "dtype": "float32",
+                              "dims": {"W": [8, 64]}}
+    with pytest.raises(LwcError, match="conflicts with the model's fixed shape"):
+        frontend.resolve_input_shapes(model, {"X": [1, "2..4", 6, 8]})
+    with pytest.raises(LwcError, match="dynamic shape.*LO..HI"):
+        frontend.resolve_input_shapes(model, {})
+
+
+# --------------------------------------------------------------------------- synthetic model
+
+
+@pytest.fixture(scope="module")
+def width_artifact(tmp_path_factory):
+    result = driver.compile(_width_model(), "host", {"X": [1, 4, 6, "8..64"]})
+    return artifact.load(result.export(tmp_path_factory.mktemp("dyn") / "width.so"))
+
+
+@pytest.mark.parametrize("width", [8, 13, 64])
+def test_synthetic_symbolic_width_matches_onnxruntime(width_artifact, width):
+    x = np.random.default_rng(width).standard_normal((1, 4, 6, width)).astype(np.float32)
+    (got,) = width_artifact.run({"X": x})
+    (want,) = _ort(_width_model(), {"X": x})
+    assert got.shape == (1, 6, width, 16)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_synthetic_manifest_and_out_of_range(width_artifact):
+    (spec,) = width_artifact.inputs
+    assert spec["shape"] == [1, 4, 6, "W"] and spec["dims"] == {"W": [8, 64]}
+    assert width_artifact.outputs[0]["shape"] == [1, 6, "W", 16]
+    assert width_artifact.accepts() == {"X": "[1, 4, 6, W] with W in 8..64"}
+    with pytest.raises(LwcError, match=r"input 'X' dim 3 \(W\) is 65, outside the accepted "
+                                       r"range 8..64"):
+        width_artifact.run({"X": np.zeros((1, 4, 6, 65), np.float32)})
+    with pytest.raises(LwcError, match="input 'X' dim 1 is 3, the artifact accepts only 4 there"):
+        width_artifact.run({"X": np.zeros((1, 3, 6, 16), np.float32)})
+
+
+def test_fixed_shape_manifest_has_no_dims():
+    result = driver.compile(_width_model(), "host", {"X": [1, 4, 6, 16]})
+    assert "dims" not in result.describe()["inputs"][0]
+    assert result.describe()["inputs"][0]["shape"] == [1, 4, 6, 16]
+
+
+@pytest.mark.qemu
+def test_synthetic_symbolic_width_arm64_under_qemu(tmp_path):
+    from lwc import cross_runtime
+
+    if not cross_runtime.qemu_available():
+        pytest.skip("qemu-aarch64 not found (apt-get install qemu-user)")
+    result = driver.compile(_width_model(), "arm64", {"X": [1, 4, 6, "8..64"]})
+    art = artifact.load(result.export(tmp_path / "width_arm64.so"))
+    for width in (8, 37):
+        x = np.random.default_rng(width).standard_normal((1, 4, 6, width)).astype(np.float32)
+        np.testing.assert_allclose(art.run({"X": x})[0], _ort(_width_model(), {"X": x})[0],
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(LwcError, match="outside the accepted range 8..64"):
+        art.run({"X": np.zeros((1, 4, 6, 100), np.float32)})
+
+
+# --------------------------------------------------------------------------- PP-OCRv4 rec
+
+
+@pytest.fixture(scope="module")
+def rec_dynamic(ocr_models, tmp_path_factory):
+    """PP-OCRv4 rec compiled once for widths 96..1280 (host), exported."""
+    result = driver.compile(ocr_models["rec"], "host", {"x": [1, 3, 48, "96..1280"]})
+    return result.export(tmp_path_factory.mktemp("rec_dyn") / "rec_dyn.so")
+
+
+@pytest.mark.parametrize("width", [96, 320, 1280])
+def test_rec_dynamic_width_matches_onnxruntime(rec_dynamic, ocr_models, width):
+    x = np.random.default_rng(width).standard_normal((1, 3, 48, width)).astype(np.float32)
+    (got,) = artifact.load(rec_dynamic).run({"x": x})
+    (want,) = _ort(ocr_models["rec"], {"x": x})
+    assert got.shape == want.shape == (1, width // 8, 6625)
+    assert float(np.abs(got - want).max()) <= OCR_ATOL
+
+
+def test_rec_dynamic_manifest(rec_dynamic):
+    manifest = json.loads(rec_dynamic.with_suffix(".json").read_text())
+    (inp,) = manifest["inputs"]
+    assert inp == {"name": "x", "shape": [1, 3, 48, "x_3"], "dtype": "float32",
+                   "dims": {"x_3": [96, 1280]}}
+    assert manifest["outputs"][0]["shape"] == [1, "(x_3 - 5) // 8 + 1", 6625]
+
+
+def test_rec_dynamic_out_of_range_python(rec_dynamic):
+    art = artifact.load(rec_dynamic)
+    with pytest.raises(LwcError) as info:
+        art.run({"x": np.zeros((1, 3, 48, 2000), np.float32)})
+    assert str(info.value) == ("input 'x' dim 3 (x_3) is 2000, outside the accepted range "
+                               "96..1280: the artifact accepts [1, 3, 48, x_3] with x_3 in 96..1280")
+    with pytest.raises(LwcError, match="input 'x' dim 2 is 32, the artifact accepts only 48"):
+        art.run({"x": np.zeros((1, 3, 32, 320), np.float32)})
+
+
+def test_rec_dynamic_c_api(rec_dynamic, ocr_models):
+    from lwc.runtime import lwc_runtime
+
+    model = lwc_runtime.load(rec_dynamic)
+    assert model.inputs[0].shape == (1, 3, 48, -1)
+    assert model.dim_ranges(0) == [(1, 1), (3, 3), (48, 48), (96, 1280)]
+    assert model.outputs[0].shape == (1, -1, 6625)
+    x = np.random.default_rng(1).standard_normal((1, 3, 48, 200)).astype(np.float32)
+    got = model(x)
+    assert got.shape == (1, 25, 6625)
+    assert float(np.abs(got - _ort(ocr_models["rec"], {"x": x})[0]).max()) <= OCR_ATOL
+    with pytest.raises(lwc_runtime.LwcRuntimeError) as info:
+        model(np.zeros((1, 3, 48, 95), np.float32))
+    assert info.value.status == "LWC_ERR_SHAPE_MISMATCH"
+    assert info.value.message == ("input 'x' dim 3 (x_3) is 95, outside the accepted range "
+                                  "96..1280: the model accepts [1, 3, 48, x_3] with x_3 in 96..1280")
+    assert model(np.zeros((1, 3, 48, 96), np.float32)).shape == (1, 12, 6625)  # still usable
