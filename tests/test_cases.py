@@ -404,13 +404,15 @@ PP_OCR = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which", sorted(PP_OCR))
-def test_f5_pp_ocr_with_input_shapes_matches_onnxruntime(which):
+def test_f5_pp_ocr_with_input_shapes_matches_onnxruntime(which, artifacts):
+    """The session's compiled artifact (``lwc.driver.compile`` with the input shape, shared
+    with tests/test_models.py) on another seeded input."""
     file, shape = PP_OCR[which]
     model_path = _rapidocr_models() / file
-    result = driver.compile(model_path, "host", {"x": shape})
-    assert [s.shape for s in result.model.inputs] == [tuple(shape)]
+    loaded = artifact.load(artifacts.get(which, "host", {"x": shape}))
+    assert [s["shape"] for s in loaded.inputs] == [list(shape)]
     x = np.random.default_rng(5).random(shape, dtype=np.float32) * 2 - 1
-    got = result.run({"x": x})
+    got = loaded.run({"x": x})
     want = _ort(model_path, {"x": x})
     assert len(got) == len(want) == 1
     assert got[0].shape == want[0].shape

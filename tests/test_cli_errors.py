@@ -3,7 +3,8 @@
 Every bad input must give exactly one ``lwc: error: ...`` line on stderr (besides the
 ``lwc: compiling ...`` progress line), no Python traceback, no C++ frames, a non-zero
 exit status, and no artifact (.so, .json or temporary file) in the output folder.
-The CLI runs in a subprocess (``python -m lwc``) to see exit codes and streams exactly.
+The CLI runs in this process with its file descriptors captured (:func:`lwc`), and a few
+cases in a subprocess (``python -m lwc``) to see exit codes and streams exactly.
 """
 
 from __future__ import annotations
@@ -28,11 +29,53 @@ from lwc.targets import preset_names
 _LEAK = re.compile(r"Traceback|\.cc:\d+|\.h:\d+|tvm::|Stack trace|File \"|^\s+at ", re.M)
 
 
-def lwc(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def lwc_subprocess(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """``python -m lwc ARGS``: exit status and streams exactly as a shell sees them."""
     return subprocess.run(
         [sys.executable, "-m", "lwc", *args],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=300,
     )
+
+
+def lwc(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """``lwc ARGS`` through ``lwc.cli.main`` in this process (no 4-5 s interpreter and TVM
+    start-up per case), with file descriptors 1 and 2 redirected to files so C++ output is
+    seen as a subprocess's would be; with ``env``, a subprocess."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from lwc import cli
+
+    if env is not None:
+        return lwc_subprocess(*args, cwd=cwd, env=env)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    old_cwd = os.getcwd()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        py_streams = sys.stdout, sys.stderr  # pytest's capture objects, not fds 1 and 2
+        sys.stdout, sys.stderr = out, err
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            try:
+                code = cli.main(list(args))
+            except SystemExit as exc:  # argparse's own errors
+                code = exc.code if isinstance(exc.code, int) else 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdout, sys.stderr = py_streams
+            os.chdir(old_cwd)
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+        out.seek(0)
+        err.seek(0)
+        return SimpleNamespace(returncode=code, stdout=out.read(), stderr=err.read())
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, status: int = 2) -> str:
@@ -204,10 +247,30 @@ BAD_COMPILES = [
     "key, extra, needles", [c[1:] for c in BAD_COMPILES], ids=[c[0] for c in BAD_COMPILES]
 )
 def test_bad_compile_gives_one_line_and_no_artifact(models, tmp_path, key, extra, needles):
+    """In process (:func:`lwc`); through a real subprocess in
+    :func:`test_bad_compile_in_a_subprocess`."""
     out = tmp_path / "out"
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     proc = lwc("compile", str(models[key]), *extra, "-o", str(out / "model.so"), cwd=cwd)
+    line = assert_one_line_error(proc)
+    for needle in needles:
+        assert needle in line, line
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("key, extra, needles", [
+    ("missing", [], ["no_such_model.onnx", "not found"]),
+    ("broken", ["--input-shape", "X:2,64"], ["ONNX checker"]),
+    ("dynamic", ["--input-shape", "X:2,64", "-t", '{"kind": "cuda"}'], ["arch"]),
+], ids=["missing-file", "checker", "cuda-without-arch"])
+def test_bad_compile_in_a_subprocess(models, tmp_path, key, extra, needles):
+    """``python -m lwc``: the exit status and both streams exactly as a shell sees them."""
+    out = tmp_path / "out"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    proc = lwc_subprocess("compile", str(models[key]), *extra, "-o", str(out / "model.so"), cwd=cwd)
     line = assert_one_line_error(proc)
     for needle in needles:
         assert needle in line, line
