@@ -276,7 +276,14 @@ def _replace_dir(stage: Path, out: Path) -> None:
 
 
 def _spec_line(spec) -> str:
-    return f"- `{spec.name}`: {spec.dtype} {list(spec.shape)}"
+    ranges = "".join(f", {sym} in {lo}..{hi}" for sym, lo, hi in getattr(spec, "ranges", ()))
+    return f"- `{spec.name}`: {spec.dtype} {list(spec.shape)}{ranges}"
+
+
+def _example_shape(spec) -> tuple:
+    """A shape the input accepts: symbolic dims at the low end of their range."""
+    low = {sym: lo for sym, lo, _ in getattr(spec, "ranges", ())}
+    return tuple(low.get(d, d) if isinstance(d, str) else d for d in spec.shape)
 
 
 def _readme(name: str, result) -> str:
@@ -284,7 +291,7 @@ def _readme(name: str, result) -> str:
     ins = "\n".join(_spec_line(s) for s in result.model.inputs)
     outs = "\n".join(_spec_line(s) for s in result.model.outputs)
     in_files = " ".join(f"{_file_stem(s.name)}.bin" for s in result.model.inputs)
-    arrays = ", ".join(f"np.zeros({tuple(s.shape)}, np.{s.dtype})" for s in result.model.inputs)
+    arrays = ", ".join(f"np.zeros({_example_shape(s)}, np.{s.dtype})" for s in result.model.inputs)
     first = result.model.inputs[0]
     cross = (
         f"    # or cross-compile on a PC: make CC={preset.arch}-linux-gnu-gcc\n"

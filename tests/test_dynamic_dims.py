@@ -191,3 +191,33 @@ def test_rec_dynamic_c_api(rec_dynamic, ocr_models):
     assert info.value.message == ("input 'x' dim 3 (x_3) is 95, outside the accepted range "
                                   "96..1280: the model accepts [1, 3, 48, x_3] with x_3 in 96..1280")
     assert model(np.zeros((1, 3, 48, 96), np.float32)).shape == (1, 12, 6625)  # still usable
+
+
+def test_bundle_c_example_takes_the_width_from_the_file(tmp_path):
+    """`lwc compile --bundle` of a dynamic-width model: the C example reads a width-13
+    input (the -1 dim from the file size) and matches onnxruntime."""
+    import subprocess
+    import sys
+
+    onnx.save(_width_model(), tmp_path / "width.onnx")
+    out = tmp_path / "bundle" / "width"
+    subprocess.run([sys.executable, "-m", "lwc", "compile", str(tmp_path / "width.onnx"),
+                    "--input-shape", "X:1,4,6,8..64", "--bundle", "-o", str(out)],
+                   check=True, capture_output=True, timeout=600)
+    assert "W in 8..64" in (out / "README.md").read_text()
+    subprocess.run(["make", "-C", str(out / "example")], check=True, capture_output=True, timeout=300)
+    x = np.random.default_rng(13).standard_normal((1, 4, 6, 13)).astype(np.float32)
+    x.tofile(tmp_path / "X.bin")
+    proc = subprocess.run([str(out / "example" / "run_model"), str(out / "width.so"),
+                           str(tmp_path / "X.bin"), str(tmp_path / "Y.bin")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    got = np.fromfile(tmp_path / "Y.bin", np.float32).reshape(1, 6, 13, 16)
+    np.testing.assert_allclose(got, _ort(_width_model(), {"X": x})[0], rtol=1e-5, atol=1e-5)
+    x[..., :5].copy().tofile(tmp_path / "small.bin")  # width 5 < 8
+    proc = subprocess.run([str(out / "example" / "run_model"), str(out / "width.so"),
+                           str(tmp_path / "small.bin"), str(tmp_path / "Y.bin")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1
+    assert "LWC_ERR_SHAPE_MISMATCH: input 'X' dim 3 (W) is 5, outside the accepted range 8..64" \
+        in proc.stderr

@@ -64,11 +64,17 @@ def symbolic_loops_enabled() -> bool:
 
 def planned_extent(extent) -> int:
     """A loop extent as an int: a constant as it is; a symbolic one at the planning values
-    of :func:`symbolic_loops` (:data:`SYMBOLIC_EXTENT` where they do not make it constant)."""
+    of :func:`symbolic_loops` (:data:`SYMBOLIC_EXTENT` where they do not make it constant).
+
+    Raises:
+        TypeError: a symbolic extent outside :func:`symbolic_loops` (the rule declines).
+    """
     value = const_extent(extent)
     if value is not None:
         return value
-    plan = _SYMBOLIC_LOOPS.get() or {}
+    if not symbolic_loops_enabled():  # a fixed-shape compile: decline, as int() did
+        raise TypeError(f"symbolic loop extent {extent} outside a dynamic-dims compile")
+    plan = _SYMBOLIC_LOOPS.get()
     from tvm.sym.analyzer import Analyzer
     from tvm.tirx.analysis import undefined_vars
 

@@ -291,13 +291,21 @@ def register_tile(
     v_extent = 1 if vloop.symbolic else vloop.extent
     u_extent = 1 if uloop is None or uloop.symbolic else uloop.extent
     vi, ui = choose_tile(v_extent, u_extent, facts)
-    if vi == 1 and uloop is not None and uloop.symbolic:
-        # no lanes to lose (rec's 6625-class head: an odd vector axis): rows of the symbolic
-        # axis, split with a tail predicate, are the only reuse left
-        vi, ui = choose_tile(1, uloop.extent, facts)
+    # dynamic dims, no lane tile (rec's head: 6625 classes x a symbolic sequence): the whole
+    # constant axis is the tile, left to LLVM's loop vectorizer (remainder loop included),
+    # so the operand it indexes streams contiguously: acc[t, :] += a[t, k] * b[k, :]
+    plain = vi == 1 and not vloop.symbolic and vloop.extent > 1 and any(lp.symbolic for lp in main.loops)
+    if plain:
+        vi, ui = vloop.extent, 1
+    # a symbolic vector axis (depthwise conv over the dynamic width): the whole row, unsplit,
+    # is the tile, for LLVM's loop vectorizer; the accumulator is rows x the width
+    row = vloop.symbolic
+    plain = plain or row
     outer, tile = [], {}
     for lp in main.spatial:
-        if lp is vloop and vi > 1:
+        if lp is vloop and row:
+            tile["v"] = lp.rv
+        elif lp is vloop and vi > 1:
             o, i = sch.split(lp.rv, [None, vi])
             outer.append(o)
             tile["v"] = i
@@ -309,7 +317,7 @@ def register_tile(
             outer.append(lp.rv)
     inner = [tile[k] for k in ("u", "v") if k in tile]
     reduction = [lp.rv for lp in main.reduction]
-    packed = strided_operand(main, vec_var) if "v" in tile else None
+    packed = strided_operand(main, vec_var) if "v" in tile and not row else None
     if packed is not None:  # the vector axis' outer loop first: the pack is per channel tile
         vo = outer[[lp is vloop for lp in main.spatial].index(True)]
         outer = [vo] + [lp for lp in outer if lp != vo]
@@ -341,10 +349,10 @@ def register_tile(
     if par:
         sch.parallel(fused[0])
     n_fused = len(fused)
-    if "v" in tile:
+    if "v" in tile and not plain:
         sch.vectorize(tile["v"])
     eloops = sch.get_loops(epilogue)[n_fused:]
-    if eloops and const_extent(sch.get(eloops[-1]).extent) is not None:
+    if eloops and not plain and const_extent(sch.get(eloops[-1]).extent) is not None:
         extent = int(sch.get(eloops[-1]).extent)
         if "v" in tile and extent == vi:
             sch.vectorize(eloops[-1])
@@ -360,7 +368,7 @@ def register_tile(
     if reduction:
         init = sch.decompose_reduction(block, reduction[0])
         iloops = sch.get_loops(init)[n_fused:]
-        if "v" in tile and iloops and sch.get(iloops[-1]).kind != 2 and (
+        if "v" in tile and not plain and iloops and sch.get(iloops[-1]).kind != 2 and (
                 const_extent(sch.get(iloops[-1]).extent) is not None):
             sch.vectorize(iloops[-1])
     return {"vi": vi, "ui": ui, "parallel": par}

@@ -306,16 +306,18 @@ def tune(
     Returns:
         a :class:`TuneResult`.
     Raises:
-        LwcError: bad model/target, GPU target, no tunable task, or a ``reuse_records``
-            folder that is missing or was tuned for another target; ``only_tasks``
-            matching no task.
+        LwcError: bad model/target, GPU target, a range in ``input_shapes``, no tunable
+            task, or a ``reuse_records`` folder that is missing or was tuned for another
+            target; ``only_tasks`` matching no task.
     """
     from lwc import prepare as prepare_stage
-    from lwc.options import options_from
     from lwc.frontend import model_sha256
+    from lwc.input_shapes import refuse_ranges
+    from lwc.options import options_from
     from lwc.targets import Preset, resolve
 
     started = time.perf_counter()
+    refuse_ranges(input_shapes)
     if only_tasks:
         _only_tasks_regex(only_tasks)  # a bad pattern fails before any work
     preset = target if isinstance(target, Preset) else resolve(target)

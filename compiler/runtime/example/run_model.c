@@ -8,6 +8,8 @@
  * .tofile("input.bin")). Then one OUTPUT path per model output; if only one is given for
  * a model with several outputs, output i > 0 goes to OUTPUT.bin.<i>. Read an output back
  * with np.fromfile("output.bin", np.float32).reshape(shape printed below).
+ * A model compiled with a range for one dim (--input-shape x:1,3,48,96..1280: the dim is
+ * -1 in the input info) takes that dim from the input file's size.
  *
  * Exit status: 0 on success, 1 with one line "run_model: <message>" on stderr otherwise.
  */
@@ -30,6 +32,41 @@ static void print_info(const char* kind, int32_t i, const lwc_tensor_info* info)
   printf("%s %d %s %s [", kind, (int)i, info->name, lwc_dtype_name(info->dtype));
   for (d = 0; d < info->ndim; ++d) printf("%s%lld", d ? ", " : "", (long long)info->shape[d]);
   printf("] %zu bytes\n", info->nbytes);
+}
+
+/* The input's shape with its one dynamic dim (-1) taken from the size of `path`, into
+ * shape[] (at most 64 dims); 0 with a message when it cannot be. */
+static int shape_from_file(const char* path, const lwc_tensor_info* info, int64_t* shape,
+                           size_t* nbytes) {
+  FILE* f = fopen(path, "rb");
+  long size = -1;
+  size_t rest = lwc_dtype_size(info->dtype);
+  int32_t d, dynamic = -1;
+  if (f != NULL) {
+    fseek(f, 0, SEEK_END);
+    size = ftell(f);
+    fclose(f);
+  }
+  for (d = 0; d < info->ndim && d < 64; ++d) {
+    shape[d] = info->shape[d];
+    if (shape[d] < 0 && dynamic >= 0) {
+      fprintf(stderr, "run_model: input %s has several dynamic dims; set its shape with "
+              "lwc_model_set_input\n", info->name);
+      return 0;
+    }
+    if (shape[d] < 0) dynamic = d;
+    else rest *= (size_t)shape[d];
+  }
+  if (dynamic >= 0) {
+    if (size < 0 || rest == 0 || (size_t)size % rest != 0) {
+      fprintf(stderr, "run_model: %s (%ld bytes) is not a whole number of %s rows\n", path,
+              size, info->name);
+      return 0;
+    }
+    shape[dynamic] = (int64_t)((size_t)size / rest);
+  }
+  *nbytes = dynamic >= 0 ? (size_t)size : info->nbytes;
+  return 1;
 }
 
 /* Read exactly `nbytes` from `path` into a new buffer (NULL with a message on error). */
@@ -92,12 +129,15 @@ int main(int argc, char** argv) {
 
   for (i = 0; i < n_in; ++i) {
     lwc_tensor_info info;
+    int64_t shape[64];
+    size_t nbytes;
     void* data;
     lwc_model_input_info(model, i, &info);
     print_info("input", i, &info);
-    data = read_file(argv[2 + i], info.nbytes);
+    if (!shape_from_file(argv[2 + i], &info, shape, &nbytes)) goto done;
+    data = read_file(argv[2 + i], nbytes);
     if (data == NULL) goto done;
-    st = lwc_model_set_input(model, i, info.dtype, info.ndim, info.shape, data, info.nbytes);
+    st = lwc_model_set_input(model, i, info.dtype, info.ndim, shape, data, nbytes);
     free(data);
     if (st != LWC_OK) {
       rc = fail("set_input", st);
