@@ -102,8 +102,9 @@ def cmd_tune(args) -> int:
     if st.get("skipped"):
         print(f"threads: {st['skipped']}")
     elif st:
-        print(f"threads: {st['single_thread']} of {st['kernels_timed']} tuned kernels run faster on one thread "
-              f"(each alone: {st['parallel_us']} us -> {st['best_us']} us); compile applies it")
+        print(f"timed alone: {st['kernels_timed']} tuned kernels; {st['single_thread']} run faster on one "
+              f"thread, lwc's rule beats the record for {st.get('rule_faster', 0)} "
+              f"({st['parallel_us']} us as tuned -> {st['best_us']} us); compile applies both")
     return 0
 
 

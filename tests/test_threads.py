@@ -50,12 +50,49 @@ def test_apply_follows_the_decisions_with_the_margin(kernel):
     fused, applied = tvm.IRModule({"k": func}), tvm.IRModule({"k": scheduled})
     key = threads.kernel_key(func)
     faster = {key: {"name": "k", "parallel_us": 10.0, "serial_us": 5.0}}
-    out, n = threads.apply(fused, applied, faster)
+    out, n, _ = threads.apply(fused, applied, faster)
     assert n == 1 and "T.parallel(" not in out["k"].script()
     within_margin = {key: {"name": "k", "parallel_us": 10.0, "serial_us": 9.5}}
     for decisions in (within_margin, {"123": faster[key]}, {}):
-        out, n = threads.apply(fused, applied, decisions)
+        out, n, _ = threads.apply(fused, applied, decisions)
         assert n == 0 and "T.parallel(" in out["k"].script()
+
+
+def _matmul():
+    from tvm import te
+
+    a = te.placeholder((64, 128), "float32", name="a")
+    b = te.placeholder((128, 96), "float32", name="b")
+    k = te.reduce_axis((0, 128), name="k")
+    c = te.compute((64, 96), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="c")
+    return te.create_prim_func([a, b, c])
+
+
+def test_the_rule_replaces_a_record_it_beat():
+    """A record lwc tune timed slower than lwc's rule schedule is replaced by the rule's
+    schedule at compile time (never slower than untuned); a faster record stays."""
+    from lwc.schedules import CpuFacts
+
+    func = _matmul()
+    record = func.with_attr("tirx.is_scheduled", True)  # a poor "record": the naive loop nest
+    fused, applied = tvm.IRModule({"k": func}), tvm.IRModule({"k": record})
+    key = threads.kernel_key(func)
+    facts = CpuFacts.from_preset(resolve("host"))
+    slower = {key: {"name": "k", "parallel_us": 10.0, "rule_us": 4.0}}
+    out, serial_n, ruled = threads.apply(fused, applied, slower, facts)
+    assert (serial_n, ruled) == (0, 1) and "T.vectorized(" in out["k"].script()
+    assert threads.rule_wins(slower[key])
+    faster = {key: {"name": "k", "parallel_us": 3.0, "rule_us": 4.0}}
+    for decisions, f in ((faster, facts), (slower, None)):  # no facts: rules disabled
+        out, _, ruled = threads.apply(fused, applied, decisions, f)
+        assert ruled == 0 and out["k"].same_as(record)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((64, 128), np.float32), rng.standard_normal((128, 96), np.float32)
+    lib = tvm.compile(tvm.IRModule({"main": threads.rule_schedule(func, facts).with_attr(
+        "global_symbol", "main")}), target=resolve("host").tvm_target())
+    c = tvm.runtime.tensor(np.zeros((64, 96), np.float32))
+    lib["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(b), c)
+    np.testing.assert_allclose(c.numpy(), a @ b, rtol=1e-5, atol=1e-4)
 
 
 def test_the_key_ignores_the_kernel_name(kernel):

@@ -118,7 +118,7 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     info["tuned_on_cpu"] = substitute
     info["functions_scheduled"] = len(_tuned_names(fused, applied))
     applied, info = _with_fixed(applied, preset, tvm_target, info)
-    applied, info = _with_single_thread(fused, applied, folder, info)
+    applied, info = _with_single_thread(fused, applied, folder, info, preset, rules)
     return _with_rules(applied, preset, tvm_target, rules, info)
 
 
@@ -161,13 +161,20 @@ def _with_cpu_rules(mod, preset, enabled: bool, info: dict) -> tuple[object, dic
     return mod, info
 
 
-def _with_single_thread(fused, applied, folder, info: dict) -> tuple[object, dict]:
+def _with_single_thread(fused, applied, folder, info: dict, preset, rules: bool) -> tuple[object, dict]:
+    """The per-kernel choices ``lwc tune`` timed (:mod:`lwc.tuning.threads`): one thread,
+    or lwc's rule schedule where it beat the record (``rules``: schedule rules enabled)."""
+    from lwc import schedules
     from lwc.tuning import threads
 
-    applied, serial = threads.apply(fused, applied, threads.read(folder))
+    facts = schedules.CpuFacts.from_preset(preset) if rules and not preset.is_gpu else None
+    applied, serial, ruled = threads.apply(fused, applied, threads.read(folder), facts)
     info["single_thread_kernels"] = serial
+    info["rule_over_record_kernels"] = ruled
     if serial:
         info["message"] += f"; {serial} on one thread (timed by lwc tune: {threads.DECISIONS})"
+    if ruled:
+        info["message"] += f"; {ruled} by lwc's rule, which lwc tune timed faster than the record"
     return applied, info
 
 

@@ -470,14 +470,18 @@ def _measure_threads(mod, fused, preset, tvm_target, folder: Path, database, rpc
     if not _runs_here(tvm_target):  # e.g. znver5 (AVX-512) kernels on a znver3: SIGILL
         return {"skipped": f"{tvm_target.attrs.get('mcpu')} kernels do not run on this "
                            f"{tvm_compat.system_cpu()}: not timed"}
+    from lwc import schedules
+
     applied, _ = schedule_fixed(prepare(mod, tvm_target, database), preset, tvm_target)
-    decisions = threads.measure(fused, applied, tvm_target)
+    facts = schedules.CpuFacts.from_preset(preset)
+    decisions = threads.measure(fused, applied, tvm_target, facts=facts)
     threads.write(folder, decisions, machine_cpu())
     serial = [d for d in decisions.values() if threads.single_thread(d)]
-    return {"kernels_timed": len(decisions), "single_thread": len(serial),
+    ruled = [d for d in decisions.values() if threads.rule_wins(d)]
+    return {"kernels_timed": len(decisions), "single_thread": len(serial), "rule_faster": len(ruled),
             "parallel_us": round(sum(d["parallel_us"] for d in decisions.values()), 1),
-            "best_us": round(sum(min(d["parallel_us"], d["serial_us"]) if threads.single_thread(d)
-                                 else d["parallel_us"] for d in decisions.values()), 1)}
+            "best_us": round(sum(min(d.get("rule_us", 1e30), threads.record_us(d))
+                                 for d in decisions.values()), 1)}
 
 
 def _runs_here(tvm_target) -> bool:
