@@ -11,7 +11,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from .analysis import Nest, classify, is_reduction, nest, uses
-from .common import inline_neighbours, register_tile, schedule_rest, vector_factor
+from .common import choose_tile, inline_neighbours, register_tile, schedule_rest, vector_factor
 from .facts import CpuFacts
 
 
@@ -61,12 +61,31 @@ def pick_axes(n: Nest, facts: CpuFacts):
     reuse = reuse_axis(n, vec)
     if n.loop_of(vec).symbolic:
         return _symbolic_axes(n, vec, reuse)
-    if vector_factor(n.loop_of(vec).extent, lanes) >= lanes or reuse is None:
+    if reuse is None:
         return vec, reuse
     shares = any(uses(i, reuse) for _, idx in vector_operands(n, vec) for i in idx)
-    if not shares and n.loop_of(reuse).extent % lanes == 0:
-        return reuse, vec
+    swappable = not shares and n.loop_of(reuse).extent % lanes == 0
+    if vector_factor(n.loop_of(vec).extent, lanes) < lanes:
+        return (reuse, vec) if swappable else (vec, reuse)
+    if swappable:  # both work: the tile with fewer operand loads per FMA, by a margin
+        v_ext, u_ext = n.loop_of(vec).extent, n.loop_of(reuse).extent
+        if _tile_score(u_ext, v_ext, facts) > SWAP_MARGIN * _tile_score(v_ext, u_ext, facts):
+            return reuse, vec
     return vec, reuse
+
+
+#: Channels go in the vector instead of pixels only when their tile does this much more
+#: work per operand load (the weights are then packed and the pixels broadcast).
+SWAP_MARGIN = 1.2
+
+
+def _tile_score(v_extent: int, u_extent: int, facts: CpuFacts) -> float:
+    """FMAs per operand load of :func:`choose_tile`'s tile (``nvec * ui / (nvec + ui)``),
+    scaled by the share of vector lanes used."""
+    lanes = facts.lanes(32)
+    vi, ui = choose_tile(v_extent, u_extent, facts)
+    nvec = -(-vi // lanes)
+    return nvec * ui / (nvec + ui) * min(1.0, vi / (nvec * lanes))
 
 
 def _symbolic_axes(n: Nest, vec, reuse):
