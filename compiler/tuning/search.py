@@ -476,12 +476,7 @@ def _measure_threads(mod, fused, preset, tvm_target, folder: Path, database, rpc
     facts = schedules.CpuFacts.from_preset(preset)
     decisions = threads.measure(fused, applied, tvm_target, facts=facts)
     threads.write(folder, decisions, machine_cpu())
-    serial = [d for d in decisions.values() if threads.single_thread(d)]
-    ruled = [d for d in decisions.values() if threads.rule_wins(d)]
-    return {"kernels_timed": len(decisions), "single_thread": len(serial), "rule_faster": len(ruled),
-            "parallel_us": round(sum(d["parallel_us"] for d in decisions.values()), 1),
-            "best_us": round(sum(min(d.get("rule_us", 1e30), threads.record_us(d))
-                                 for d in decisions.values()), 1)}
+    return threads.summary(decisions)
 
 
 def _runs_here(tvm_target) -> bool:

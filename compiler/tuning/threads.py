@@ -160,6 +160,18 @@ def rule_wins(entry: dict) -> bool:
     return "rule_us" in entry and entry["rule_us"] < record_us(entry)
 
 
+def summary(decisions: dict) -> dict:
+    """Counts and sums of :func:`measure`'s decisions for ``lwc tune``'s last line: kernels
+    timed, how many run on one thread, how many the rule beat, the kernels' summed time as
+    tuned and taking the faster choice of each (us)."""
+    entries = decisions.values()
+    return {"kernels_timed": len(decisions),
+            "single_thread": sum(1 for d in entries if single_thread(d)),
+            "rule_faster": sum(1 for d in entries if rule_wins(d)),
+            "parallel_us": round(sum(d["parallel_us"] for d in entries), 1),
+            "best_us": round(sum(min(d.get("rule_us", 1e30), record_us(d)) for d in entries), 1)}
+
+
 def write(folder: Path, decisions: dict, machine: str) -> Path:
     """Write ``decisions`` (from :func:`measure`) into a tuning log folder, atomically."""
     path = Path(folder) / DECISIONS
