@@ -11,7 +11,8 @@ the other convs' GFLOP/s on the host). The slice is one small copy (an s*s-th of
 after which the conv rule's stride-1 kernel reads contiguous rows.
 
 Preconditions: conv2d, NCHW data and OIHW weight of spatial size 1x1, a stride above 1,
-no padding, dilation 1, a static input shape. Declines anything else.
+no padding, dilation 1, a static input shape, operands that are not ``dequantize`` calls
+(an int8 QDQ conv stays one pattern for the int8 stage). Declines anything else.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ class SubsampleStridedConv1x1(FunctionRewrite):
         x, w = wildcard(), wildcard()
         conv = is_op("relax.nn.conv2d")(x, w)
         bindings = Bindings(func)
+        value_of = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+
+        def dequantized(expr) -> bool:
+            value = value_of.get(expr, expr)
+            return isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.dequantize"
 
         def replace(expr, m):
             attrs = expr.attrs
@@ -55,6 +61,8 @@ class SubsampleStridedConv1x1(FunctionRewrite):
                 why = "dilated"
             elif xshape is None or len(xshape) != 4 or not all(isinstance(d, tvm.tirx.IntImm) for d in xshape):
                 why = "input shape is not static"
+            elif dequantized(m[x]) or dequantized(m[w]):
+                why = "a QDQ conv (the int8 stage lowers it as one pattern)"
             if why is not None:
                 self.stats.declined.append((bindings.name(expr), why))
                 return expr

@@ -47,3 +47,26 @@ def test_other_strided_convs_are_declined_and_still_right(case):
     record = next(r for r in prepared.records if r.name == "SubsampleStridedConv1x1")
     assert record.stats["declined"], record
     assert_matches_onnxruntime(m, {"x": x})
+
+
+def test_qdq_conv_is_left_to_the_int8_stage():
+    """A strided 1x1 conv on dequantized operands stays one QDQ pattern (a slice between
+    DequantizeLinear and Conv would keep the int8 stage from lowering it)."""
+    from onnx import TensorProto, numpy_helper
+
+    w = RNG.integers(-100, 100, (8, 4, 1, 1)).astype(np.int8)
+    inits = [numpy_helper.from_array(w, "w"), tensor("ws", np.array(0.02, np.float32)),
+             numpy_helper.from_array(np.array(0, np.int8), "wz"), tensor("xs", np.array(0.05, np.float32)),
+             numpy_helper.from_array(np.array(128, np.uint8), "xz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], kernel_shape=[1, 1], strides=[2, 2])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4, 4])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    prepared = prepare(m, "host")
+    record = next(r for r in prepared.records if r.name == "SubsampleStridedConv1x1")
+    assert [d["reason"] for d in record.stats["declined"]] == [
+        "a QDQ conv (the int8 stage lowers it as one pattern)"]
+    assert count_ops(prepared.mod, "relax.strided_slice") == 0
