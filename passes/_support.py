@@ -72,6 +72,17 @@ class Bindings:
         return var is not None and self.uses[var] <= 1
 
 
+def ints(values) -> list[int]:
+    """A Relax attribute's integer array (strides, padding, ...) as Python ints."""
+    return [int(v) for v in values]
+
+
+def out_dtype(attrs) -> str | None:
+    """A conv's ``out_dtype``, or None (the input's) where it is unset (``""``/``void``)."""
+    dtype = str(attrs.out_dtype or "")
+    return None if dtype in ("", "void") else dtype
+
+
 def const_value(expr) -> np.ndarray | None:
     """The numpy value of a Relax constant (None for anything else)."""
     if isinstance(expr, GenericConst):

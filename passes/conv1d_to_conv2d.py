@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import tvm
 from lwc.passes._support import Bindings, FunctionRewrite, const_value
+from lwc.passes._support import out_dtype as conv_out_dtype
 from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
@@ -53,7 +54,7 @@ class Conv1dToConv2d(FunctionRewrite):
                 relax.op.expand_dims(m[x], 2), _weight_4d(m[w]),
                 strides=[1, int(attrs.strides[0])], padding=[0, pad_l, 0, pad_r],
                 dilation=[1, int(attrs.dilation[0])], groups=int(attrs.groups),
-                out_dtype=None if str(attrs.out_dtype or "") in ("", "void") else str(attrs.out_dtype),
+                out_dtype=conv_out_dtype(attrs),
             )
             self.stats.changed["conv1d as conv2d"] += 1
             return relax.op.squeeze(conv2d, [2])

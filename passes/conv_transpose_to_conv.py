@@ -24,20 +24,11 @@ output_padding 0, dilation 1, groups 1. Declines anything else (the op stays as 
 from __future__ import annotations
 
 import tvm
+from lwc.passes._support import Bindings, FunctionRewrite, const_value
+from lwc.passes._support import ints as _ints
+from lwc.passes._support import out_dtype as _out_dtype
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
-
-from lwc.passes._support import Bindings, FunctionRewrite, const_value
-
-
-def _out_dtype(attrs) -> str | None:
-    """The op's ``out_dtype``, or None (the input's) where it is unset (``void``)."""
-    dtype = str(attrs.out_dtype or "")
-    return None if dtype in ("", "void") else dtype
-
-
-def _ints(values) -> list[int]:
-    return [int(v) for v in values]
 
 
 @tvm.transform.module_pass(opt_level=0, name="ConvTransposeToConv")

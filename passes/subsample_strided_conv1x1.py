@@ -18,14 +18,10 @@ no padding, dilation 1, a static input shape, operands that are not ``dequantize
 from __future__ import annotations
 
 import tvm
+from lwc.passes._support import Bindings, FunctionRewrite, out_dtype
+from lwc.passes._support import ints as _ints
 from tvm import relax
 from tvm.relax.dpl import is_op, rewrite_call, wildcard
-
-from lwc.passes._support import Bindings, FunctionRewrite
-
-
-def _ints(values) -> list[int]:
-    return [int(v) for v in values]
 
 
 @tvm.transform.module_pass(opt_level=0, name="SubsampleStridedConv1x1")
@@ -72,7 +68,7 @@ class SubsampleStridedConv1x1(FunctionRewrite):
             return relax.op.nn.conv2d(
                 sub, m[w], strides=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1],
                 groups=int(attrs.groups), data_layout="NCHW", kernel_layout="OIHW",
-                out_layout="NCHW", out_dtype=None if str(attrs.out_dtype or "") in ("", "void") else str(attrs.out_dtype),
+                out_layout="NCHW", out_dtype=out_dtype(attrs),
             )
 
         return rewrite_call(conv, replace, func)
