@@ -25,6 +25,7 @@ from .facts import CpuFacts
 from .injective import Injective
 from .matmul import Matmul
 from .pooling import Pooling
+from .prepack import LAYOUT_FREE_ATTR, PrepackFailed, fold_prepacks, layout_free_params
 from .reduction import Reduction
 
 #: Rules in the order they are tried; the first that returns a schedule wins.
@@ -54,12 +55,15 @@ def schedule_func(func: tvm.tirx.PrimFunc, facts: CpuFacts, rules=None):
     errors = []
     for rule in rules if rules is not None else RULES:
         try:
-            sch = rule.apply(func, facts)
+            try:
+                sch = rule.apply(func, facts)
+            except PrepackFailed:  # the rule again, packing its weights per call
+                sch = rule.apply(func.without_attr(LAYOUT_FREE_ATTR), facts)
         except Exception as err:  # noqa: BLE001 - a rule bug must never break a build
             errors.append(f"{rule.name}: {_first_line(err)}")
             continue
         if sch is not None:
-            return sch.mod["main"].with_attr("tirx.is_scheduled", True), rule.name
+            return sch.mod["main"].without_attr(LAYOUT_FREE_ATTR).with_attr("tirx.is_scheduled", True), rule.name
     return None, "; ".join(errors) or f"no rule matches a {kind} kernel"
 
 
@@ -85,7 +89,7 @@ def apply_rules(mod: tvm.IRModule, facts: CpuFacts, rules=None, only=None) -> tu
     out = mod.clone()
     for gv, func in updates.items():
         out[gv] = func
-    return out, report
+    return fold_prepacks(out), report
 
 
 def dim_plan(mod: tvm.IRModule) -> dict[str, int] | None:
@@ -109,11 +113,14 @@ def dim_plan(mod: tvm.IRModule) -> dict[str, int] | None:
 
 
 def _schedule_all(mod, facts, rules, only, report: dict, updates: dict) -> None:
+    constants = layout_free_params(mod)
     for gv, func in mod.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
             continue
         if only is not None and gv.name_hint not in only:
             continue
+        if gv.name_hint in constants:  # weights the rule may pre-pack (lwc.schedules.prepack)
+            func = func.with_attr(LAYOUT_FREE_ATTR, constants[gv.name_hint])
         new, why = schedule_func(func, facts, rules)
         if new is None:
             report["declined"].append((gv.name_hint, why))

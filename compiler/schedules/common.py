@@ -318,6 +318,8 @@ def register_tile(
     inner = [tile[k] for k in ("u", "v") if k in tile]
     reduction = [lp.rv for lp in main.reduction]
     packed = strided_operand(main, vec_var) if "v" in tile and not row else None
+    if packed is not None and _layout_free(sch, main.reads[packed[0]][0]):
+        packed = None  # a constant: re-laid out at compile time instead (lwc.schedules.prepack)
     if packed is not None:  # the vector axis' outer loop first: the pack is per channel tile
         vo = outer[[lp is vloop for lp in main.spatial].index(True)]
         outer = [vo] + [lp for lp in outer if lp != vo]
@@ -393,6 +395,13 @@ def _vector_dim_last(sch: s_tir.Schedule, block, main: Nest, vec_var) -> None:
     sch.transform_layout(
         block, ("write", 0), IndexMap.from_func(lambda *ax: [ax[a] for a in order], ndim=rank)
     )
+
+
+def _layout_free(sch: s_tir.Schedule, buf) -> bool:
+    """Whether ``buf`` is a parameter the compile re-lays out (:mod:`lwc.schedules.prepack`)."""
+    func = sch.mod["main"]
+    free = func.attrs.get("layout_free_buffers") if func.attrs is not None else None
+    return bool(free) and any(func.params[int(i)].same_as(buf) for i in free)
 
 
 def strided_operand(main: Nest, vec_var) -> tuple[int, int] | None:

@@ -13,6 +13,7 @@ from tvm import s_tir
 from .analysis import Nest, classify, is_reduction, nest, uses
 from .common import choose_tile, inline_neighbours, register_tile, schedule_rest, vector_factor
 from .facts import CpuFacts
+from .prepack import rewrite_weight_layout
 
 
 def main_block(sch: s_tir.Schedule):
@@ -123,4 +124,5 @@ def schedule_contraction(sch: s_tir.Schedule, block, facts: CpuFacts) -> dict:
     vec, reuse = pick_axes(n, facts)
     tile = register_tile(sch, n, epilogue, facts, vec, reuse)
     schedule_rest(sch, producers, facts)
+    rewrite_weight_layout(sch)
     return tile
