@@ -69,8 +69,9 @@ def _matmul():
 
 
 def test_the_rule_replaces_a_record_it_beat():
-    """A record lwc tune timed slower than lwc's rule schedule is replaced by the rule's
-    schedule at compile time (never slower than untuned); a faster record stays."""
+    """A record lwc tune timed slower than lwc's rule schedule is dropped at compile time
+    (the kernel goes back unscheduled, and the compile's rules schedule it: never slower
+    than untuned); a faster record stays."""
     from lwc.schedules import CpuFacts
 
     func = _matmul()
@@ -80,7 +81,10 @@ def test_the_rule_replaces_a_record_it_beat():
     facts = CpuFacts.from_preset(resolve("host"))
     slower = {key: {"name": "k", "parallel_us": 10.0, "rule_us": 4.0}}
     out, serial_n, ruled = threads.apply(fused, applied, slower, facts)
-    assert (serial_n, ruled) == (0, 1) and "T.vectorized(" in out["k"].script()
+    assert (serial_n, ruled) == (0, 1) and out["k"].same_as(func)  # unscheduled again
+    from lwc.schedules import apply_rules
+
+    assert "T.vectorized(" in apply_rules(out, facts)[0]["k"].script()
     assert threads.rule_wins(slower[key])
     faster = {key: {"name": "k", "parallel_us": 3.0, "rule_us": 4.0}}
     for decisions, f in ((faster, facts), (slower, None)):  # no facts: rules disabled

@@ -278,7 +278,8 @@ def register_tile(
     writes the function output.
 
     Returns:
-        the tile chosen: {"vi": ..., "ui": ..., "parallel": bool}.
+        the tile chosen: {"vi": ..., "ui": ..., "parallel": bool, "prepacked": the operand
+        left unpacked for :func:`lwc.schedules.prepack.rewrite_weight_layout`, or None}.
     Raises:
         ValueError: ``vec_var`` does not drive a loop of ``main``.
     """
@@ -318,8 +319,12 @@ def register_tile(
     inner = [tile[k] for k in ("u", "v") if k in tile]
     reduction = [lp.rv for lp in main.reduction]
     packed = strided_operand(main, vec_var) if "v" in tile and not row else None
+    prepacked = None
     if packed is not None and _layout_free(sch, main.reads[packed[0]][0]):
-        packed = None  # a constant: re-laid out at compile time instead (lwc.schedules.prepack)
+        # a constant: re-laid out at compile time instead (lwc.schedules.prepack)
+        prepacked = {"dim": packed[1],
+                     "tile": vi, "buffer": main.reads[packed[0]][0]}
+        packed = None
     if packed is not None:  # the vector axis' outer loop first: the pack is per channel tile
         vo = outer[[lp is vloop for lp in main.spatial].index(True)]
         outer = [vo] + [lp for lp in outer if lp != vo]
@@ -373,7 +378,9 @@ def register_tile(
         if "v" in tile and not plain and iloops and sch.get(iloops[-1]).kind != 2 and (
                 const_extent(sch.get(iloops[-1]).extent) is not None):
             sch.vectorize(iloops[-1])
-    return {"vi": vi, "ui": ui, "parallel": par}
+    if prepacked is not None:
+        prepacked["block"] = sch.get(block).name_hint  # "<name>_update" after the decomposition
+    return {"vi": vi, "ui": ui, "parallel": par, "prepacked": prepacked}
 
 
 def _vector_dim_last(sch: s_tir.Schedule, block, main: Nest, vec_var) -> None:

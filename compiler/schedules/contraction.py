@@ -124,5 +124,5 @@ def schedule_contraction(sch: s_tir.Schedule, block, facts: CpuFacts) -> dict:
     vec, reuse = pick_axes(n, facts)
     tile = register_tile(sch, n, epilogue, facts, vec, reuse)
     schedule_rest(sch, producers, facts)
-    rewrite_weight_layout(sch)
+    rewrite_weight_layout(sch, tile["prepacked"])
     return tile

@@ -57,13 +57,20 @@ class PrepackFailed(RuntimeError):
     :data:`LAYOUT_FREE_ATTR`)."""
 
 
-def rewrite_weight_layout(sch) -> None:
+def rewrite_weight_layout(sch, required: dict | None = None) -> None:
     """Give the layout-free buffers of ``sch``'s function (attribute :data:`LAYOUT_FREE_ATTR`)
     the layout their consumer's loops read them in, behind a preproc block (MetaSchedule's
     ``RewriteLayout`` postprocessor). No-op without the attribute.
 
+    Args:
+        required: the operand the schedule left unpacked, counting on this rewrite
+            (:func:`lwc.schedules.common.register_tile`'s ``prepacked``: its reading block's
+            name, the buffer, its dim held in vectors and the tile's lanes ``tile``), or
+            None. Where ``RewriteLayout`` skips it (it cannot invert an access through fused
+            loops over a symbolic dim), it is laid out here as the per-call pack would:
+            ``[d // tile, other dims..., d % tile]``.
     Raises:
-        PrepackFailed: the postprocessor declined (e.g. an access it cannot invert).
+        PrepackFailed: the postprocessor declined.
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -72,6 +79,27 @@ def rewrite_weight_layout(sch) -> None:
         return
     if not ms.postproc.RewriteLayout().apply(sch):
         raise PrepackFailed("RewriteLayout declined the kernel's constant operands")
+    if required is None:
+        return
+    done = [r.block.reads[0].source for r in _block_realizes(sch.mod["main"].body) if PREPROC in r.block.annotations]
+    if not any(b.same_as(required["buffer"]) for b in done):
+        _rewrite_tiled(sch, required)
+
+
+def _rewrite_tiled(sch, required: dict) -> None:
+    """Lay ``required``'s operand out as ``[d // tile, other dims..., d % tile]`` behind a
+    preproc block (as ``RewriteLayout`` does with its suggested map)."""
+    from tvm.tirx import IndexMap
+
+    block = sch.get_sblock(required["block"])
+    reads = [r.source for r in sch.get(block).reads]
+    cache = sch.cache_read(block, next(i for i, b in enumerate(reads) if b.same_as(required["buffer"])), "global")
+    sch.annotate(cache, PREPROC, True)
+    dim, tile = required["dim"], required["tile"]
+    rank = len(required["buffer"].shape)
+    rest = [a for a in range(rank) if a != dim]
+    sch.transform_layout(cache, ("write", 0), IndexMap.from_func(
+        lambda *ax: [ax[dim] // tile, *[ax[a] for a in rest], ax[dim] % tile], ndim=rank))
 
 
 def fold_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
@@ -85,13 +113,33 @@ def fold_prepacks(mod: tvm.IRModule) -> tvm.IRModule:
     """
     if not any(_has_preproc(f) for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)):
         return mod
-    mod = relax.transform.SplitLayoutRewritePreproc()(mod)
-    mod = _FoldCopies(mod).run()
+    # the split pass requires every PrimFunc's body to be a root block over blocks: kernels
+    # without blocks (lwc's BSR kernels) sit it out as a stub under the same GlobalVar
+    blockless = {gv: f for gv, f in mod.functions_items()
+                 if isinstance(f, tvm.tirx.PrimFunc) and not _block_realizes(f.body)}
+    if blockless:
+        mod = mod.clone()
+        for gv in blockless:
+            mod[gv] = _stub()
+    try:
+        split = relax.transform.SplitLayoutRewritePreproc()(mod)
+    except RuntimeError:  # TVM's InternalError: a kernel the split cannot read: the copies stay in the kernels
+        split = mod  # (correct, one copy of each weight per call, as before this stage)
+    for gv, func in blockless.items():
+        split[gv] = func
+    mod = _FoldCopies(split).run()
     seq = tvm.transform.Sequential([
         relax.transform.FoldConstant(),  # TupleGetItem of the folded tuples (and any copy left)
         relax.transform.DeadCodeElimination(),
     ])
     return seq(mod)
+
+
+def _stub():
+    """A PrimFunc of one block (stands in for a blockless kernel during the split)."""
+    from tvm import te
+
+    return te.create_prim_func([te.compute((1,), lambda i: tvm.tirx.const(0, "int32"), name="stub")])
 
 
 def _has_preproc(func) -> bool:

@@ -195,7 +195,8 @@ def read(folder: Path | None) -> dict:
 
 def apply(fused, applied, decisions: dict, facts=None) -> tuple[object, int, int]:
     """``applied`` with the kernels ``decisions`` lists as faster on one thread made serial,
-    and those the rule beat (:func:`rule_wins`) scheduled by the rule (given ``facts``).
+    and those the rule beat (:func:`rule_wins`) put back unscheduled (given ``facts``), for
+    :func:`lwc.schedules.apply_rules` to schedule.
 
     Returns:
         (module, number of functions made serial, number given the rule's schedule).
@@ -215,7 +216,9 @@ def apply(fused, applied, decisions: dict, facts=None) -> tuple[object, int, int
             continue
         rule = rule_schedule(fused[name], facts) if rule_wins(entry) else None
         if rule is not None:
-            out[gvar] = rule
+            # left unscheduled: the compile's next step, lwc.schedules.apply_rules, gives it
+            # the rule's schedule with its constant weights pre-packed (lwc.schedules.prepack)
+            out[gvar] = fused[name]
             ruled += 1
             continue
         if not single_thread(entry):

@@ -81,7 +81,7 @@ def test_chain_matches_onnxruntime_and_tvms_own_fold(monkeypatch):
 
 
 def test_failed_layout_rewrite_falls_back_to_packing_per_call(monkeypatch):
-    def fail(sch):  # as RewriteLayout declining: only kernels with layout-free buffers
+    def fail(sch, _required=None):  # as RewriteLayout declining: only kernels with layout-free buffers
         attrs = sch.mod["main"].attrs
         if attrs is not None and prepack.LAYOUT_FREE_ATTR in attrs:
             raise prepack.PrepackFailed("declined")
