@@ -167,7 +167,7 @@ class _FoldCopies(relax.PyExprMutator):
         self.mod_ = mod
         self.renamed: dict[str, object] = {}  # original kernel name -> its GlobalVar
 
-    def visit_tuple_getitem_(self, op):  # noqa: D102 - the mutator's hook
+    def visit_tuple_getitem_(self, op):
         op = super().visit_tuple_getitem_(op)
         tup = op.tuple_value
         bound = self.lookup_binding(tup) if isinstance(tup, relax.Var) else None
@@ -181,7 +181,7 @@ class _FoldCopies(relax.PyExprMutator):
                 self.builder_.update_func(gv, self.visit_expr(func))
         return self.builder_.get()
 
-    def visit_call_(self, call):  # noqa: D102 - the mutator's hook
+    def visit_call_(self, call):
         call = super().visit_call_(call)
         if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.call_tir"):
             return call

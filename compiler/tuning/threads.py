@@ -30,8 +30,8 @@ the untuned build's time before this, and the committed log tuned days earlier 1
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 #: File in a tuning log folder: {"version": 1, "kernels": {workload hash: {...}}}.
 DECISIONS = "single_thread.json"

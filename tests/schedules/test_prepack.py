@@ -8,11 +8,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from onnx import helper
-from schedules_support import AVX2, NEON, check_numerics, fused_module, model, prim_scripts, rand, run_lwc, run_ort
-from test_conv2d import conv_model
-
 from lwc.schedules import apply_rules, prepack
+from onnx import helper
+from schedules_support import (
+    AVX2,
+    NEON,
+    check_numerics,
+    fused_module,
+    model,
+    prim_scripts,
+    rand,
+    run_lwc,
+    run_ort,
+)
+from test_conv2d import conv_model
 
 
 def _chain_model():
@@ -70,7 +79,7 @@ def test_chain_matches_onnxruntime_and_tvms_own_fold(monkeypatch):
         return tvm.transform.Sequential([tvm.relax.transform.FoldConstant(),
                                          tvm.relax.transform.DeadCodeElimination()])(mod)
 
-    import lwc.schedules as schedules
+    from lwc import schedules
 
     monkeypatch.setattr(schedules, "fold_prepacks", tvm_fold)
     theirs, _ = apply_rules(fused, AVX2)
@@ -86,7 +95,7 @@ def test_failed_layout_rewrite_falls_back_to_packing_per_call(monkeypatch):
         if attrs is not None and prepack.LAYOUT_FREE_ATTR in attrs:
             raise prepack.PrepackFailed("declined")
 
-    import lwc.schedules.contraction as contraction
+    from lwc.schedules import contraction
 
     monkeypatch.setattr(contraction, "rewrite_weight_layout", fail)
     m = conv_model(64, 128, (13, 13), 3, pad=1)
