@@ -8,9 +8,9 @@ vector load feeds ``ui`` FMAs (conv NCHW: output channel; matmul: row).
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 
-from .analysis import Nest, classify, is_reduction, nest, uses
+from .analysis import Nest, classify, const_extent, is_reduction, nest, uses
 from .common import choose_tile, inline_neighbours, register_tile, schedule_rest, vector_factor
 from .facts import CpuFacts
 from .prepack import rewrite_weight_layout
@@ -22,6 +22,24 @@ def main_block(sch: s_tir.Schedule):
     if kind != "contraction":
         return None
     return next(b for b in blocks if is_reduction(sch, b))
+
+
+def index_stride(expr, var) -> int | None:
+    """How far ``expr`` moves when ``var`` grows by one, the other variables at 0 (a
+    stride-2 conv reads its input at ``2 * ow + rx``: 2); None if not a constant."""
+    from tvm.sym.analyzer import Analyzer
+    from tvm.tirx.analysis import undefined_vars
+
+    values = []
+    try:
+        for at in (0, 1):
+            analyzer = Analyzer()
+            for v in undefined_vars(expr):
+                analyzer.bind(v, tirx.const(at if v.same_as(var) else 0, "int64"))
+            values.append(const_extent(analyzer.simplify(expr)))
+    except Exception:  # noqa: BLE001 - e.g. an int32 index: no claim about the stride
+        return None
+    return None if None in values else values[1] - values[0]
 
 
 def vector_operands(n: Nest, vec_var) -> list:
@@ -68,6 +86,8 @@ def pick_axes(n: Nest, facts: CpuFacts):
     swappable = not shares and n.loop_of(reuse).extent % lanes == 0
     if vector_factor(n.loop_of(vec).extent, lanes) < lanes:
         return (reuse, vec) if swappable else (vec, reuse)
+    if swappable and any(index_stride(idx[-1], vec) not in (0, 1) for _, idx in vector_operands(n, vec)):
+        return reuse, vec  # a strided conv's pixels are a gather, not a vector load
     if swappable:  # both work: the tile with fewer operand loads per FMA, by a margin
         v_ext, u_ext = n.loop_of(vec).extent, n.loop_of(reuse).extent
         if _tile_score(u_ext, v_ext, facts) > SWAP_MARGIN * _tile_score(v_ext, u_ext, facts):

@@ -147,3 +147,21 @@ def test_squeeze_excite_broadcast_epilogue_is_register_tiled():
     lines = [ln for ln in kernel.splitlines() if " for " in ln or "T.sblock(" in ln]
     last = max(i for i, ln in enumerate(lines) if 'T.sblock("T_multiply' in ln)
     assert "T.vectorized(" in lines[last - 1]  # the multiply's innermost loop
+
+
+@pytest.mark.parametrize("stride, axis", [(1, "v_xx"), (2, "v_ff")])
+def test_strided_conv_puts_channels_in_the_vector(stride, axis):
+    # stride 2: the pixels of a row are every other input element (a gather), so the output
+    # channels go in the vector (their weights are pre-packed contiguous) and pixels beside them
+    import tvm
+    from lwc.schedules import analysis
+    from lwc.schedules.contraction import main_block, pick_axes
+    from schedules_support import fused_module
+    from tvm import s_tir
+
+    fused, _ = fused_module(conv_model(16, 32, (32, 64), 3, stride=stride, pad=1))
+    func = next(f for gv, f in fused.functions_items()
+                if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint)
+    sch = s_tir.Schedule(func)
+    vec, _ = pick_axes(analysis.nest(sch, main_block(sch)), AVX2)
+    assert vec.name == axis
