@@ -140,7 +140,7 @@ def _epilogue_into(sch, tail) -> None:
             return
         try:
             sch.reverse_compute_inline(consumers[0])
-        except tvm.TVMError:
+        except RuntimeError:  # TVM's ScheduleError
             return
 
 
