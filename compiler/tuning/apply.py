@@ -28,10 +28,9 @@ def prepare(mod, tvm_target, database=None):
         from lwc.kernel_inventory import lower_to_kernels
 
         return lower_to_kernels(mod, tvm_target)
-    with tvm_target:
-        with database:
-            assert ms.Database.current() is not None
-            return relax.get_pipeline("zero")(mod)
+    with tvm_target, database:
+        assert ms.Database.current() is not None
+        return relax.get_pipeline("zero")(mod)
 
 
 def _prim_funcs(mod) -> dict:
