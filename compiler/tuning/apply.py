@@ -134,7 +134,7 @@ def _with_rules(mod, preset, tvm_target, enabled: bool, info: dict) -> tuple[obj
     design space (:func:`schedule_fixed` with :data:`LWC_RULE_PREFIX`), then lwc's CPU
     rules for the rest (``enabled``: ``CompileOptions.schedule_rules``)."""
     if enabled and not preset.is_gpu:
-        mod, sampled = schedule_fixed(mod, preset, tvm_target, LWC_RULE_PREFIX)
+        mod, sampled = schedule_fixed(mod, preset, tvm_target, LWC_RULE_PREFIX, _facts(preset))
         info["sampled_schedules"] = sampled
         if sampled:
             info["message"] += f"; {sampled} int8 kernels on an untuned draw of their tuning space"
@@ -213,7 +213,7 @@ def _fixed_rule_funcs(mod, rules=FIXED_SCHEDULE_RULES) -> list:
     return names
 
 
-def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES) -> tuple[object, int]:
+def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES, facts=None) -> tuple[object, int]:
     """Schedule the functions no record scheduled whose kernel has a fixed schedule
     (:data:`FIXED_SCHEDULE_RULES`, e.g. lwc's int8 depthwise conv) with MetaSchedule's
     design space for ``preset`` (one space; the root's sampled unroll depth is drawn with
@@ -227,11 +227,19 @@ def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES) -> tuple
     of its rule's design space (the packed int8 convs: a vectorized, tensorized kernel
     whose tile sizes a search would refine).
 
+    ``facts``: the CPU (:class:`lwc.schedules.CpuFacts`); given, the space and its tiles are
+    chosen for it (:func:`lwc.schedules.int8.pick_space`: register-blocked, tiles that fit
+    the vector registers) and kernels too small to pay for a fork/join run on one thread
+    (:func:`lwc.schedules.int8.parallel_pays`); None takes the seeded draw as is.
+
     Returns:
         (module, number of functions scheduled). A function whose space or
         postprocessors fail is left unscheduled.
     """
     import tvm
+
+    from lwc.schedules import int8 as int8_rule
+    from lwc.tuning.threads import serial
 
     names = _fixed_rule_funcs(mod, rules)
     if not names:
@@ -247,7 +255,7 @@ def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES) -> tuple
         ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
                              space_generator=space_generator(ms, preset), task_name=name, rand_state=0)
         try:
-            sch = ctx.generate_design_space()[0]
+            sch = _draw(ctx, func, facts)
             if not all(post.apply(sch) for post in ctx.space_generator.postprocs):
                 continue
         except RuntimeError:  # TVM's errors (InternalError ...) derive from it
@@ -255,9 +263,27 @@ def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES) -> tuple
         scheduled = sch.mod["main"]
         for key, value in (func.attrs or {}).items():
             scheduled = scheduled.with_attr(key, value)
+        if facts is not None and not int8_rule.parallel_pays(func, facts):
+            scheduled = serial(scheduled) or scheduled
         out[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
         done += 1
     return out, done
+
+
+def _draw(ctx, func, facts):
+    """The schedule of one lwc kernel: the first seeded design space, or (``facts``) the
+    space and tiles :func:`lwc.schedules.int8.pick_space` chooses, replayed."""
+    from tvm import s_tir
+
+    from lwc.schedules import int8 as int8_rule
+
+    spaces = ctx.generate_design_space()
+    if facts is None:
+        return spaces[0]
+    trace = int8_rule.pick_space(spaces, facts, int8_rule.copy_channels(func))
+    sch = s_tir.Schedule(ctx.mod)
+    trace.apply_to_schedule(sch, remove_postproc=True)
+    return sch
 
 
 #: Cores assumed for a board target that does not name them (MetaSchedule requires the
@@ -276,8 +302,15 @@ def _with_num_cores(tvm_target):
     return tvm.target.Target(config)
 
 
+def _facts(preset):
+    """The CPU facts lwc's untuned int8 schedules are chosen for (None for GPU presets)."""
+    from lwc.schedules import CpuFacts
+
+    return None if preset.is_gpu else CpuFacts.from_preset(preset)
+
+
 def _with_fixed(mod, preset, tvm_target, info: dict) -> tuple[object, dict]:
-    mod, fixed = schedule_fixed(mod, preset, tvm_target)
+    mod, fixed = schedule_fixed(mod, preset, tvm_target, facts=_facts(preset))
     info["fixed_schedules"] = fixed
     if fixed:
         info["message"] += f"; {fixed} kernels with lwc's fixed schedule (int8 depthwise)"

@@ -472,8 +472,8 @@ def _measure_threads(mod, fused, preset, tvm_target, folder: Path, database, rpc
                            f"{tvm_compat.system_cpu()}: not timed"}
     from lwc import schedules
 
-    applied, _ = schedule_fixed(prepare(mod, tvm_target, database), preset, tvm_target)
     facts = schedules.CpuFacts.from_preset(preset)
+    applied, _ = schedule_fixed(prepare(mod, tvm_target, database), preset, tvm_target, facts=facts)
     decisions = threads.measure(fused, applied, tvm_target, facts=facts)
     threads.write(folder, decisions, machine_cpu())
     return threads.summary(decisions)

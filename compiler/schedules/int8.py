@@ -1,0 +1,158 @@
+"""lwc's int8 kernels without a tuning record: their own MetaSchedule design space, with
+the decisions a search would sample chosen from the CPU's facts.
+
+The packed int8 convs (:mod:`lwc.kernels.int8_conv2d`) and the int8 depthwise conv
+(:mod:`lwc.kernels.int8_depthwise`) carry a ``schedule_rule`` annotation: their schedule is
+lwc's custom MetaSchedule rule, whose tile sizes ``lwc tune`` searches. Untuned, one
+seeded draw of that space used to be taken as is (:func:`lwc.tuning.apply.schedule_fixed`):
+the reduction-innermost or register-blocked space by position, tiles at random, and every
+kernel parallel. This module picks instead, as the fp32 rules do (:mod:`.common`), on
+x86 (Arm dotprod keeps the seeded draw: :func:`pick_space` says why):
+
+* the register-blocked space (the GEMM micro-kernel of Goto & van de Geijn, ACM TOMS
+  34(3), 2008: ``r1 x c1`` independent accumulators over the whole reduction), with
+  ``r1`` rows and ``c1`` column blocks that fit the vector registers
+  (:func:`choose_tile`: fewest operand loads per dot instruction; one column block,
+  :data:`MAX_COLS`);
+* the activation copy by input rows where its channel count is not a multiple of 64
+  (``schedule_im2col``'s measurements: the postprocessor's fused
+  loop pays an int64 div/mod per element there), as-is otherwise;
+* every parallel loop made serial below :data:`.common.PARALLEL_MIN_WORK` multiply-adds
+  (a fork/join of TVM's thread pool costs tens of microseconds; PP-OCR cls's int8 convs
+  are 0.1-2 M MACs each).
+"""
+
+from __future__ import annotations
+
+from .common import PARALLEL_MIN_WORK
+from .facts import CpuFacts
+
+#: Bound of the rule's sampled row tile (lwc.kernels.int8_conv2d.schedule_dot_product:
+#: ``max_innermost_factor`` of its first ``sample_perfect_tile``).
+MAX_ROWS = 8
+#: Column blocks per tile. The rule allows 4, but with two or more LLVM 22 breaks the
+#: accumulator tile into lanes and shuffles them through the stack around every dot
+#: instruction (PP-OCRv4 det's 3x3 conv 96->24 at 160x160, instructions per dot in the
+#: kernel's code: AVX2 ``vpmaddwd`` 8x1 3.4, 4x2 19.4, 8x2 15.9; NEON ``sdot`` 8x1 3.6,
+#: 4x3 8.8, 8x3 7.8), so the rows are the only register reuse.
+MAX_COLS = 1
+
+#: Activation copies with a channel count that is a multiple of this stay as
+#: RewriteParallelVectorizeUnroll schedules them (resnet50's 64..512 channels, measured
+#: faster that way: lwc.kernels.int8_conv2d.schedule_im2col); others go by rows.
+AS_IS_CHANNELS = 64
+
+
+def _divisors(n: int, limit: int) -> list[int]:
+    return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
+
+
+def choose_tile(rows: int, cols: int, facts: CpuFacts) -> tuple[int, int]:
+    """Register tile ``(r1, c1)`` of the packed int8 matmul: ``r1`` rows (output pixels)
+    times ``c1`` column blocks (one dot instruction's lanes of output channels each).
+
+    Each step of the reduction loads ``r1`` broadcast activations and ``c1`` weight
+    vectors for ``r1 * c1`` dot instructions; the tile needs ``r1 * c1`` accumulator
+    registers, ``c1`` weight registers and one broadcast (AVX2: the widened weights;
+    all ISAs: one vector register per operand), so ``r1 * c1 + c1 + 1 <= vector_regs``.
+    The tile with the fewest loads per instruction, ``(r1 + c1) / (r1 * c1)``, wins;
+    ties go to more accumulators. ``c1`` is at most :data:`MAX_COLS`.
+
+    Args:
+        rows: extent of the row loop (divisors only: the rule's tiles are perfect).
+        cols: extent of the column-block loop.
+        facts: the CPU (``vector_regs``).
+    Returns:
+        (r1, c1), each at least 1.
+    """
+    best = (float("inf"), 0, 1, 1)
+    for r1 in _divisors(rows, MAX_ROWS):
+        for c1 in _divisors(cols, MAX_COLS):
+            if r1 * c1 + c1 + 1 > facts.vector_regs:
+                continue
+            score = ((r1 + c1) / (r1 * c1), -r1 * c1)
+            if score < best[:2]:
+                best = (*score, r1, c1)
+    return best[2], best[3]
+
+
+def pick_space(spaces, facts: CpuFacts, channels: int | None):
+    """The design space and decisions for an untuned lwc int8 kernel.
+
+    Args:
+        spaces: ``TuneContext.generate_design_space()`` of the kernel (tvm.s_tir.Schedule
+            list; the dot-product rule gives register-blocked and reduction-innermost
+            spaces, each with the activation copy as-is and by rows).
+        facts: the CPU.
+        channels: the activation copy's innermost (channel) extent, None without one.
+    Returns:
+        the trace to replay (tvm.s_tir.schedule.Trace).
+    """
+    def has(sch, kind: str) -> bool:
+        return any(inst.kind.name == kind for inst in sch.trace.insts)
+
+    if facts.has_dotprod:
+        # Arm sdot: the first seeded space (reduction innermost, copy as is, its sampled
+        # tiles and epilogue location) is the fewest instructions of the four tried on
+        # PP-OCRv4 det (rpi5 int8, arm64 proxy, cortex-a76): 1,066 M, against 1,160 M
+        # (register-blocked 8x1, copy by rows), 1,135 M (4x2) and 1,081 M (8x1, copy as is).
+        return spaces[0].trace
+
+    blocked = [s for s in spaces if has(s, "CacheWrite")] or list(spaces)
+    by_rows = channels is not None and channels % AS_IS_CHANNELS != 0
+    chosen = next((s for s in blocked if has(s, "Parallel") == by_rows), blocked[0])
+    trace = chosen.trace
+    tiles = [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
+    if len(tiles) == 2:
+        rows, cols = (_extent(trace.decisions[inst]) for inst in tiles)
+        r1, c1 = choose_tile(rows, cols, facts)
+        trace = trace.with_decision(tiles[0], [rows // r1, r1], remove_postproc=True)
+        trace = trace.with_decision(tiles[1], [cols // c1, c1], remove_postproc=True)
+    return trace
+
+
+def _extent(decision) -> int:
+    out = 1
+    for factor in decision:
+        out *= int(factor)
+    return out
+
+
+def _blocks(func) -> list:
+    """The blocks under the root of an unscheduled kernel (tvm.tirx.SBlock list)."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    return [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
+
+
+def _const(extent) -> int | None:
+    from tvm import tirx
+
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def block_work(func) -> int:
+    """Iterations of the kernel's largest block (its multiply-adds for a conv or matmul:
+    the product of the block's constant iteration extents, spatial and reduction)."""
+    best = 1
+    for block in _blocks(func):
+        n = 1
+        for iv in block.iter_vars:
+            n *= _const(iv.dom.extent) or 1
+        best = max(best, n)
+    return best
+
+
+def parallel_pays(func, facts: CpuFacts) -> bool:
+    """True when ``func`` (unscheduled) has enough work for a fork/join across ``facts.cores``."""
+    return facts.cores > 1 and block_work(func) >= PARALLEL_MIN_WORK
+
+
+def copy_channels(func) -> int | None:
+    """Innermost extent of the activation copy block (``schedule_rule`` ``lwc_int8_im2col``),
+    None where the kernel has none."""
+    for block in _blocks(func):
+        if str(block.annotations.get("schedule_rule", "")) == "lwc_int8_im2col" and block.iter_vars:
+            return _const(block.iter_vars[-1].dom.extent)
+    return None

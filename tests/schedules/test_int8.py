@@ -1,0 +1,90 @@
+"""lwc.schedules.int8: lwc's packed int8 convs without a tuning record get the
+register-blocked space of their rule with a tile that fits the vector registers, one
+thread below the parallel threshold, and stay the exact integer conv."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+
+from lwc.kernels.int8_conv2d import conv_kernel, dot_product_for, pack_weight
+from lwc.schedules import CpuFacts
+from lwc.schedules.int8 import MAX_COLS, MAX_ROWS, block_work, choose_tile
+from lwc.targets import resolve
+from lwc.tuning.apply import LWC_RULE_PREFIX, schedule_fixed
+
+
+@pytest.mark.parametrize("regs", [16, 32], ids=["avx2", "neon-avx512"])
+def test_tile_fits_the_registers_and_divides_the_loops(regs):
+    facts = CpuFacts(vector_regs=regs)
+    for rows, cols in [(96, 11), (48, 4), (7, 3), (1, 1), (56, 8), (160, 2)]:
+        r1, c1 = choose_tile(rows, cols, facts)
+        assert rows % r1 == 0 and cols % c1 == 0 and r1 <= MAX_ROWS and c1 <= MAX_COLS
+        assert r1 * c1 + c1 + 1 <= regs  # accumulators + weight vectors + one broadcast
+
+
+def test_tile_is_the_most_rows_that_divide_the_loop():
+    # one column block (MAX_COLS): the rows are the register reuse, up to MAX_ROWS
+    assert MAX_COLS == 1
+    assert choose_tile(96, 8, CpuFacts(vector_regs=16)) == (8, 1)
+    assert choose_tile(160, 6, CpuFacts(vector_regs=32)) == (8, 1)
+    assert choose_tile(7, 3, CpuFacts(vector_regs=16)) == (7, 1)
+    assert choose_tile(6, 3, CpuFacts(vector_regs=16)) == (6, 1)
+
+
+def _reference(x, w, pads, zp):
+    """int32 conv2d (stride 1) of uint8 ``x`` padded with the zero point ``zp``, int8 ``w``."""
+    xp = np.pad(x.astype(np.int64), [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])], constant_values=zp)
+    o, _, kh, kw = w.shape
+    oh, ow = xp.shape[2] - kh + 1, xp.shape[3] - kw + 1
+    out = np.zeros((x.shape[0], o, oh, ow), np.int64)
+    for r in range(kh):
+        for q in range(kw):
+            out += np.einsum("nchw,oc->nohw", xp[:, :, r:r + oh, q:q + ow], w[:, :, r, q].astype(np.int64))
+    return out.astype(np.int32)
+
+
+#: (input NCHW, weight OIHW, pads): 0.1 M MACs (one thread) and 12.8 M MACs (parallel)
+CASES = [((1, 16, 6, 24), (32, 16, 3, 3), [1, 1, 1, 1]), ((1, 64, 56, 56), (64, 64, 1, 1), [0, 0, 0, 0])]
+
+
+def _kernel(preset, case):
+    shape, wshape, pads = case
+    out_shape = (1, wshape[0], shape[2] + pads[0] + pads[2] - wshape[2] + 1, shape[3] + pads[1] + pads[3] - wshape[3] + 1)
+    dot = dot_product_for(preset.arch, preset.features)
+    return dot, conv_kernel(shape, wshape, out_shape, (1, 1), (1, 1), pads, 7, dot)
+
+
+def _untuned(preset, func):
+    mod, done = schedule_fixed(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), preset,
+                               preset.tvm_target(), LWC_RULE_PREFIX, CpuFacts.from_preset(preset))
+    assert done == 1
+    return mod
+
+
+@pytest.mark.parametrize("case", CASES, ids=["small", "large"])
+def test_host_kernel_is_register_blocked_exact_and_parallel_only_when_it_pays(case):
+    host = resolve("host")
+    dot, func = _kernel(host, case)
+    mod = _untuned(host, func)
+    text = mod.script()
+    assert "matmul_global" in text  # the register-blocked space: accumulators in a tile
+    assert ("T.parallel" in text) == (block_work(func) >= 1 << 22)
+    rng = np.random.default_rng(0)
+    shape, wshape, pads = case
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    w = rng.integers(-128, 128, wshape).astype(np.int8)
+    ref = _reference(x, w, pads, 7)
+    lib = tvm.compile(mod, target=host.tvm_target())
+    out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight(w, dot)), out)
+    np.testing.assert_array_equal(out.numpy(), ref)
+
+
+def test_rpi5_kernel_uses_sdot_and_builds():
+    rpi5 = resolve("rpi5")
+    _, func = _kernel(rpi5, CASES[0])
+    mod = _untuned(rpi5, func)
+    assert "sdot" in mod.script() and "T.parallel" not in mod.script()  # the seeded draw, one thread
+    assert tvm.compile(mod, target=rpi5.tvm_target()) is not None
