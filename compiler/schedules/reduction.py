@@ -7,8 +7,13 @@ Schedule, after TVM's dlight CPU reduction rule (s_tir/dlight/cpu/reduction.py):
 1. inline the injective blocks that can be inlined (exp into its consumers);
 2. fuse the shared leading spatial axes of the last block; parallel when the work pays;
 3. ``compute_at`` every other block under that loop (one fork/join per kernel);
-4. vectorize the injective blocks' inner axis; reductions keep their serial order (a
-   vector reduction would reorder float additions).
+4. vectorize the injective blocks' inner axis;
+5. a reduction whose innermost reduction axis is contiguous in its input (mean or sum over
+   a row: global average pooling, layer norm's statistics) keeps ``lanes`` partial sums in
+   one vector (``rfactor``: the sum of a row is then ``lanes`` interleaved serial sums added
+   at the end, as vectorized runtimes such as onnxruntime's MLAS do). Serial, each addition
+   waits for the previous one's latency: PP-OCR cls's squeeze-excite means (200 channels x
+   192 pixels) ran at 1.4 GFLOP/s, 48-56 us per call on the host.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Reduction:
         if kind not in ("reduction", "contraction", "window"):
             return None
         _inline_injective(sch)
+        partial = [rf for b in sblocks(sch) if is_reduction(sch, b) and (rf := _partial_sums(sch, b, facts))]
         blocks = sblocks(sch)
         nests = [nest(sch, b) for b in blocks]
         if any(n is None for n in nests):
@@ -53,6 +59,8 @@ class Reduction:
         for b in sblocks(sch):
             if not is_reduction(sch, b):
                 _vectorize_inner(sch, b, facts)
+        for rf in partial:
+            _lanes_innermost(sch, rf, facts)
         if parallel_pays(work * len(nests), outer, facts):
             sch.parallel(spatial)
         return sch
@@ -96,3 +104,63 @@ def _vectorize_inner(sch: s_tir.Schedule, block, facts: CpuFacts) -> None:
         return
     _, inner = sch.split(loops[-1], [None, min(vf, lanes)])
     sch.vectorize(inner)
+
+
+#: Fewest vectors of a row worth splitting into partial sums (shorter rows stay serial).
+MIN_PARTIAL_VECTORS = 2
+
+
+def _partial_sums(sch: s_tir.Schedule, block, facts: CpuFacts):
+    """Split a sum's innermost reduction loop into ``lanes`` partial sums (``rfactor``)
+    where that loop is the contiguous axis of the block's only read and its extent a
+    multiple of the vector length.
+
+    Returns:
+        the partial-sum block (its innermost loop is the lanes, to vectorize), or None
+        with the block left as it is.
+
+    Only additions (``x + y`` updates): a max/min reduction is exact in any order, but it
+    is not where the time goes.
+    """
+    from tvm import tirx
+
+    sblock = sch.get(block)
+    if not isinstance(sblock.body, tirx.BufferStore) or not isinstance(sblock.body.value, tirx.Add):
+        return None
+    loops = sch.get_loops(block)
+    if len(loops) != len(sblock.iter_vars):  # not the block's own grid (already scheduled)
+        return None
+    inner = sch.get(loops[-1])
+    extent = const_extent(inner.extent)
+    lanes = facts.lanes(32)
+    if extent is None or extent % lanes or extent < MIN_PARTIAL_VECTORS * lanes:
+        return None
+    last_iv = sblock.iter_vars[-1]
+    if last_iv.iter_type != tirx.IterVar.CommReduce:
+        return None
+    source = [r for r in sblock.reads if not r.source.same_as(sblock.writes[0].source)]
+    if len(source) != 1 or source[0].source.dtype != "float32":
+        return None
+    index = source[0].region[-1].min
+    if not (isinstance(index, tirx.Var) and index.same_as(last_iv.var)):
+        return None  # not the contiguous axis (a strided row would be a gather)
+    try:
+        _, ki = sch.split(loops[-1], [None, lanes])
+        return sch.rfactor(ki, len(sch.get(block).writes[0].source.shape))
+    except Exception:  # noqa: BLE001 - rfactor refuses this block: serial sums, as before
+        return None
+
+
+def _lanes_innermost(sch: s_tir.Schedule, rf, facts: CpuFacts) -> None:
+    """Vectorize the lanes of a partial-sum block (:func:`_partial_sums`). ``rfactor``
+    makes the lanes the block's first iter var, so after ``compute_at`` their loop is the
+    first of extent ``lanes`` below the shared row loop: moved innermost, under the row's
+    reduction loops, it is one vector accumulator."""
+    lanes = facts.lanes(32)
+    loops = sch.get_loops(rf)
+    lane = next((lp for lp in loops[1:] if const_extent(sch.get(lp).extent) == lanes), None)
+    if lane is None:
+        return
+    rest = [lp for lp in loops[loops.index(lane) + 1:]]
+    sch.reorder(*rest, lane)
+    sch.vectorize(lane)

@@ -27,6 +27,7 @@ CASES = {
     "softmax": (softmax_model(40, 96), [1, 40, 96]),
     "layer norm": (layer_norm_model(40, 120), [1, 40, 120]),
     "global mean": (mean_model(64, (14, 14)), [1, 64, 14, 14]),
+    "global mean, rows of 96": (mean_model(200, (2, 96)), [1, 200, 2, 96]),
 }
 
 
@@ -50,3 +51,13 @@ def test_small_softmax_stays_serial():
     sched, _, _ = schedule(softmax_model(4, 16), AVX2)
     sm = next(s for s in prim_scripts(sched).values() if "softmax" in s)
     assert "T.parallel(" not in sm
+
+
+def test_mean_over_contiguous_rows_keeps_vector_partial_sums():
+    """PP-OCR cls's squeeze-excite mean (rows of 96): lanes partial sums in one vector
+    (rfactor), added at the end; a row of 14 (not a multiple of 8 lanes) stays serial."""
+    sched, _, _ = schedule(mean_model(200, (2, 96)), AVX2)
+    text = next(s for s in prim_scripts(sched).values() if "_rf" in s)
+    assert "T.vectorized(T.int64(8))" in text
+    sched, _, _ = schedule(mean_model(64, (14, 14)), AVX2)
+    assert not any("_rf" in s for s in prim_scripts(sched).values())
