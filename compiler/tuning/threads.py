@@ -47,21 +47,30 @@ def kernel_key(func) -> str:
     return str(int(tvm_ffi.structural_hash(tvm.IRModule({"main": func.without_attr("global_symbol")}))))
 
 
-def serial(func):
-    """``func`` with every parallel loop made serial (TVMScript round trip), or None if
-    it has no parallel loop or the text does not parse back."""
-    from tvm.script import from_source
+#: ``ForKind`` values in TVM's JSON serialization (include/tvm/tirx/stmt.h: kSerial = 0,
+#: kParallel = 1, kVectorized = 2, kUnrolled = 3, kThreadBinding = 4).
+_FOR_SERIAL, _FOR_PARALLEL = 0, 1
 
-    text = func.script()
-    if "T.parallel(" not in text:
+
+def serial(func):
+    """``func`` with every parallel loop made serial, or None if it has no parallel loop.
+
+    Done on TVM's JSON serialization of the function (each ``tirx.For`` node's ``kind``):
+    the IR is otherwise unchanged, and it is ~8x faster than a TVMScript print and parse
+    (PP-OCR cls int8's 47 kernels: 0.8 s instead of 6.3 s of ``lwc compile``).
+    """
+    import json
+
+    import tvm
+
+    graph = json.loads(tvm.ir.save_json(func))
+    loops = [node["data"] for node in graph["nodes"] if node.get("type") == "tirx.For"]
+    parallel = [data for data in loops if data.get("kind") == _FOR_PARALLEL]
+    if not parallel:
         return None
-    try:
-        out = from_source(text.replace("T.parallel(", "T.serial("))
-    except Exception:  # noqa: BLE001  (TVMScript parse errors have many types)
-        return None
-    for key, value in (func.attrs or {}).items():
-        out = out.with_attr(key, value)
-    return out
+    for data in parallel:
+        data["kind"] = _FOR_SERIAL
+    return tvm.ir.load_json(json.dumps(graph))
 
 
 def time_kernel(func, tvm_target) -> float:
