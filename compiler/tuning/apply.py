@@ -254,11 +254,16 @@ def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES, facts=No
         func = mod[gvar]
         ctx = ms.TuneContext(mod=tvm.IRModule({"main": func}), target=target,
                              space_generator=space_generator(ms, preset), task_name=name, rand_state=0)
-        try:
-            sch = _draw(ctx, func, facts)
-            if not all(post.apply(sch) for post in ctx.space_generator.postprocs):
-                continue
-        except RuntimeError:  # TVM's errors (InternalError ...) derive from it
+        sch = None
+        for candidate in _draws(ctx, func, facts):
+            try:
+                sch = candidate()
+                if all(post.apply(sch) for post in ctx.space_generator.postprocs):
+                    break
+            except RuntimeError:  # TVM's errors (InternalError ...) derive from it
+                pass
+            sch = None
+        if sch is None:
             continue
         scheduled = sch.mod["main"]
         for key, value in (func.attrs or {}).items():
@@ -270,20 +275,29 @@ def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES, facts=No
     return out, done
 
 
-def _draw(ctx, func, facts):
-    """The schedule of one lwc kernel: the first seeded design space, or (``facts``) the
-    space and tiles :func:`lwc.schedules.int8.pick_space` chooses, replayed."""
+def _draws(ctx, func, facts) -> list:
+    """Ways to schedule one lwc kernel, best first (callables returning a Schedule):
+    given ``facts``, the space and tiles :func:`lwc.schedules.int8.pick_space` chooses,
+    replayed; then the first seeded design space (what a failed replay or postprocessor
+    falls back to)."""
     from tvm import s_tir
 
     from lwc.schedules import int8 as int8_rule
 
-    spaces = ctx.generate_design_space()
-    if facts is None:
-        return spaces[0]
-    trace = int8_rule.pick_space(spaces, facts, int8_rule.copy_channels(func))
-    sch = s_tir.Schedule(ctx.mod)
-    trace.apply_to_schedule(sch, remove_postproc=True)
-    return sch
+    spaces = []
+
+    def seeded():
+        spaces[:] = spaces or list(ctx.generate_design_space())
+        return spaces[0].copy()
+
+    def picked():
+        seeded()
+        trace = int8_rule.pick_space(spaces, facts, int8_rule.copy_channels(func))
+        sch = s_tir.Schedule(ctx.mod)
+        trace.apply_to_schedule(sch, remove_postproc=True)
+        return sch
+
+    return [seeded] if facts is None else [picked, seeded]
 
 
 #: Cores assumed for a board target that does not name them (MetaSchedule requires the
