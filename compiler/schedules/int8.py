@@ -24,6 +24,9 @@ x86 (Arm dotprod keeps the seeded draw: :func:`pick_space` says why):
 
 from __future__ import annotations
 
+import math
+
+from .analysis import const_extent, sblocks
 from .common import PARALLEL_MIN_WORK
 from .facts import CpuFacts
 
@@ -104,32 +107,19 @@ def pick_space(spaces, facts: CpuFacts, channels: int | None):
     trace = chosen.trace
     tiles = [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
     if len(tiles) == 2:
-        rows, cols = (_extent(trace.decisions[inst]) for inst in tiles)
+        rows, cols = (math.prod(int(f) for f in trace.decisions[inst]) for inst in tiles)
         r1, c1 = choose_tile(rows, cols, facts)
         trace = trace.with_decision(tiles[0], [rows // r1, r1], remove_postproc=True)
         trace = trace.with_decision(tiles[1], [cols // c1, c1], remove_postproc=True)
     return trace
 
 
-def _extent(decision) -> int:
-    out = 1
-    for factor in decision:
-        out *= int(factor)
-    return out
-
-
 def _blocks(func) -> list:
-    """The blocks under the root of an unscheduled kernel (tvm.tirx.SBlock list)."""
+    """The blocks of an unscheduled kernel (tvm.tirx.SBlock list, program order)."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
-    return [sch.get(b) for b in sch.get_child_blocks(sch.get_sblock("root"))]
-
-
-def _const(extent) -> int | None:
-    from tvm import tirx
-
-    return int(extent) if isinstance(extent, tirx.IntImm) else None
+    return [sch.get(b) for b in sblocks(sch)]
 
 
 def block_work(func) -> int:
@@ -139,7 +129,7 @@ def block_work(func) -> int:
     for block in _blocks(func):
         n = 1
         for iv in block.iter_vars:
-            n *= _const(iv.dom.extent) or 1
+            n *= const_extent(iv.dom.extent) or 1
         best = max(best, n)
     return best
 
@@ -154,5 +144,5 @@ def copy_channels(func) -> int | None:
     None where the kernel has none."""
     for block in _blocks(func):
         if str(block.annotations.get("schedule_rule", "")) == "lwc_int8_im2col" and block.iter_vars:
-            return _const(block.iter_vars[-1].dom.extent)
+            return const_extent(block.iter_vars[-1].dom.extent)
     return None

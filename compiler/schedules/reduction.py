@@ -161,6 +161,5 @@ def _lanes_innermost(sch: s_tir.Schedule, rf, facts: CpuFacts) -> None:
     lane = next((lp for lp in loops[1:] if const_extent(sch.get(lp).extent) == lanes), None)
     if lane is None:
         return
-    rest = [lp for lp in loops[loops.index(lane) + 1:]]
-    sch.reorder(*rest, lane)
+    sch.reorder(*loops[loops.index(lane) + 1:], lane)
     sch.vectorize(lane)

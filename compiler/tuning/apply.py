@@ -284,15 +284,18 @@ def _draws(ctx, func, facts) -> list:
 
     from lwc.schedules import int8 as int8_rule
 
-    spaces = []
+    spaces = []  # generated once, on first use
+
+    def design_spaces():
+        if not spaces:
+            spaces.extend(ctx.generate_design_space())
+        return spaces
 
     def seeded():
-        spaces[:] = spaces or list(ctx.generate_design_space())
-        return spaces[0].copy()
+        return design_spaces()[0].copy()
 
     def picked():
-        seeded()
-        trace = int8_rule.pick_space(spaces, facts, int8_rule.copy_channels(func))
+        trace = int8_rule.pick_space(design_spaces(), facts, int8_rule.copy_channels(func))
         sch = s_tir.Schedule(ctx.mod)
         trace.apply_to_schedule(sch, remove_postproc=True)
         return sch
