@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lwc.errors import LwcError
+from lwc.imports import import_without_torch
 
 
 def _log(args, message: str) -> None:
@@ -82,21 +83,9 @@ def load_input_files(values: list[str] | None) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- commands
 
 
-def _import_tvm_without_torch() -> None:
-    """Import TVM with torch hidden: ``tvm_ffi`` imports torch whenever it is installed (for
-    DLPack interop; 1.2 s of a ~20 s compile here), and a compile never hands TVM a torch
-    tensor. torch is importable again afterwards (lwc's torch extra)."""
-    if "tvm" in sys.modules or "torch" in sys.modules:
-        return
-    sys.modules["torch"] = None  # makes `import torch` raise ImportError
-    try:
-        import tvm  # noqa: F401
-    finally:
-        del sys.modules["torch"]
-
 
 def cmd_compile(args) -> int:
-    _import_tvm_without_torch()
+    import_without_torch("tvm")  # 1.2 s of torch a compile does not use (lwc.imports)
     from lwc import driver, pipeline
     from lwc.targets import resolve
 

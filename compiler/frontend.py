@@ -29,6 +29,7 @@ from typing import Callable
 import onnx
 from lwc import model_checks
 from lwc.errors import LwcError
+from lwc.imports import import_without_torch
 from lwc.input_shapes import (  # noqa: F401  (re-exported: lwc.frontend.TensorSpec, ...)
     TensorSpec,
     graph_inputs,
@@ -222,8 +223,7 @@ def simplify(model: onnx.ModelProto, inputs: list[TensorSpec]) -> tuple[onnx.Mod
     Returns the simplified model and notes. If onnxsim fails, the model is returned
     with its input shapes fixed and shape inference run, and the failure noted.
     """
-    import onnxsim
-
+    onnxsim = import_without_torch("onnxsim")  # its package imports torch (1.4 s), unused here
     shapes = {spec.name: list(spec.shape) for spec in inputs}
     try:
         # skip_fuse_bn: lwc's FoldBatchNorm pass folds BatchNormalization (and reports it).

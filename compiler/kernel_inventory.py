@@ -21,6 +21,8 @@ import onnx
 import tvm
 from tvm import relax
 
+from lwc.constant_folding import fold_constants
+
 #: ONNX op type -> the op token TVM's FuseOps puts in a kernel's name.
 ANCHORS = {
     "Conv": "conv2d", "ConvTranspose": "conv2d_transpose", "MatMul": "matmul", "Gemm": "matmul",
@@ -69,23 +71,28 @@ def lower_to_kernels(mod: tvm.IRModule, target) -> tvm.IRModule:
     """TVM's kernel-forming passes of the default CPU/GPU pipeline (its zero pipeline
     without a tuning database).
 
-    The last result is kept: the compile report and the schedule stage
-    (:func:`lwc.tuning.apply.prepare`) lower the same module, and FoldConstant builds every
-    constant-only kernel with LLVM (~4 s for PP-OCRv4 det). The result is shared, so callers
-    must not modify it in place (TVM passes and ``IRModule.clone`` make new ones).
+    FoldConstant is :func:`lwc.constant_folding.fold_constants` (the same result with one
+    LLVM build instead of one per constant-only kernel). The last result is kept: the
+    compile report and the schedule stage (:func:`lwc.tuning.apply.prepare`) lower the same
+    module. The result is shared, so callers must not modify it in place (TVM passes and
+    ``IRModule.clone`` make new ones).
     """
     key = str(target)
     if _LAST and _LAST[0].same_as(mod) and _LAST[1] == key:
         return _LAST[2]
     seq = tvm.transform.Sequential([
         relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR(),
+        _FOLD_CONSTANTS, relax.transform.FuseOps(), relax.transform.FuseTIR(),
     ])
     with target:
         out = seq(mod)
     _LAST[:] = [mod, key, out]
     return out
 
+
+#: TVM's FoldConstant, one LLVM build for all (see :mod:`lwc.constant_folding`).
+_FOLD_CONSTANTS = tvm.transform.module_pass(lambda mod, _ctx: fold_constants(mod), opt_level=0,
+                                            name="FoldConstant")
 
 #: (module, target string, lowered module) of the last :func:`lower_to_kernels` call.
 _LAST: list = []
