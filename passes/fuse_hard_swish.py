@@ -14,7 +14,8 @@ chain is matched in any of the orders exporters write it:
 and replaced by ``call_tir(hard_swish, (x,))`` (:mod:`lwc.kernels.elementwise`; NaN-preserving,
 elementwise, so FuseOps still fuses it into the producing conv).
 Declines: the two ``x`` are different values; constants other than 3, 0, 6 (1/6);
-a shape that is not static.
+a tensor of unknown rank. Symbolic dims (a dynamic-dims compile) are kept: the kernel
+takes them from ``x``.
 
 Before::  lv5 = add(lv2, 3); lv9 = clip(lv5, 0, 6); lv10 = multiply(lv2, lv9); lv11 = divide(lv10, 6)
 After::   lv11 = call_tir(hard_swish, (lv2,))
@@ -32,6 +33,7 @@ from lwc.passes._support import (
     PassStats,
     rewrite_functions,
     scalar_is,
+    tensor_dims,
     tensor_dtype,
     tensor_shape,
 )
@@ -76,8 +78,8 @@ class FuseHardSwish:
                 (scalar_is(m[six], 6.0) if six in m else scalar_is(m[sixth], 1 / 6),
                  "scale is not 1/6"),
             ]
-            shape, dtype = tensor_shape(expr), tensor_dtype(expr)
-            checks.append((shape is not None, "shape is not static"))
+            shape, dtype = tensor_shape(expr), tensor_dtype(expr)  # shape None: symbolic dims
+            checks.append((tensor_dims(expr) is not None, "rank is not known"))
             for ok, reason in checks:
                 if not ok:
                     self.stats.declined.append((where, reason))

@@ -45,9 +45,15 @@ class KernelTable:
     def __init__(self, prefix: str, mod: tvm.IRModule):
         self._cache = KernelCache(mod, prefix)
 
-    def call(self, key: str, body: Callable, x, shape: tuple[int, ...], dtype: str):
-        """``call_tir`` of the kernel ``body`` on ``x`` (one kernel per key/shape/dtype)."""
+    def call(self, key: str, body: Callable, x, shape: tuple[int, ...] | None, dtype: str):
+        """``call_tir`` of the kernel ``body`` on ``x`` (one kernel per key/shape/dtype).
+
+        ``shape`` None: ``x``'s shape has symbolic dims (a dynamic-dims compile); the kernel
+        takes them from ``x`` (TVM's ``gen_call_tir_inputs``, as ``BlockBuilder.call_te``).
+        """
         prefix = self._cache.prefix
+        if shape is None:
+            return self._call_symbolic(key, body, x, dtype)
 
         def make():
             dims = [tirx.IntImm("int64", d) for d in shape]
@@ -57,6 +63,17 @@ class KernelTable:
 
         gvar = self._cache.get((key, shape, dtype), make)
         return relax.call_tir(gvar, relax.Tuple([x]), relax.TensorType(shape, dtype))
+
+    def _call_symbolic(self, key: str, body: Callable, x, dtype: str):
+        from tvm.relax.utils import gen_call_tir_inputs
+
+        def compute(data):
+            return te.compute(data.shape, lambda *i: body(data(*i), dtype), name=self._cache.prefix)
+
+        func, args, out_ty = gen_call_tir_inputs(compute, x)[:3]
+        shape = x.ty.shape
+        gvar = self._cache.get((key, str(shape), dtype), lambda: func)
+        return relax.call_tir(gvar, args, out_ty)
 
     def add_to(self, mod: tvm.IRModule) -> tvm.IRModule:
         return self._cache.add_to(mod)

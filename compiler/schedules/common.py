@@ -248,6 +248,14 @@ def _after(sch: s_tir.Schedule, main) -> list:
     return [sch.get_sblock(n) for n in names[i + 1 :]]
 
 
+#: A symbolic vector axis is tiled as if it were this many vectors long (any multiple of
+#: the widest tile :func:`choose_tile` considers, four vectors) ...
+_PEEL_PLAN = 16
+#: ... unless it plans shorter than this many vectors: then one vector, so the scalar tail
+#: (the last partial tile) stays short: rec's sequence axis, width / 8, is 40 at width 320.
+_NARROW = 8
+
+
 def register_tile(
     sch: s_tir.Schedule,
     main: Nest,
@@ -287,9 +295,15 @@ def register_tile(
     if vloop is None:
         raise ValueError("vector axis is not a loop of the block")
     uloop = main.loop_of(reuse_var) if reuse_var is not None else None
-    # a symbolic axis is never split (a dynamic-dims compile): its tail predicate would
-    # scalarize the lanes and keep the accumulators out of registers
-    v_extent = 1 if vloop.symbolic else vloop.extent
+    # a symbolic vector axis (rec's dynamic width) is split with a tail: the tile loop
+    # over it stays outermost-but-one of the nest, unfused, and carries TVM's
+    # loop-partition hint, so its full tiles are a loop with no predicate (vectorized,
+    # accumulators in registers) and only the last partial tile is predicated
+    peel = vloop.symbolic and main.spatial[-1] is vloop
+    v_extent = vloop.extent
+    if vloop.symbolic:  # narrow axes take one-vector tiles: a shorter scalar tail
+        lanes = facts.lanes(32)
+        v_extent = (lanes if vloop.extent < _NARROW * lanes else _PEEL_PLAN * lanes) if peel else 1
     u_extent = 1 if uloop is None or uloop.symbolic else uloop.extent
     vi, ui = choose_tile(v_extent, u_extent, facts)
     # dynamic dims, no lane tile (rec's head: 6625 classes x a symbolic sequence): the whole
@@ -298,9 +312,9 @@ def register_tile(
     plain = vi == 1 and not vloop.symbolic and vloop.extent > 1 and any(lp.symbolic for lp in main.loops)
     if plain:
         vi, ui = vloop.extent, 1
-    # a symbolic vector axis (depthwise conv over the dynamic width): the whole row, unsplit,
-    # is the tile, for LLVM's loop vectorizer; the accumulator is rows x the width
-    row = vloop.symbolic
+    # a symbolic vector axis that is not the innermost loop: the whole row, unsplit, is
+    # the tile, for LLVM's loop vectorizer; the accumulator is rows x the width
+    row = vloop.symbolic and not peel
     plain = plain or row
     outer, tile = [], {}
     for lp in main.spatial:
@@ -308,6 +322,8 @@ def register_tile(
             tile["v"] = lp.rv
         elif lp is vloop and vi > 1:
             o, i = sch.split(lp.rv, [None, vi])
+            if peel:
+                sch.annotate(o, "pragma_loop_partition_hint", 1)
             outer.append(o)
             tile["v"] = i
         elif lp is uloop and ui > 1:
@@ -350,6 +366,8 @@ def register_tile(
     par = parallel_pays(main.work, n_outer, facts)
     if packed is not None:
         groups = [[outer[0]], outer[1:]]
+    elif peel and "v" in tile:  # the partitioned tile loop is not fused (see above)
+        groups = [outer[:-1], outer[-1:]]
     else:
         groups = [outer]
     fused = [sch.fuse(*g) if len(g) > 1 else g[0] for g in groups if g]

@@ -79,7 +79,7 @@ def pick_axes(n: Nest, facts: CpuFacts):
     vec = n.out_index[-1]
     reuse = reuse_axis(n, vec)
     if n.loop_of(vec).symbolic:
-        return _symbolic_axes(n, vec, reuse)
+        return vec, reuse  # tiled with a partitioned tail (common.register_tile)
     if reuse is None:
         return vec, reuse
     shares = any(uses(i, reuse) for _, idx in vector_operands(n, vec) for i in idx)
