@@ -29,6 +29,7 @@ from lwc.passes._support import (
     prim_value,
     rewrite_functions,
     scalar_is,
+    tensor_dims,
     tensor_dtype,
     tensor_shape,
 )
@@ -64,13 +65,13 @@ class FuseHardSigmoid:
                 d = prim_value(m[divisor])
                 a = None if not d else 1.0 / d
             b = prim_value(m[beta])
-            shape, dtype = tensor_shape(expr), tensor_dtype(expr)
+            shape, dtype = tensor_shape(expr), tensor_dtype(expr)  # shape None: symbolic dims
             for ok, reason in (
                 (a is not None, "alpha is not a scalar constant"),
                 (b is not None, "beta is not a scalar constant"),
                 (scalar_is(expr.args[1], 0.0) and scalar_is(expr.args[2], 1.0),
                  "clip bounds are not [0, 1]"),
-                (shape is not None, "shape is not static"),
+                (tensor_dims(expr) is not None, "rank is not known"),
             ):
                 if not ok:
                     self.stats.declined.append((where, reason))

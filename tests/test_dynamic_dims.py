@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import tvm
 from lwc import artifact, driver, frontend
 from lwc.errors import LwcError
 from onnx import TensorProto, helper, numpy_helper
@@ -113,6 +114,60 @@ def test_synthetic_manifest_and_out_of_range(width_artifact):
         width_artifact.run({"X": np.zeros((1, 4, 6, 65), np.float32)})
     with pytest.raises(LwcError, match="input 'X' dim 1 is 3, the artifact accepts only 4 there"):
         width_artifact.run({"X": np.zeros((1, 3, 6, 16), np.float32)})
+
+
+def _activation_model() -> onnx.ModelProto:
+    """X [1, 4, 6, W] -> Conv 3x3 (8 channels) -> HardSwish as Paddle writes it (Add, Clip,
+    Mul, Div) -> Conv 1x1 (16 channels) -> HardSigmoid; W symbolic ("W")."""
+    rng = np.random.default_rng(1)
+    inits = {"w1": rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.4,
+             "w2": rng.standard_normal((16, 8, 1, 1)).astype(np.float32) * 0.4,
+             "three": np.array(3.0, np.float32), "lo": np.array(0.0, np.float32),
+             "hi": np.array(6.0, np.float32), "six": np.array(6.0, np.float32)}
+    nodes = [helper.make_node("Conv", ["X", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c1", "three"], ["a"]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["cl"]),
+             helper.make_node("Mul", ["c1", "cl"], ["m"]),
+             helper.make_node("Div", ["m", "six"], ["hs"]),
+             helper.make_node("Conv", ["hs", "w2"], ["c2"]),
+             helper.make_node("HardSigmoid", ["c2"], ["Y"], alpha=0.2, beta=0.5)]
+    graph = helper.make_graph(
+        nodes, "act", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 4, 6, "W"])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_symbolic_width_keeps_fused_activations_and_vector_tiles(tmp_path):
+    """The activation passes keep symbolic dims (their kernels vectorize; the importer's
+    Clip NaN guards do not), and a conv over the dynamic width vectorizes the width in
+    full tiles with a partitioned tail; widths with and without a tail match onnxruntime."""
+    from lwc import prepare as prepare_stage
+    from lwc.schedules import CpuFacts, apply_rules
+    from lwc.tuning.apply import prepare as lower
+
+    model = _activation_model()
+    prepared = prepare_stage.prepare(model, "host", {"X": [1, 4, 6, "8..512"]})
+    changed = {p["name"]: p["changed"] for p in prepared.report["passes"]}
+    assert changed["FuseHardSwish"] == {"hard_swish fused": 1}
+    assert changed["FuseHardSigmoid"] == {"hard_sigmoid fused": 1}
+    avx2 = CpuFacts(vector_bits=256, vector_regs=16, cores=2)
+    scheduled, _ = apply_rules(lower(prepared.mod, prepared.tvm_target), avx2)
+    convs = [f.script() for gv, f in scheduled.functions_items() if "conv2d" in gv.name_hint
+             and isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(convs) == 2
+    for conv in convs:
+        assert '"pragma_loop_partition_hint": 1' in conv and "T.vectorized(T.int64(" in conv
+
+    result = driver.compile(model, "host", {"X": [1, 4, 6, "8..512"]}, use_tuning_logs=False)
+    art = artifact.load(result.export(tmp_path / "act.so"))
+    for width in (8, 37, 300):
+        x = np.random.default_rng(width).standard_normal((1, 4, 6, width)).astype(np.float32)
+        (got,) = art.run({"X": x})
+        (want,) = _ort(model, {"X": x})
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_fixed_shape_manifest_has_no_dims():
