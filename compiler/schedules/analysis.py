@@ -31,9 +31,9 @@ REDUCE = tirx.IterVar.CommReduce  # 2
 
 #: The extent the rules plan with for a loop over a symbolic dim (a dynamic-dims compile,
 #: ``--input-shape x:1,3,48,96..1280``) whose symbols have no planning value
-#: (:func:`symbolic_loops`): work and parallel estimates. A symbolic loop is never split
-#: nor the vector axis (:attr:`Loop.symbolic`): a tail predicate on the lanes makes TVM
-#: scalarize the loop, and keeps the accumulators out of registers.
+#: (:func:`symbolic_loops`): work and parallel estimates. A contraction's symbolic innermost
+#: output axis is split by one vector with a partitioned tail (``register_tile``); other
+#: symbolic loops are not split.
 SYMBOLIC_EXTENT = 512
 
 _SYMBOLIC_LOOPS = contextvars.ContextVar("lwc_symbolic_loops", default=None)

@@ -248,14 +248,6 @@ def _after(sch: s_tir.Schedule, main) -> list:
     return [sch.get_sblock(n) for n in names[i + 1 :]]
 
 
-#: A symbolic vector axis is tiled as if it were this many vectors long (any multiple of
-#: the widest tile :func:`choose_tile` considers, four vectors) ...
-_PEEL_PLAN = 16
-#: ... unless it plans shorter than this many vectors: then one vector, so the scalar tail
-#: (the last partial tile) stays short: rec's sequence axis, width / 8, is 40 at width 320.
-_NARROW = 8
-
-
 def register_tile(
     sch: s_tir.Schedule,
     main: Nest,
@@ -301,9 +293,8 @@ def register_tile(
     # accumulators in registers) and only the last partial tile is predicated
     peel = vloop.symbolic and main.spatial[-1] is vloop
     v_extent = vloop.extent
-    if vloop.symbolic:  # narrow axes take one-vector tiles: a shorter scalar tail
-        lanes = facts.lanes(32)
-        v_extent = (lanes if vloop.extent < _NARROW * lanes else _PEEL_PLAN * lanes) if peel else 1
+    if vloop.symbolic:  # one vector: the scalar tail (the last partial tile) stays short
+        v_extent = facts.lanes(32) if peel else 1
     u_extent = 1 if uloop is None or uloop.symbolic else uloop.extent
     vi, ui = choose_tile(v_extent, u_extent, facts)
     # dynamic dims, no lane tile (rec's head: 6625 classes x a symbolic sequence): the whole

@@ -109,26 +109,6 @@ def _tile_score(v_extent: int, u_extent: int, facts: CpuFacts) -> float:
     return nvec * ui / (nvec + ui) * min(1.0, vi / (nvec * lanes))
 
 
-def _symbolic_axes(n: Nest, vec, reuse):
-    """(vector axis, reuse axis) when the innermost output axis is a dynamic dim (rec's
-    width). Symbolic axes are never split (a split's tail predicate costs more than it
-    saves), so the vector goes to the constant reuse candidate (output channels, whose
-    weights are then packed) and the reuse tile to another constant output axis that
-    the new vector operand does not index (conv rows), or to none."""
-    if reuse is None or n.loop_of(reuse).symbolic:
-        return vec, reuse  # nothing constant to vectorize: rows only (register_tile)
-    if any(uses(i, reuse) for _, idx in vector_operands(n, vec) for i in idx):
-        return vec, reuse
-    vops = vector_operands(n, reuse)
-    for var in reversed(n.out_index[:-1]):
-        lp = n.loop_of(var) if var is not None else None
-        if lp is None or var.same_as(reuse) or lp.symbolic or lp.extent < 2:
-            continue
-        if not any(uses(i, var) for _, idx in vops for i in idx):
-            return reuse, var
-    return reuse, None
-
-
 def schedule_contraction(sch: s_tir.Schedule, block, facts: CpuFacts) -> dict:
     """Inline neighbours, register-tile ``block``, schedule leftover padding blocks.
 
