@@ -35,15 +35,27 @@ def fold_constants(mod: tvm.IRModule) -> tvm.IRModule:
     Returns:
         a new module; ``mod`` is not modified.
     Raises:
-        whatever TVM's build or FoldConstant raise (``RuntimeError``) on a kernel it cannot
-        build.
+        whatever TVM's FoldConstant raises (``RuntimeError``) on a kernel it cannot build
+        (a batched build that fails leaves every call to FoldConstant).
     """
     callees = _foldable_callees(mod)
     if callees:
-        funcs = {gv.name_hint: mod[gv].with_attr("global_symbol", gv.name_hint) for gv in callees}
-        built = tvm.tirx.build(tvm.IRModule(funcs), target=tvm.target.Target("llvm"))
-        mod = _Evaluate(mod, {gv.name_hint for gv in callees}, built).run()
+        funcs = {gv.name_hint: _host_func(mod[gv], gv.name_hint) for gv in callees}
+        try:
+            built = tvm.tirx.build(tvm.IRModule(funcs), target=tvm.target.Target("llvm"))
+        except RuntimeError:  # a kernel LLVM cannot build: FoldConstant alone, one by one
+            built = None
+        if built is not None:
+            mod = _Evaluate(mod, set(funcs), built).run()
     return relax.transform.FoldConstant()(mod)
+
+
+def _host_func(func, name: str):
+    """``func`` named ``name``, for the build host (a ``target`` attribute dropped, as
+    FoldConstant builds every constant kernel for ``llvm``)."""
+    if func.attrs is not None and "target" in func.attrs:
+        func = func.without_attr("target")
+    return func.with_attr("global_symbol", name)
 
 
 def _static_tensors(sinfo) -> list | None:

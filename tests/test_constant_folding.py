@@ -122,3 +122,17 @@ def test_folded_model_matches_onnxruntime(tmp_path):
     got = result.run({"x": x})[0]
     want = ort_run(model, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_failed_batched_build_leaves_the_calls_to_fold_constant(legalized, monkeypatch):
+    """If LLVM cannot build the batch, each call is left to TVM's FoldConstant (same module)."""
+    expected = relax.transform.FoldConstant()(legalized)
+    real = tvm.tirx.build
+
+    def refuse_batches(mod, *args, **kwargs):
+        if isinstance(mod, tvm.IRModule) and len(mod.functions) > 1:
+            raise RuntimeError("cannot build this batch")
+        return real(mod, *args, **kwargs)
+
+    monkeypatch.setattr(tvm.tirx, "build", refuse_batches)
+    tvm.ir.assert_structural_equal(fold_constants(legalized), expected)

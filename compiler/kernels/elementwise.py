@@ -70,7 +70,7 @@ class KernelTable:
         def compute(data):
             return te.compute(data.shape, lambda *i: body(data(*i), dtype), name=self._cache.prefix)
 
-        func, args, out_ty = gen_call_tir_inputs(compute, x)[:3]
+        func, args, out_ty = gen_call_tir_inputs(compute, x)
         shape = x.ty.shape
         gvar = self._cache.get((key, str(shape), dtype), lambda: func)
         return relax.call_tir(gvar, args, out_ty)

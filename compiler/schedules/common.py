@@ -288,9 +288,10 @@ def register_tile(
         raise ValueError("vector axis is not a loop of the block")
     uloop = main.loop_of(reuse_var) if reuse_var is not None else None
     # a symbolic vector axis (rec's dynamic width) is split with a tail: the tile loop
-    # over it stays outermost-but-one of the nest, unfused, and carries TVM's
+    # over it is the innermost of the outer loops, unfused, and carries TVM's
     # loop-partition hint, so its full tiles are a loop with no predicate (vectorized,
     # accumulators in registers) and only the last partial tile is predicated
+    # (docs/dynamic_dims.md: why one vector)
     peel = vloop.symbolic and main.spatial[-1] is vloop
     v_extent = vloop.extent
     if vloop.symbolic:  # one vector: the scalar tail (the last partial tile) stays short
@@ -357,7 +358,7 @@ def register_tile(
     par = parallel_pays(main.work, n_outer, facts)
     if packed is not None:
         groups = [[outer[0]], outer[1:]]
-    elif peel and "v" in tile:  # the partitioned tile loop is not fused (see above)
+    elif peel and "v" in tile and len(outer) > 1:  # the partitioned tile loop stays unfused
         groups = [outer[:-1], outer[-1:]]
     else:
         groups = [outer]
