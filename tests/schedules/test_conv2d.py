@@ -165,3 +165,23 @@ def test_strided_conv_puts_channels_in_the_vector(stride, axis):
     sch = s_tir.Schedule(func)
     vec, _ = pick_axes(analysis.nest(sch, main_block(sch)), AVX2)
     assert vec.name == axis
+
+
+def test_small_weights_step_innermost_over_a_large_input():
+    """Weights that fit in L2 (24x32x3x3: 27 KB) against a 1.3 MB input: the output-channel
+    tile loop is the innermost of the fused outer loops, so each input tile is read from
+    memory once (PP-OCRv4 det's head convs); numerics unchanged."""
+    m = conv_model(32, 24, (64, 160), 3, pad=1)
+    sched, _, _ = schedule(m, AVX2)
+    conv = next(s for s in prim_scripts(sched).values() if "conv2d" in s and "T.unroll" in s)
+    assert "nn_yy_xx_0_ff_0_fused" in conv, conv[:2000]
+    report = check_numerics(m, {"x": rand(1, 32, 64, 160)})
+    assert report.get("conv2d", 0) == 1, report
+
+
+def test_large_weights_keep_the_channel_tile_outermost():
+    """Weights larger than half the L2 (64x256x3x3: 590 KB): the channel tile stays the
+    outermost loop, each weight tile reused over every pixel."""
+    sched, _, _ = schedule(conv_model(256, 64, (14, 16), 3, pad=1), AVX2)
+    conv = next(s for s in prim_scripts(sched).values() if "conv2d" in s and "T.unroll" in s)
+    assert "nn_ff_0_yy_xx_0_fused" in conv, conv[:2000]
