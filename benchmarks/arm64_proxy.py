@@ -52,6 +52,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -134,7 +135,7 @@ def plugin() -> Path:
         if shutil.which("gcc") is None:
             raise ProxyError("gcc not found: apt-get install gcc")
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        tmp = out.with_suffix(f".tmp{os.getpid()}-{threading.get_ident()}")
         _run(
             ["gcc", "-O2", "-shared", "-fPIC", str(src), "-o", str(tmp)], "building the qemu plugin"
         )
@@ -210,7 +211,7 @@ def ort_runner() -> Path:
                 "aarch64-linux-gnu-gcc not found: apt-get install gcc-aarch64-linux-gnu"
             )
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+        tmp = out.with_name(out.name + f".tmp{os.getpid()}-{threading.get_ident()}")
         _run(
             [
                 "aarch64-linux-gnu-gcc",

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -235,7 +236,7 @@ def build_runner(cxx: str = DEFAULT_CXX, cache_root: Path | None = None) -> Path
 
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = runtime / "lib"
-    tmp_exe = out_dir / f".tmp-{exe.name}-{os.getpid()}"
+    tmp_exe = out_dir / f".tmp-{exe.name}-{os.getpid()}-{threading.get_ident()}"
     cmd = [
         cxx, *_CXXFLAGS, "-I", str(runtime / "include"), str(source), "-o", str(tmp_exe),
         "-L", str(lib), "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",

@@ -147,8 +147,44 @@ def schedule_dot_product(sch, block, intrin: str):
             for inner in (r1, c1):
                 space.unroll(inner)
                 space.annotate(inner, "pragma_unroll_explicit", 1)
+            _vectorize_by_lanes(space, tile, outer)
         spaces.append(space)
     return spaces
+
+
+def _vectorize_by_lanes(sch, tile, dot_block) -> None:
+    """Write the accumulator tile back one intrinsic vector (``lanes`` int32) at a time.
+
+    Left to RewriteParallelVectorizeUnroll, the write-back's ``c1 * lanes`` columns become
+    one vector (12 int32 for a 4-lane sdot tile of 3 column blocks). Such a load straddles
+    the dot instructions' accumulators, so LLVM's SROA cannot keep them in registers: it
+    rebuilds every accumulator lane by lane around each dot (PP-OCRv4 det's 3x3 conv 96->24
+    for rpi5, 4x3 tile: 280 stack accesses in the kernel against 98 with 4x2), which is why
+    untuned tiles had one column block (:data:`lwc.schedules.int8.MAX_COLS`). Split by
+    ``lanes``, each load is one accumulator (8x3: no accumulator on the stack); the loops
+    outside are unrolled and annotated, so the postprocessor leaves them alone.
+    """
+    lanes = _dot_lanes(sch, dot_block)
+    loops = sch.get_loops(tile)
+    if lanes is None or not loops:
+        return
+    cols = loops[-1]
+    extent = int(sch.get(cols).extent) if isinstance(sch.get(cols).extent, tirx.IntImm) else None
+    if extent is None or extent % lanes:
+        return
+    # split even at one block (outer extent 1): the trace is replayed with other column
+    # tiles (lwc.schedules.int8.pick_space), and the split must be in it to apply there
+    outer, inner = sch.split(cols, [None, lanes])
+    sch.vectorize(inner)
+    sch.unroll(outer)
+    sch.annotate(outer, "pragma_unroll_explicit", 1)
+
+
+def _dot_lanes(sch, dot_block) -> int | None:
+    """int32 lanes of the blockized dot instruction (the innermost extent it writes)."""
+    region = sch.get(dot_block).writes[0].region
+    extent = region[-1].extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
 
 
 #: Custom rule of the im2col block (:func:`schedule_im2col`): it stays a buffer of its own.

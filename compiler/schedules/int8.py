@@ -6,17 +6,16 @@ The packed int8 convs (:mod:`lwc.kernels.int8_conv2d`) and the int8 depthwise co
 lwc's custom MetaSchedule rule, whose tile sizes ``lwc tune`` searches. Untuned, one
 seeded draw of that space used to be taken as is (:func:`lwc.tuning.apply.schedule_fixed`):
 the reduction-innermost or register-blocked space by position, tiles at random, and every
-kernel parallel. This module picks instead, as the fp32 rules do (:mod:`.common`), on
-x86 (Arm dotprod keeps the seeded draw: :func:`pick_space` says why):
+kernel parallel. This module picks instead, as the fp32 rules do (:mod:`.common`):
 
 * the register-blocked space (the GEMM micro-kernel of Goto & van de Geijn, ACM TOMS
   34(3), 2008: ``r1 x c1`` independent accumulators over the whole reduction), with
   ``r1`` rows and ``c1`` column blocks that fit the vector registers
-  (:func:`choose_tile`: fewest operand loads per dot instruction; one column block,
-  :data:`MAX_COLS`);
-* the activation copy by input rows where its channel count is not a multiple of 64
-  (``schedule_im2col``'s measurements: the postprocessor's fused
-  loop pays an int64 div/mod per element there), as-is otherwise;
+  (:func:`choose_tile`: fewest operand loads per dot instruction; x86 one column block,
+  :data:`MAX_COLS`; Arm sdot up to :data:`ARM_MAX_COLS`);
+* on x86 the activation copy by input rows where its channel count is not a multiple of
+  64 (``schedule_im2col``'s measurements: the postprocessor's fused loop pays an int64
+  div/mod per element there), as-is otherwise; on Arm sdot as is;
 * every parallel loop made serial below :data:`.common.PARALLEL_MIN_WORK` multiply-adds
   (a fork/join of TVM's thread pool costs tens of microseconds; PP-OCR cls's int8 convs
   are 0.1-2 M MACs each).
@@ -33,12 +32,19 @@ from .facts import CpuFacts
 #: Bound of the rule's sampled row tile (lwc.kernels.int8_conv2d.schedule_dot_product:
 #: ``max_innermost_factor`` of its first ``sample_perfect_tile``).
 MAX_ROWS = 8
-#: Column blocks per tile. The rule allows 4, but with two or more LLVM 22 breaks the
-#: accumulator tile into lanes and shuffles them through the stack around every dot
-#: instruction (PP-OCRv4 det's 3x3 conv 96->24 at 160x160, instructions per dot in the
-#: kernel's code: AVX2 ``vpmaddwd`` 8x1 3.4, 4x2 19.4, 8x2 15.9; NEON ``sdot`` 8x1 3.6,
-#: 4x3 8.8, 8x3 7.8), so the rows are the only register reuse.
+#: Column blocks per tile on x86 (AVX2 ``vpmaddwd``, VNNI). With two or more the write-back
+#: used to be one vector over all columns, and LLVM 22 then broke the accumulator tile into
+#: lanes around every dot instruction (PP-OCRv4 det's 3x3 conv 96->24 at 160x160,
+#: instructions per dot: AVX2 8x1 3.4, 4x2 19.4; NEON sdot 8x1 3.6, 4x3 8.8).
+#: :func:`lwc.kernels.int8_conv2d.schedule_dot_product` now writes back one dot vector at a
+#: time, which keeps them in registers, but on this x86 (znver4, VNNI) more columns were
+#: still slower end to end: det int8 0.55 of fp32 with up to 4 against 0.52 with 1
+#: (interleaved p50, untuned, 2026-12-07), so x86 keeps one.
 MAX_COLS = 1
+#: Column blocks per tile on Arm dotprod (``sdot``, 32 vector registers): up to the rule's
+#: limit (``max_innermost_factor=4`` of the column tile). Each broadcast activation then
+#: feeds up to 4 ``sdot`` and each weight vector up to 8 (det's 96->24 convs: 8x3).
+ARM_MAX_COLS = 4
 
 #: Activation copies with a channel count that is a multiple of this stay as
 #: RewriteParallelVectorizeUnroll schedules them (resnet50's 64..512 channels, measured
@@ -50,7 +56,7 @@ def _divisors(n: int, limit: int) -> list[int]:
     return [d for d in range(1, min(n, limit) + 1) if n % d == 0]
 
 
-def choose_tile(rows: int, cols: int, facts: CpuFacts) -> tuple[int, int]:
+def choose_tile(rows: int, cols: int, facts: CpuFacts, max_cols: int = MAX_COLS) -> tuple[int, int]:
     """Register tile ``(r1, c1)`` of the packed int8 matmul: ``r1`` rows (output pixels)
     times ``c1`` column blocks (one dot instruction's lanes of output channels each).
 
@@ -59,18 +65,19 @@ def choose_tile(rows: int, cols: int, facts: CpuFacts) -> tuple[int, int]:
     registers, ``c1`` weight registers and one broadcast (AVX2: the widened weights;
     all ISAs: one vector register per operand), so ``r1 * c1 + c1 + 1 <= vector_regs``.
     The tile with the fewest loads per instruction, ``(r1 + c1) / (r1 * c1)``, wins;
-    ties go to more accumulators. ``c1`` is at most :data:`MAX_COLS`.
+    ties go to more accumulators.
 
     Args:
         rows: extent of the row loop (divisors only: the rule's tiles are perfect).
         cols: extent of the column-block loop.
         facts: the CPU (``vector_regs``).
+        max_cols: most column blocks (:data:`MAX_COLS` x86, :data:`ARM_MAX_COLS` Arm sdot).
     Returns:
         (r1, c1), each at least 1.
     """
     best = (float("inf"), 0, 1, 1)
     for r1 in _divisors(rows, MAX_ROWS):
-        for c1 in _divisors(cols, MAX_COLS):
+        for c1 in _divisors(cols, max_cols):
             if r1 * c1 + c1 + 1 > facts.vector_regs:
                 continue
             score = ((r1 + c1) / (r1 * c1), -r1 * c1)
@@ -94,21 +101,16 @@ def pick_space(spaces, facts: CpuFacts, channels: int | None):
     def has(sch, kind: str) -> bool:
         return any(inst.kind.name == kind for inst in sch.trace.insts)
 
-    if facts.has_dotprod:
-        # Arm sdot: the first seeded space (reduction innermost, copy as is, its sampled
-        # tiles and epilogue location) is the fewest instructions of the four tried on
-        # PP-OCRv4 det (rpi5 int8, arm64 proxy, cortex-a76): 1,066 M, against 1,160 M
-        # (register-blocked 8x1, copy by rows), 1,135 M (4x2) and 1,081 M (8x1, copy as is).
-        return spaces[0].trace
-
     blocked = [s for s in spaces if has(s, "CacheWrite")] or list(spaces)
-    by_rows = channels is not None and channels % AS_IS_CHANNELS != 0
+    # Arm sdot: the copy as is (PP-OCRv4 det, rpi5 int8, arm64 proxy, cortex-a76, with one
+    # column block: 1,081 M instructions as is, 1,160 M by rows)
+    by_rows = not facts.has_dotprod and channels is not None and channels % AS_IS_CHANNELS != 0
     chosen = next((s for s in blocked if has(s, "Parallel") == by_rows), blocked[0])
     trace = chosen.trace
     tiles = [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
     if len(tiles) == 2:
         rows, cols = (math.prod(int(f) for f in trace.decisions[inst]) for inst in tiles)
-        r1, c1 = choose_tile(rows, cols, facts)
+        r1, c1 = choose_tile(rows, cols, facts, ARM_MAX_COLS if facts.has_dotprod else MAX_COLS)
         trace = trace.with_decision(tiles[0], [rows // r1, r1], remove_postproc=True)
         trace = trace.with_decision(tiles[1], [cols // c1, c1], remove_postproc=True)
     return trace
@@ -146,3 +148,4 @@ def copy_channels(func) -> int | None:
         if str(block.annotations.get("schedule_rule", "")) == "lwc_int8_im2col" and block.iter_vars:
             return const_extent(block.iter_vars[-1].dom.extent)
     return None
+

@@ -10,7 +10,7 @@ import tvm
 
 from lwc.kernels.int8_conv2d import conv_kernel, dot_product_for, pack_weight
 from lwc.schedules import CpuFacts
-from lwc.schedules.int8 import MAX_COLS, MAX_ROWS, block_work, choose_tile
+from lwc.schedules.int8 import ARM_MAX_COLS, MAX_COLS, MAX_ROWS, block_work, choose_tile
 from lwc.targets import resolve
 from lwc.tuning.apply import LWC_RULE_PREFIX, schedule_fixed
 
@@ -25,12 +25,24 @@ def test_tile_fits_the_registers_and_divides_the_loops(regs):
 
 
 def test_tile_is_the_most_rows_that_divide_the_loop():
-    # one column block (MAX_COLS): the rows are the register reuse, up to MAX_ROWS
+    # x86: one column block (MAX_COLS): the rows are the register reuse, up to MAX_ROWS
     assert MAX_COLS == 1
     assert choose_tile(96, 8, CpuFacts(vector_regs=16)) == (8, 1)
     assert choose_tile(160, 6, CpuFacts(vector_regs=32)) == (8, 1)
     assert choose_tile(7, 3, CpuFacts(vector_regs=16)) == (7, 1)
     assert choose_tile(6, 3, CpuFacts(vector_regs=16)) == (6, 1)
+
+
+def test_arm_tile_takes_column_blocks_within_the_registers():
+    # Arm sdot, 32 registers: PP-OCRv4 det's 96->24 convs (6 column blocks of 4 channels)
+    # get 8 rows x 3 columns (24 accumulators + 3 weight vectors + 1 broadcast)
+    neon = CpuFacts(vector_regs=32)
+    assert choose_tile(160, 6, neon, ARM_MAX_COLS) == (8, 3)
+    assert choose_tile(24, 8, neon, ARM_MAX_COLS) == (6, 4)  # 8 x 4 would need 37 registers
+    assert choose_tile(7, 1, neon, ARM_MAX_COLS) == (7, 1)
+    for rows, cols in [(96, 11), (48, 4), (7, 3), (1, 1), (56, 8), (160, 2), (40, 48)]:
+        r1, c1 = choose_tile(rows, cols, neon, ARM_MAX_COLS)
+        assert rows % r1 == 0 and cols % c1 == 0 and c1 <= ARM_MAX_COLS and r1 * c1 + c1 + 1 <= 32
 
 
 def _reference(x, w, pads, zp):
@@ -82,9 +94,41 @@ def test_host_kernel_is_register_blocked_exact_and_parallel_only_when_it_pays(ca
     np.testing.assert_array_equal(out.numpy(), ref)
 
 
-def test_rpi5_kernel_uses_sdot_and_builds():
+def test_rpi5_kernel_is_register_blocked_with_a_write_back_per_accumulator():
+    """Cortex-A76 (sdot): 6 rows x 4 column blocks of 4 output channels, written back one
+    4-lane accumulator at a time (a 16-lane write-back vector would straddle the
+    accumulators, and LLVM would keep them on the stack), one thread below the threshold."""
     rpi5 = resolve("rpi5")
     _, func = _kernel(rpi5, CASES[0])
-    mod = _untuned(rpi5, func)
-    assert "sdot" in mod.script() and "T.parallel" not in mod.script()  # the seeded draw, one thread
-    assert tvm.compile(mod, target=rpi5.tvm_target()) is not None
+    text = _untuned(rpi5, func).script()
+    assert "sdot" in text and "matmul_global" in text and "T.parallel" not in text
+    assert "T.unroll(T.int64(6)" in text and text.count("T.unroll(T.int64(4)") >= 2  # rows, columns
+    write_back = text[text.index('T.sblock("matmul_global")') - 400:text.index('T.sblock("matmul_global")')]
+    assert "T.vectorized(T.int64(4))" in write_back and "T.vectorized(T.int64(16))" not in write_back
+    assert tvm.compile(_untuned(rpi5, func), target=rpi5.tvm_target()) is not None
+
+
+@pytest.mark.qemu
+def test_rpi5_register_blocked_conv_under_qemu_matches_onnxruntime(tmp_path):
+    """A QDQ conv 24->24 (6 column blocks: an 8 x 3 tile) compiled for rpi5 without tuning
+    records and run under qemu-aarch64 (cortex-a76): within one output step of onnxruntime."""
+    import sys
+    from pathlib import Path
+
+    import onnx
+    from lwc import cross_runtime, driver
+
+    sys.path.insert(0, str(Path(__file__).parent.parent / "passes"))
+    from qdq_models import conv_model, ort_run
+
+    if not (cross_runtime.cross_compiler_available() and cross_runtime.qemu_available()):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
+    model = conv_model(channels=24, groups=1, hw=16, seed=4)
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, path)
+    result = driver.compile(str(path), "rpi5", use_tuning_logs=False)
+    assert result.quantization["lowering"]["PackInt8Conv2d"] == 1
+    so = result.export(tmp_path / "conv.so")
+    x = np.random.default_rng(5).uniform(-2.5, 2.5, (1, 24, 16, 16)).astype(np.float32)
+    [got], _ = cross_runtime.run_aarch64(so, [("x", x)], timeout_s=300, qemu_cpu="cortex-a76")
+    assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
