@@ -143,7 +143,9 @@ def schedule_dot_product(sch, block, intrin: str):
         else:
             space.reorder(r0, c0, red_h, red_w, red_c, r1, c1)
             tile = space.cache_write(outer, 0, "global")
-            space.reverse_compute_at(tile, c0)
+            # unit loops kept: _vectorize_by_lanes reads the tile's loops in the trace, and
+            # their number must not change when tuning mutates r1 or c1 to 1
+            space.reverse_compute_at(tile, c0, preserve_unit_loops=True)
             for inner in (r1, c1):
                 space.unroll(inner)
                 space.annotate(inner, "pragma_unroll_explicit", 1)
