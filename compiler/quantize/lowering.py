@@ -27,8 +27,9 @@ def lowering_passes(preset=None) -> list:
     from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
     from lwc.passes.lower_qdq_matmul import LowerQdqMatmul
     from lwc.passes.pack_int8_conv2d import PackInt8Conv2d
+    from lwc.passes.quantize_before_concat import QuantizeBeforeConcat
 
-    passes = [LowerQdqConv2d(), LowerQdqMatmul(), FuseRequantize()]
+    passes = [QuantizeBeforeConcat(), LowerQdqConv2d(), LowerQdqMatmul(), FuseRequantize()]
     cpu = preset is not None and not preset.is_gpu
     if cpu:
         passes.append(Int8DepthwiseConv2d())
@@ -39,7 +40,7 @@ def lowering_passes(preset=None) -> list:
     return passes
 
 
-LOWERING_PASS_NAMES = ("LowerQdqConv2d", "LowerQdqMatmul", "FuseRequantize", "Int8DepthwiseConv2d",
+LOWERING_PASS_NAMES = ("QuantizeBeforeConcat", "LowerQdqConv2d", "LowerQdqMatmul", "FuseRequantize", "Int8DepthwiseConv2d",
                        "PackInt8Conv2d", "LiftQuantParams")
 
 
@@ -68,7 +69,7 @@ def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None, dump=None) -> tu
             continue
         mod, record = pass_records.run_pass("int8", name, p, mod, dump)
         records.append(record)
-        summary[name] = getattr(p, "lowered", getattr(p, "fused", 0))
+        summary[name] = getattr(p, "lowered", getattr(p, "fused", getattr(p, "moved", 0)))
         declined += [{"pass": name, "op": op, "reason": reason} for op, reason in p.declined]
     summary["int8_conv2d"] = (_count_int(mod, "relax.nn.conv2d") + summary.get("PackInt8Conv2d", 0)
                               + summary.get("Int8DepthwiseConv2d", 0))

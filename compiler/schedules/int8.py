@@ -86,7 +86,34 @@ def choose_tile(rows: int, cols: int, facts: CpuFacts, max_cols: int = MAX_COLS)
     return best[2], best[3]
 
 
-def pick_space(spaces, facts: CpuFacts, channels: int | None):
+#: Arm sdot: a 1x1 conv whose reduction has this many 4-channel steps keeps the first
+#: seeded space (reduction innermost) instead of a register-blocked tile. Measured on
+#: PP-OCRv4 det's 1x1 convs (rpi5 int8, arm64 proxy, cortex-a76, instructions per
+#: inference, seeded / blocked): 8-24 steps, seeded fewer on 7 of 8 (32->48 at 160x160
+#: 17.5 / 21.0 M, 48->48 26.4 / 29.3 M, 96->96 at 80x80 17.0 / 18.7 M; 48->12 14.0 / 13.4 M);
+#: 3-6 steps, blocked fewer on 4 of 5 (24->96 at 160x160 29.1 / 26.6 M, 12->96 25.3 / 21.8 M);
+#: 48 and 96 steps and every 3x3 conv, blocked fewer (192->192 at 40x40 89.7 / 65.2 M).
+#: One model's data: a window, not a law.
+SHORT_REDUCTION_STEPS = (8, 24)
+
+
+def dot_reduction(func) -> tuple[int, int] | None:
+    """(kernel taps ``kh * kw``, reduction steps ``kh * kw * C / width``) of an lwc packed
+    int8 conv (the block whose ``schedule_rule`` names the dot product), None otherwise."""
+    for block in _blocks(func):
+        rule = str(block.annotations.get("schedule_rule", ""))
+        if not rule.startswith("lwc_int8_dot_"):
+            continue
+        extents = [const_extent(iv.dom.extent) for iv in block.iter_vars if iv.iter_type == 2]
+        if len(extents) != 3 or None in extents:
+            return None
+        kh, kw, c = extents
+        width = int(rule.rsplit("x", 1)[1])
+        return kh * kw, kh * kw * c // width
+    return None
+
+
+def pick_space(spaces, facts: CpuFacts, channels: int | None, reduction: tuple[int, int] | None = None):
     """The design space and decisions for an untuned lwc int8 kernel.
 
     Args:
@@ -95,12 +122,16 @@ def pick_space(spaces, facts: CpuFacts, channels: int | None):
             spaces, each with the activation copy as-is and by rows).
         facts: the CPU.
         channels: the activation copy's innermost (channel) extent, None without one.
+        reduction: :func:`dot_reduction` of the kernel (None: not known).
     Returns:
         the trace to replay (tvm.s_tir.schedule.Trace).
     """
     def has(sch, kind: str) -> bool:
         return any(inst.kind.name == kind for inst in sch.trace.insts)
 
+    lo, hi = SHORT_REDUCTION_STEPS
+    if facts.has_dotprod and reduction is not None and reduction[0] == 1 and lo <= reduction[1] <= hi:
+        return spaces[0].trace  # the seeded space: reduction innermost
     blocked = [s for s in spaces if has(s, "CacheWrite")] or list(spaces)
     # Arm sdot: the copy as is (PP-OCRv4 det, rpi5 int8, arm64 proxy, cortex-a76, with one
     # column block: 1,081 M instructions as is, 1,160 M by rows)

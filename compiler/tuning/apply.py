@@ -295,7 +295,8 @@ def _draws(ctx, func, facts) -> list:
         return design_spaces()[0].copy()
 
     def picked():
-        trace = int8_rule.pick_space(design_spaces(), facts, int8_rule.copy_channels(func))
+        trace = int8_rule.pick_space(design_spaces(), facts, int8_rule.copy_channels(func),
+                                     int8_rule.dot_reduction(func))
         sch = s_tir.Schedule(ctx.mod)
         trace.apply_to_schedule(sch, remove_postproc=True)
         return sch

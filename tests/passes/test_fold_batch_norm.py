@@ -88,3 +88,43 @@ def test_declines_integer_conv_and_says_why():
     pass_obj = FoldBatchNorm()
     assert_unchanged(pass_obj, bb.get())
     assert "int32" in pass_obj.stats.declined[0][1]
+
+
+@pytest.mark.parametrize("op", ["Conv", "ConvTranspose"])
+def test_onnx_level_fold_of_the_int8_flow_matches_onnxruntime(op):
+    """fold_batch_norm_onnx (the int8 flow's fold, before calibration) folds BN into a Conv
+    and into a ConvTranspose (PP-OCRv4 det's head: weight axis 1 is the output channel);
+    the folded model gives onnxruntime's outputs of the unfolded one."""
+    import onnxruntime as ort
+
+    from lwc.passes.fold_batch_norm import fold_batch_norm_onnx
+
+    rng = np.random.default_rng(3)
+    shape = (4, 3, 2, 2) if op == "Conv" else (3, 4, 2, 2)  # Conv OIHW, ConvTranspose IOHW
+    inits = [tensor("w", rng.standard_normal(shape)), tensor("b", rng.standard_normal(4)),
+             *(tensor(n, rng.standard_normal(4)) for n in ("g", "be", "mu")),
+             tensor("v", rng.uniform(0.5, 2.0, 4))]
+    out_hw = 7 if op == "Conv" else 16
+    nodes = [helper.make_node(op, ["x", "w", "b"], ["c"], kernel_shape=[2, 2], strides=[1, 1] if op == "Conv" else [2, 2]),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "v"], ["y"])]
+    m = model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 4, out_hw, out_hw]}, inits)
+    folded = fold_batch_norm_onnx(m)
+    assert [n.op_type for n in folded.graph.node] == [op]
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+
+    def run(mm):
+        return ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    np.testing.assert_allclose(run(folded), run(m), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_level_fold_leaves_a_grouped_conv_transpose():
+    from lwc.passes.fold_batch_norm import fold_batch_norm_onnx
+
+    rng = np.random.default_rng(4)
+    inits = [tensor("w", rng.standard_normal((4, 1, 2, 2))),
+             *(tensor(n, rng.standard_normal(4)) for n in ("g", "be", "mu")), tensor("v", rng.uniform(0.5, 2.0, 4))]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["c"], kernel_shape=[2, 2], strides=[2, 2], group=4),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "v"], ["y"])]
+    m = model(nodes, {"x": [1, 4, 4, 4]}, {"y": [1, 4, 8, 8]}, inits)
+    assert [n.op_type for n in fold_batch_norm_onnx(m).graph.node] == ["ConvTranspose", "BatchNormalization"]

@@ -10,7 +10,7 @@ import tvm
 
 from lwc.kernels.int8_conv2d import conv_kernel, dot_product_for, pack_weight
 from lwc.schedules import CpuFacts
-from lwc.schedules.int8 import ARM_MAX_COLS, MAX_COLS, MAX_ROWS, block_work, choose_tile
+from lwc.schedules.int8 import ARM_MAX_COLS, MAX_COLS, MAX_ROWS, block_work, choose_tile, dot_reduction
 from lwc.targets import resolve
 from lwc.tuning.apply import LWC_RULE_PREFIX, schedule_fixed
 
@@ -106,6 +106,19 @@ def test_rpi5_kernel_is_register_blocked_with_a_write_back_per_accumulator():
     write_back = text[text.index('T.sblock("matmul_global")') - 400:text.index('T.sblock("matmul_global")')]
     assert "T.vectorized(T.int64(4))" in write_back and "T.vectorized(T.int64(16))" not in write_back
     assert tvm.compile(_untuned(rpi5, func), target=rpi5.tvm_target()) is not None
+
+
+@pytest.mark.parametrize("channels, blocked", [(48, False), (192, True)], ids=["12-steps", "48-steps"])
+def test_rpi5_short_1x1_reduction_keeps_the_seeded_space(channels, blocked):
+    """A 1x1 conv of 8-24 reduction steps (SHORT_REDUCTION_STEPS) keeps the reduction-
+    innermost space on Arm sdot; a longer one is register-blocked."""
+    rpi5 = resolve("rpi5")
+    case = ((1, channels, 4, 16), (channels, channels, 1, 1), [0, 0, 0, 0])
+    dot, func = _kernel(rpi5, case)
+    assert dot_reduction(func) == (1, channels // 4)
+    mod = _untuned(rpi5, func)
+    assert ("matmul_global" in mod.script()) == blocked
+    assert tvm.compile(mod, target=rpi5.tvm_target()) is not None
 
 
 @pytest.mark.qemu
