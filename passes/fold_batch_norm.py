@@ -26,8 +26,8 @@ applied at two levels of the same flow:
 
 * Relax (:class:`FoldBatchNorm`, every compile): in lwc's pass pipeline, with the affine
   folds, conv2d_transpose and matmul producers, ``--disable-pass`` and decline reasons.
-* ONNX (:func:`fold_batch_norm_onnx`, ``--quantize int8`` only): Conv -> BatchNormalization
-  is folded before calibration, because the int8 flow works on the ONNX graph
+* ONNX (:func:`fold_batch_norm_onnx`, ``--quantize int8`` only): Conv (or ConvTranspose,
+  groups 1) -> BatchNormalization is folded before calibration, because the int8 flow works on the ONNX graph
   (:mod:`lwc.quantize`): onnxruntime observes the activation ranges and the per-layer
   errors on it, and the per-channel weight scales must come from the folded weights; the
   QDQ pairs are written into that graph, so a fold after import would meet int8 weights.

@@ -90,7 +90,8 @@ def choose_tile(rows: int, cols: int, facts: CpuFacts, max_cols: int = MAX_COLS)
 #: seeded space (reduction innermost) instead of a register-blocked tile. Measured on
 #: PP-OCRv4 det's 1x1 convs (rpi5 int8, arm64 proxy, cortex-a76, instructions per
 #: inference, seeded / blocked): 8-24 steps, seeded fewer on 7 of 8 (32->48 at 160x160
-#: 17.5 / 21.0 M, 48->48 26.4 / 29.3 M, 96->96 at 80x80 17.0 / 18.7 M; 48->12 14.0 / 13.4 M);
+#: 17.5 / 21.0 M, 48->48 26.4 / 29.3 M, 96->96 at 80x80 17.0 / 18.7 M; the exception,
+#: 48->12, 14.0 / 13.4 M);
 #: 3-6 steps, blocked fewer on 4 of 5 (24->96 at 160x160 29.1 / 26.6 M, 12->96 25.3 / 21.8 M);
 #: 48 and 96 steps and every 3x3 conv, blocked fewer (192->192 at 40x40 89.7 / 65.2 M).
 #: One model's data: a window, not a law.
