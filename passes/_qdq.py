@@ -25,10 +25,17 @@ def _numpy(const: Constant) -> np.ndarray:
     return const.value.numpy()
 
 
-def const_value(expr, var2val: dict) -> np.ndarray | None:
-    """numpy value of a constant-only expression, else None."""
+def bound_value(expr, var2val: dict):
+    """The expression a Relax variable is bound to, following variable-to-variable bindings
+    (``expr`` itself when it is not a bound variable)."""
     while isinstance(expr, relax.Var) and expr in var2val:
         expr = var2val[expr]
+    return expr
+
+
+def const_value(expr, var2val: dict) -> np.ndarray | None:
+    """numpy value of a constant-only expression, else None."""
+    expr = bound_value(expr, var2val)
     if isinstance(expr, Constant):
         return _numpy(expr)
     if not isinstance(expr, relax.Call):
@@ -100,8 +107,7 @@ def qparams(call: relax.Call, var2val: dict) -> QParams | None:
 
 
 def op_name(expr, var2val: dict) -> str:
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
+    expr = bound_value(expr, var2val)
     return getattr(getattr(expr, "op", None), "name", "") if isinstance(expr, relax.Call) else ""
 
 

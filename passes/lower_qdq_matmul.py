@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from lwc.passes._qdq import QParams, const_value, dtype_of, lower_matches, qparams
+from lwc.passes._qdq import QParams, bound_value, const_value, dtype_of, lower_matches, qparams
 
 NAME = "LowerQdqMatmul"
 
@@ -37,13 +37,10 @@ def _pattern():
 def int_weight(expr, var2val: dict) -> tuple[np.ndarray, QParams] | str:
     """(int8 [K, N] weight, its qparams with axis in the [K, N] frame) or a reason."""
     axes = None
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
+    expr = bound_value(expr, var2val)
     if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.permute_dims":
         axes = [1, 0] if expr.attrs.axes is None else [int(a) for a in expr.attrs.axes]
-        expr = expr.args[0]
-        while isinstance(expr, relax.Var) and expr in var2val:
-            expr = var2val[expr]
+        expr = bound_value(expr.args[0], var2val)
     if not (isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.dequantize"):
         return "weight is not a dequantized constant"
     wq = const_value(expr.args[0], var2val)

@@ -58,7 +58,7 @@ from lwc.kernels.int8_conv2d import (
     pixel_conv_kernel,
     pixel_lanes,
 )
-from lwc.passes._qdq import const_value, dtype_of, rewrite_matches
+from lwc.passes._qdq import bound_value, const_value, dtype_of, rewrite_matches
 from lwc.kernels.cache import KernelCache
 
 NAME = "PackInt8Conv2d"
@@ -72,9 +72,7 @@ def _pattern():
 
 def _unpad(data, var2val: dict):
     """(tensor before an nn.pad, [top, left, bottom, right], pad value) or (data, 0s, 0)."""
-    expr = data
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
+    expr = bound_value(data, var2val)
     if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.nn.pad":
         widths = [int(v) for v in expr.attrs.pad_width]
         value = getattr(expr.attrs, "pad_value", None)

@@ -30,7 +30,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_op, wildcard
 
-from lwc.passes._qdq import qparams, rewrite_matches
+from lwc.passes._qdq import bound_value, qparams, rewrite_matches
 
 NAME = "QuantizeBeforeConcat"
 
@@ -39,20 +39,14 @@ def _pattern():
     return is_op("relax.quantize")(is_op("relax.concat")(wildcard()), wildcard(), wildcard())
 
 
-def _source(expr, var2val):
-    while isinstance(expr, relax.Var) and expr in var2val:
-        expr = var2val[expr]
-    return expr
-
-
 def check(m, root, var2val) -> str | None:
     """Why the quantize at ``m[root]`` stays where it is, or None."""
     quant = m[root]
     qp = qparams(quant, var2val)
     if qp is None or not qp.per_tensor:
         return "scale or zero point is not a per-tensor constant"
-    concat = _source(quant.args[0], var2val)
-    if not isinstance(_source(concat.args[0], var2val), relax.Tuple):
+    concat = bound_value(quant.args[0], var2val)
+    if not isinstance(bound_value(concat.args[0], var2val), relax.Tuple):
         return "concat of a tuple variable"
     return None
 
@@ -61,10 +55,10 @@ def move(m, root, var2val) -> relax.Expr:
     """``quantize(concat(x...))`` -> ``concat(quantize(x)...)`` (the pass repeats, so a
     concat of concats is moved through level by level)."""
     quant = m[root]
-    concat = _source(quant.args[0], var2val)
+    concat = bound_value(quant.args[0], var2val)
     _, scale, zp = quant.args
     axis, out_dtype = int(quant.attrs.axis), str(quant.attrs.out_dtype)
-    items = _source(concat.args[0], var2val).fields
+    items = bound_value(concat.args[0], var2val).fields
     return relax.op.concat([relax.op.quantize(x, scale, zp, axis=axis, out_dtype=out_dtype) for x in items],
                            axis=concat.attrs.axis)
 

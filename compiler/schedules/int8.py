@@ -100,16 +100,19 @@ SHORT_REDUCTION_STEPS = (8, 24)
 
 def dot_reduction(func) -> tuple[int, int] | None:
     """(kernel taps ``kh * kw``, reduction steps ``kh * kw * C / width``) of an lwc packed
-    int8 conv (the block whose ``schedule_rule`` names the dot product), None otherwise."""
+    channel-lane int8 conv (the block whose ``schedule_rule`` names a dot product of
+    :mod:`lwc.kernels.int8_conv2d`'s ISA table), None otherwise."""
+    from lwc.kernels.int8_conv2d import AVX2, SDOT, VNNI
+
+    widths = {dot.schedule_rule: dot.width for dot in (VNNI, SDOT, AVX2)}
     for block in _blocks(func):
-        rule = str(block.annotations.get("schedule_rule", ""))
-        if not rule.startswith("lwc_int8_dot_"):
+        width = widths.get(str(block.annotations.get("schedule_rule", "")))
+        if width is None:
             continue
         extents = [const_extent(iv.dom.extent) for iv in block.iter_vars if iv.iter_type == 2]
         if len(extents) != 3 or None in extents:
             return None
         kh, kw, c = extents
-        width = int(rule.rsplit("x", 1)[1])
         return kh * kw, kh * kw * c // width
     return None
 

@@ -73,3 +73,20 @@ def ort_run(model: onnx.ModelProto, feed: dict, fused: bool = False) -> list:
     import ort_reference
 
     return ort_reference.run(model, feed, fused=fused)
+
+
+def run_under_qemu(model: onnx.ModelProto, target: str, x, tmp_path, qemu_cpu: str | None = None):
+    """Compile the QDQ ``model`` (input ``x``) for an aarch64 ``target`` without tuning records,
+    run it under qemu-aarch64 and return (the compile result, its output 0, onnxruntime's
+    output 0). Skips without the aarch64 cross compiler or qemu-user."""
+    import pytest
+    from lwc import cross_runtime, driver
+
+    if not (cross_runtime.cross_compiler_available() and cross_runtime.qemu_available()):
+        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    result = driver.compile(str(path), target, use_tuning_logs=False)
+    so = result.export(tmp_path / "model.so")
+    [got], _ = cross_runtime.run_aarch64(so, [("x", x)], timeout_s=300, qemu_cpu=qemu_cpu)
+    return result, got, ort_run(model, {"x": x})[0]

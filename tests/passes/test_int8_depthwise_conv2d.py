@@ -14,7 +14,7 @@ from lwc.passes._qdq import count_ops
 from lwc.passes.int8_depthwise_conv2d import Int8DepthwiseConv2d
 from lwc.passes.lower_qdq_conv2d import LowerQdqConv2d
 
-from qdq_models import conv_model, ort_run
+from qdq_models import conv_model, ort_run, run_under_qemu
 
 
 def _lowered(**kwargs):
@@ -153,21 +153,10 @@ def test_fixed_schedule_builds_for_arm64(preset):
 def test_arm64_artifact_under_qemu_matches_onnxruntime(tmp_path):
     """The quantized depthwise conv compiled for arm64 (fixed schedule, NEON) and run under
     qemu-aarch64: within one output step of onnxruntime."""
-    import onnx
-
-    from lwc import cross_runtime, driver
-
-    if not (cross_runtime.cross_compiler_available() and cross_runtime.qemu_available()):
-        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
-    model = conv_model(stride=2, x_zp=3)
-    path = tmp_path / "dw.onnx"
-    onnx.save(model, path)
-    result = driver.compile(str(path), "arm64", use_tuning_logs=False)
-    assert result.quantization["lowering"]["Int8DepthwiseConv2d"] == 1
-    so = result.export(tmp_path / "dw.so")
     x = np.random.default_rng(3).uniform(-2.7, 2.7, (1, 8, 16, 16)).astype(np.float32)
-    [got], _ = cross_runtime.run_aarch64(so, [("x", x)], timeout_s=300)
-    assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
+    result, got, ref = run_under_qemu(conv_model(stride=2, x_zp=3), "arm64", x, tmp_path)
+    assert result.quantization["lowering"]["Int8DepthwiseConv2d"] == 1
+    assert np.abs(got - ref).max() <= 0.05 + 1e-6  # one output step
 
 
 @pytest.mark.parametrize(

@@ -128,20 +128,11 @@ def test_rpi5_register_blocked_conv_under_qemu_matches_onnxruntime(tmp_path):
     import sys
     from pathlib import Path
 
-    import onnx
-    from lwc import cross_runtime, driver
-
     sys.path.insert(0, str(Path(__file__).parent.parent / "passes"))
-    from qdq_models import conv_model, ort_run
+    from qdq_models import conv_model, run_under_qemu
 
-    if not (cross_runtime.cross_compiler_available() and cross_runtime.qemu_available()):
-        pytest.skip("needs g++-aarch64-linux-gnu and qemu-user")
-    model = conv_model(channels=24, groups=1, hw=16, seed=4)
-    path = tmp_path / "conv.onnx"
-    onnx.save(model, path)
-    result = driver.compile(str(path), "rpi5", use_tuning_logs=False)
-    assert result.quantization["lowering"]["PackInt8Conv2d"] == 1
-    so = result.export(tmp_path / "conv.so")
     x = np.random.default_rng(5).uniform(-2.5, 2.5, (1, 24, 16, 16)).astype(np.float32)
-    [got], _ = cross_runtime.run_aarch64(so, [("x", x)], timeout_s=300, qemu_cpu="cortex-a76")
-    assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
+    result, got, ref = run_under_qemu(conv_model(channels=24, groups=1, hw=16, seed=4), "rpi5", x, tmp_path,
+                                      qemu_cpu="cortex-a76")
+    assert result.quantization["lowering"]["PackInt8Conv2d"] == 1
+    assert np.abs(got - ref).max() <= 0.05 + 1e-6  # one output step
