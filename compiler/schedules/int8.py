@@ -16,6 +16,8 @@ kernel parallel. This module picks instead, as the fp32 rules do (:mod:`.common`
 * on x86 the activation copy by input rows where its channel count is not a multiple of
   64 (``schedule_im2col``'s measurements: the postprocessor's fused loop pays an int64
   div/mod per element there), as-is otherwise; on Arm sdot as is;
+* the blocks after the matmul (write-back with its fused epilogue, a broadcast epilogue)
+  vectorized along their innermost axis (:func:`schedule_epilogues`);
 * every parallel loop made serial below :data:`.common.PARALLEL_MIN_WORK` multiply-adds
   (a fork/join of TVM's thread pool costs tens of microseconds; PP-OCR cls's int8 convs
   are 0.1-2 M MACs each).
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from .analysis import const_extent, sblocks
+from .analysis import SPATIAL, const_extent, sblocks
 from .common import PARALLEL_MIN_WORK
 from .facts import CpuFacts
 
@@ -149,6 +151,49 @@ def pick_space(spaces, facts: CpuFacts, channels: int | None, reduction: tuple[i
         trace = trace.with_decision(tiles[0], [rows // r1, r1], remove_postproc=True)
         trace = trace.with_decision(tiles[1], [cols // c1, c1], remove_postproc=True)
     return trace
+
+
+def schedule_epilogues(sch, facts: CpuFacts) -> int:
+    """Vectorize the write-back blocks of a replayed lwc int8 kernel along their innermost
+    axis (:func:`lwc.schedules.common.schedule_spatial`), before MetaSchedule's
+    postprocessors run.
+
+    Left to RewriteParallelVectorizeUnroll, such a block is vectorized only as whole
+    fused loops of at most ``max_vectorize_extent`` (64) elements: a width of 96 (PP-OCR
+    cls's pixel-lane convs) stayed scalar, int64 requantization included, and a broadcast
+    epilogue (a squeeze-excitation scale, ``x * hard_sigmoid(conv(mean(x)))``) was fused
+    over all four axes and vectorized by 64 with a div/mod per lane, which made its
+    per-channel NaN guard (``isnan`` does not vectorize) run scalar: 5-8x the fp32 kernel.
+
+    A block qualifies when it is spatial, carries no ``schedule_rule``, and its loop nest
+    holds only it with every loop serial and unannotated (the matmul's tile and its
+    cache-write block do not). Its innermost loop gets the
+    :data:`lwc.kernels.int8_conv2d.SCHEDULED_LOOP_ATTR` annotation: the postprocessor leaves annotated loops alone (it would fuse the split
+    loops again) and parallelizes the outer loop as before.
+
+    Returns:
+        the number of blocks scheduled.
+    """
+    from tvm import tirx
+
+    from lwc.kernels.int8_conv2d import SCHEDULED_LOOP_ATTR
+
+    from .common import schedule_spatial
+
+    done = 0
+    for block in sblocks(sch):
+        stmt = sch.get(block)
+        if "schedule_rule" in stmt.annotations or any(iv.iter_type != SPATIAL for iv in stmt.iter_vars):
+            continue
+        loops = sch.get_loops(block)
+        if not loops or len(sch.get_child_blocks(loops[0])) != 1:
+            continue
+        if any(sch.get(lp).kind != tirx.ForKind.SERIAL or sch.get(lp).annotations for lp in loops):
+            continue
+        schedule_spatial(sch, block, facts)
+        sch.annotate(sch.get_loops(block)[-1], SCHEDULED_LOOP_ATTR, 1)
+        done += 1
+    return done
 
 
 def _blocks(func) -> list:

@@ -278,7 +278,8 @@ def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES, facts=No
 def _draws(ctx, func, facts) -> list:
     """Ways to schedule one lwc kernel, best first (callables returning a Schedule):
     given ``facts``, the space and tiles :func:`lwc.schedules.int8.pick_space` chooses,
-    replayed; then the first seeded design space (what a failed replay or postprocessor
+    replayed, with its write-back blocks vectorized by
+    :func:`lwc.schedules.int8.schedule_epilogues`; then the first seeded design space (what a failed replay or postprocessor
     falls back to)."""
     from tvm import s_tir
 
@@ -299,6 +300,7 @@ def _draws(ctx, func, facts) -> list:
                                      int8_rule.dot_reduction(func))
         sch = s_tir.Schedule(ctx.mod)
         trace.apply_to_schedule(sch, remove_postproc=True)
+        int8_rule.schedule_epilogues(sch, facts)
         return sch
 
     return [seeded] if facts is None else [picked, seeded]

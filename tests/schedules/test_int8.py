@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import tvm
 
-from lwc.kernels.int8_conv2d import conv_kernel, dot_product_for, pack_weight
+from lwc.kernels.int8_conv2d import (VNNI, conv_kernel, dot_product_for, pack_weight, pack_weight_pixels,
+                                     pixel_conv_kernel)
 from lwc.schedules import CpuFacts
 from lwc.schedules.int8 import ARM_MAX_COLS, MAX_COLS, MAX_ROWS, block_work, choose_tile, dot_reduction
 from lwc.targets import resolve
@@ -121,6 +122,30 @@ def test_rpi5_short_1x1_reduction_keeps_the_seeded_space(channels, blocked):
     assert tvm.compile(mod, target=rpi5.tvm_target()) is not None
 
 
+
+@pytest.mark.parametrize("case, interleaved", [(((1, 16, 4, 32), (8, 16, 1, 1), [0, 0, 0, 0]), True),
+                                               (((1, 12, 5, 16), (16, 12, 3, 3), [1, 1, 1, 1]), False)],
+                         ids=["1x1-plain-copy", "3x3-padded"])
+def test_pixel_lane_copy_interleaves_rows_and_the_conv_stays_exact(case, interleaved):
+    """x86 VNNI's pixel-lane kernel, untuned: an unpadded activation copy is tensorized as
+    4 row loads and one shuffle per 64 bytes (lwc_interleave_4x16_u8), a padded one stays
+    a per-column copy; either way the scheduled kernel is the exact int32 conv."""
+    host = resolve("host")
+    if dot_product_for(host.arch, host.features) != VNNI:
+        pytest.skip(f"the pixel-lane kernel is x86 VNNI only; this host ({host.cpu}) has none")
+    shape, wshape, pads = case
+    out_shape = (1, wshape[0], shape[2] + pads[0] + pads[2] - wshape[2] + 1, shape[3] + pads[1] + pads[3] - wshape[3] + 1)
+    assert out_shape[3] % 16 == 0
+    mod = _untuned(host, pixel_conv_kernel(shape, wshape, out_shape, (1, 1), pads, 9))
+    assert ("T.Shuffle" in mod.script()) == interleaved
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    w = rng.integers(-128, 128, wshape).astype(np.int8)
+    lib = tvm.compile(mod, target=host.tvm_target())
+    out = tvm.runtime.tensor(np.zeros(out_shape, np.int32))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight_pixels(w)), out)
+    np.testing.assert_array_equal(out.numpy(), _reference(x, w, pads, 9))
+
 @pytest.mark.qemu
 def test_rpi5_register_blocked_conv_under_qemu_matches_onnxruntime(tmp_path):
     """A QDQ conv 24->24 (6 column blocks: an 8 x 3 tile) compiled for rpi5 without tuning
@@ -136,3 +161,73 @@ def test_rpi5_register_blocked_conv_under_qemu_matches_onnxruntime(tmp_path):
                                       qemu_cpu="cortex-a76")
     assert result.quantization["lowering"]["PackInt8Conv2d"] == 1
     assert np.abs(got - ref).max() <= 0.05 + 1e-6  # one output step
+
+
+def _squeeze_excitation_model(c=16, h=6, w=48, seed=0):
+    """fp32 ONNX: ``y = conv1x1(x * hard_sigmoid(conv(relu(conv(mean_hw(x))))))``, the
+    squeeze-excitation block of MobileNetV3 (PP-OCR cls), input (1, c, h, w)."""
+    import onnx
+    from onnx import TensorProto, helper
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(seed)
+
+    def weight(name, o, i):
+        return nh.from_array(rng.normal(0, 0.5, (o, i, 1, 1)).astype(np.float32), name)
+
+    def bias(name, o):
+        return nh.from_array(rng.normal(0, 0.2, o).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["x"], ["m"]),
+        helper.make_node("Conv", ["m", "w1", "b1"], ["s1"]),
+        helper.make_node("Relu", ["s1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["s2"]),
+        helper.make_node("HardSigmoid", ["s2"], ["g"], alpha=0.2, beta=0.5),
+        helper.make_node("Mul", ["x", "g"], ["xs"]),
+        helper.make_node("Conv", ["xs", "w3", "b3"], ["y"]),
+    ]
+    inits = [weight("w1", c // 4, c), bias("b1", c // 4), weight("w2", c, c // 4), bias("b2", c),
+             weight("w3", 8, c), bias("b3", 8)]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, h, w])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, h, w])], inits)
+    return onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_broadcast_epilogue_vectorized_along_the_width_and_matches_onnxruntime(tmp_path):
+    """The int8 squeeze-excitation conv's fused epilogue (``x * hard_sigmoid(conv)`` over
+    the whole feature map, then the next conv's quantize) runs along the width, one
+    vector at a time (its per-channel NaN guard stays a scalar), instead of fused over all
+    axes with a div/mod per lane; the compiled model stays within int8 error of
+    onnxruntime fp32."""
+    import re
+
+    import onnxruntime as ort
+
+    from lwc import artifact, driver
+    from lwc.options import CompileOptions
+    from lwc.prepare import prepare
+    from lwc.quantize.options import QuantizeOptions
+    from lwc.kernels.int8_conv2d import SCHEDULED_LOOP_ATTR
+    from lwc.tuning.apply import apply_records
+
+    model = _squeeze_excitation_model()
+    options = CompileOptions(quantize=QuantizeOptions(calib_random=8, progress=False))
+    prepared = prepare(model, "host", {"x": [1, 16, 6, 48]}, options)
+    host = resolve("host")
+    mod, _ = apply_records(prepared.mod, host, prepared.tvm_target, enabled=False)
+    se = [f.script() for gv, f in mod.functions_items()
+          if "int8_conv2d" in gv.name_hint and "hard_sigmoid" in gv.name_hint]
+    assert len(se) == 1, [gv.name_hint for gv in mod.functions]
+    lanes = CpuFacts.from_preset(host).lanes(32)
+    loop = re.search(r'T\.vectorized\(T\.int64\((\d+)\), annotations=\{"' + SCHEDULED_LOOP_ATTR + r'": 1\}\):\s+'
+                     r'with T\.sblock\("(\w+)"\)', se[0])
+    assert loop is not None and int(loop.group(1)) == lanes and loop.group(2) != "to_nchw", se[0][-3000:]
+
+    result = driver.compile(model, "host", {"x": [1, 16, 6, 48]}, options=options, use_tuning_logs=False)
+    art = artifact.load(result.export(tmp_path / "se.so"))
+    x = np.random.default_rng(1).standard_normal((1, 16, 6, 48)).astype(np.float32)
+    (got,) = art.run({"x": x})
+    (want,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
