@@ -149,9 +149,36 @@ def shape_dims(shape) -> tuple:
 
 
 def build(mod, target: tvm.target.Target):
-    """Lower and code-generate a Relax module with TVM's default pipeline for ``target``."""
-    with target:
+    """Lower and code-generate a Relax module with TVM's default pipeline for ``target``
+    (LLVM targets: with :func:`vectorizable_isnan`)."""
+    with target, (vectorizable_isnan() if target.kind.name == "llvm" else contextlib.nullcontext()):
         return tvm.compile(mod, target=target, relax_pipeline=default_pipeline(target))
+
+
+@contextlib.contextmanager
+def vectorizable_isnan():
+    """Within the block, TVM's VectorizeLoop keeps ``tirx.isnan`` a vector operation.
+
+    TVM 0.27 registers no ``TVectorizable`` attribute for ``tirx.isnan``
+    (src/tirx/op/builtin.cc), so a vectorized loop whose body calls it is lowered as a
+    scalar loop, and LLVM re-vectorizes only the simplest of those. Every ReLU and Clip
+    epilogue carries such a call (lwc's PreserveNaN and TVM's importer keep NaN as
+    onnxruntime does: ``where(isnan(x), x, relu(x))``): a conv's fused epilogue with a
+    residual add or an int8 requantization then ran one element at a time. LLVM's code
+    generator emits a vector ``fcmp uno`` for it (CodeGenLLVM, ``builtin::isnan``);
+    C-source targets (CUDA) print ``x != x``, which vector types do not support there, so
+    the attribute is set only around LLVM builds. ``x != x`` in the TIR itself is no
+    way out: TVM's simplifier folds it to false.
+    """
+    op = tvm.ir.Op.get("tirx.isnan")
+    already = bool(op.get_attr("TVectorizable"))  # (has_attr is True for any registered key)
+    if not already:
+        op.set_attr("TVectorizable", True)
+    try:
+        yield
+    finally:
+        if not already:
+            op.reset_attr("TVectorizable")
 
 
 # --------------------------------------------------------------------------- CUDA

@@ -50,3 +50,33 @@ def test_injective_matches_onnxruntime(case):
     report = check_numerics(m, {k: rand(*v) for k, v in shapes.items()})
     assert report.get("injective", 0) >= 1, report
     assert not report["declined"], report
+
+
+def test_isnan_stays_a_vector_operation_in_llvm_builds():
+    """A NaN-preserving ReLU over gathered elements (a write-back epilogue's shape):
+    inside tvm_compat.vectorizable_isnan the isnan is one vector compare (TVM alone
+    scalarizes the loop), NaN still propagates, and the attribute is gone afterwards."""
+    import numpy as np
+    import tvm
+    from tvm.script import tirx as T
+
+    from lwc import tvm_compat
+
+    @T.prim_func
+    def relu_gather(a: T.Buffer((64,), "float32"), idx: T.Buffer((64,), "int32"), b: T.Buffer((64,), "float32")):
+        T.func_attr({"global_symbol": "main", "tirx.noalias": True})
+        for i in T.vectorized(64):
+            b[i] = T.Select(T.isnan(a[idx[i]]), a[idx[i]], T.max(a[idx[i]], T.float32(0)))
+
+    mod = tvm.IRModule({"main": relu_gather})
+    target = tvm.target.Target({"kind": "llvm"})
+    with tvm_compat.vectorizable_isnan():
+        lib = tvm.compile(mod, target=target)
+    assert "<64 x float>" in lib.mod.inspect_source("ll")  # TVM's 64-lane vector (else a scalar loop)
+    assert not tvm.ir.Op.get("tirx.isnan").get_attr("TVectorizable")
+    a = np.array([np.nan, -1.5, 2.0, 0.0] * 16, np.float32)
+    idx = np.arange(64, dtype=np.int32)[::-1].copy()
+    out = tvm.runtime.tensor(np.zeros(64, np.float32))
+    lib["main"](tvm.runtime.tensor(a), tvm.runtime.tensor(idx), out)
+    want = a[idx]
+    np.testing.assert_array_equal(out.numpy(), np.where(np.isnan(want), want, np.maximum(want, 0)))

@@ -69,6 +69,16 @@ def _kernel(preset, case):
     return dot, conv_kernel(shape, wshape, out_shape, (1, 1), (1, 1), pads, 7, dot)
 
 
+def _write_back_in_tile(mod) -> bool:
+    """Whether the NCHW write-back runs inside the register tile's loop (write_back_in_tile):
+    it shares its innermost enclosing multi-block loop with the tile's cache-write block."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(mod)
+    tile = [lp for lp in sch.get_loops(sch.get_sblock("matmul_global")) if len(sch.get_child_blocks(lp)) > 1]
+    return any(sch.get(lp).same_as(sch.get(tile[-1])) for lp in sch.get_loops(sch.get_sblock("to_nchw")))
+
+
 def _untuned(preset, func):
     mod, done = schedule_fixed(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), preset,
                                preset.tvm_target(), LWC_RULE_PREFIX, CpuFacts.from_preset(preset))
@@ -84,6 +94,7 @@ def test_host_kernel_is_register_blocked_exact_and_parallel_only_when_it_pays(ca
     text = mod.script()
     assert "matmul_global" in text  # the register-blocked space: accumulators in a tile
     assert ("T.parallel" in text) == (block_work(func) >= 1 << 22)
+    assert _write_back_in_tile(mod)
     rng = np.random.default_rng(0)
     shape, wshape, pads = case
     x = rng.integers(0, 256, shape).astype(np.uint8)
@@ -106,6 +117,7 @@ def test_rpi5_kernel_is_register_blocked_with_a_write_back_per_accumulator():
     assert "T.unroll(T.int64(6)" in text and text.count("T.unroll(T.int64(4)") >= 2  # rows, columns
     write_back = text[text.index('T.sblock("matmul_global")') - 400:text.index('T.sblock("matmul_global")')]
     assert "T.vectorized(T.int64(4))" in write_back and "T.vectorized(T.int64(16))" not in write_back
+    assert _write_back_in_tile(_untuned(rpi5, func))
     assert tvm.compile(_untuned(rpi5, func), target=rpi5.tvm_target()) is not None
 
 
