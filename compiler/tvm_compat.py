@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import os
+import threading
 from functools import cache
 
 from lwc.machine import usable_cores
@@ -171,14 +172,22 @@ def vectorizable_isnan():
     way out: TVM's simplifier folds it to false.
     """
     op = tvm.ir.Op.get("tirx.isnan")
-    already = bool(op.get_attr("TVectorizable"))  # (has_attr is True for any registered key)
-    if not already:
-        op.set_attr("TVectorizable", True)
+    with _ISNAN["lock"]:  # builds in other threads share the attribute: count them
+        _ISNAN["users"] += 1
+        if _ISNAN["users"] == 1:
+            _ISNAN["ours"] = not op.get_attr("TVectorizable")  # (has_attr: True for any key)
+            if _ISNAN["ours"]:
+                op.set_attr("TVectorizable", True)
     try:
         yield
     finally:
-        if not already:
-            op.reset_attr("TVectorizable")
+        with _ISNAN["lock"]:
+            _ISNAN["users"] -= 1
+            if _ISNAN["users"] == 0 and _ISNAN["ours"]:
+                op.reset_attr("TVectorizable")
+
+
+_ISNAN = {"lock": threading.Lock(), "users": 0, "ours": False}
 
 
 # --------------------------------------------------------------------------- CUDA

@@ -212,8 +212,7 @@ def _interleave_funcs():
         with T.sblock("root"):
             T.reads(A[0:4, 0:1, 0:16])
             T.writes(B[0:16, 0:4])
-            B.vstore([0, 0], T.Shuffle([A.vload([0, 0, 0], "uint8x16"), A.vload([1, 0, 0], "uint8x16"),
-                                        A.vload([2, 0, 0], "uint8x16"), A.vload([3, 0, 0], "uint8x16")],
-                                       [16 * k + j for j in range(16) for k in range(4)]))
+            rows = [A.vload([k, 0, 0], "uint8x16") for k in range(4)]
+            B.vstore([0, 0], T.Shuffle(rows, [16 * k + j for j in range(16) for k in range(4)]))
 
     return desc, impl

@@ -249,10 +249,10 @@ def schedule_nchw4c(sch, block):
     Left to RewriteParallelVectorizeUnroll, all five loops were fused into one and split
     by 64, so every element paid int64 div/mod by the extents: 11.3 ms for PP-OCRv4 det's
     3x3 conv 96->24 at 160x160 vs 1.7 ms with 16 columns x 4 channels as one vector (Zen 5,
-    32 trials each). That vector was still a gather (a ``vpinsrb`` per byte): on PP-OCR
-    cls (znver4, untuned int8) its 1x1 convs at 96 columns ran 2.4-2.9x their fp32
-    kernels, and the whole model went from 1.02 to 0.92 of fp32 with the padded copy's
-    form for every copy.
+    32 trials each). That vector was still a gather (a ``vpinsrb`` per byte): PP-OCR cls's
+    1x1 convs at 96 columns ran 2.4-2.9x their fp32 kernels. cls int8 / fp32 (znver4,
+    untuned, interleaved p50): 1.05 with the gather, 0.93 with every copy per column,
+    0.87 with the unpadded ones interleaved.
 
     Returns:
         [sch] (the block's width ``wp`` is a multiple of 16 by construction).

@@ -186,7 +186,8 @@ def schedule_epilogues(sch, facts: CpuFacts) -> int:
     done = 0
     for block in sblocks(sch):
         stmt = sch.get(block)
-        if "schedule_rule" in stmt.annotations or any(iv.iter_type != SPATIAL for iv in stmt.iter_vars):
+        if "schedule_rule" in stmt.annotations or any(
+                iv.iter_type != SPATIAL for iv in stmt.iter_vars):
             continue
         loops = sch.get_loops(block)
         if not loops or len(sch.get_child_blocks(loops[0])) != 1:

@@ -37,8 +37,9 @@ class Pooling:
         producers, epilogue = inline_neighbours(sch, block)
         block = sch.get_sblock(name)
         n = nest(sch, block)
-        if n is None or n.loop_of(n.out_index[-1]).symbolic or (
-                vector_factor(n.loop_of(n.out_index[-1]).extent, facts.lanes()) < MIN_VECTOR_FRACTION * facts.lanes()):
+        row = n.loop_of(n.out_index[-1]) if n is not None else None
+        if row is None or row.symbolic or (
+                vector_factor(row.extent, facts.lanes()) < MIN_VECTOR_FRACTION * facts.lanes()):
             return None  # odd widths (55, 27): Reduction runs rows in parallel instead
         register_tile(sch, n, epilogue, facts, n.out_index[-1], None)
         schedule_rest(sch, producers, facts)

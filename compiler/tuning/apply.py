@@ -278,9 +278,9 @@ def schedule_fixed(mod, preset, tvm_target, rules=FIXED_SCHEDULE_RULES, facts=No
 def _draws(ctx, func, facts) -> list:
     """Ways to schedule one lwc kernel, best first (callables returning a Schedule):
     given ``facts``, the space and tiles :func:`lwc.schedules.int8.pick_space` chooses,
-    replayed, with its write-back blocks vectorized by
-    :func:`lwc.schedules.int8.schedule_epilogues`; then the first seeded design space (what a failed replay or postprocessor
-    falls back to)."""
+    replayed, with the blocks after its matmul placed and vectorized by
+    :func:`lwc.schedules.int8.schedule_epilogues`; then the first seeded design space
+    (what a failed replay or postprocessor falls back to)."""
     from tvm import s_tir
 
     from lwc.schedules import int8 as int8_rule
