@@ -170,6 +170,57 @@ def test_symbolic_width_keeps_fused_activations_and_vector_tiles(tmp_path):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+
+@pytest.mark.parametrize("lo, hi, lanes", [(96, 1280, 8), (320, 1280, 16), (8, 64, 4)])
+def test_symbolic_vector_tile_fits_the_range(lo, hi, lanes):
+    """The vector tile over a dynamic width (AVX-512: 16 fp32 lanes) halves while the
+    range's small widths would run mostly in the scalar tail: rec's late-stage width
+    (W - 1) // 4 + 1 is 24..320 for 96..1280 (8 lanes), 80..320 for 320..1280 (16, no
+    tail at either end)."""
+    from lwc.schedules import CpuFacts
+    from lwc.schedules.analysis import symbolic_loops
+    from lwc.schedules.common import symbolic_vector
+
+    w = tvm.tirx.Var("W", "int64")
+    extent = tvm.tirx.floordiv(w - 1, 4) + 1
+    avx512 = CpuFacts(vector_bits=512, vector_regs=32, cores=2)
+    with symbolic_loops({"W": round((lo * hi) ** 0.5)}, {"W": (lo, hi)}):
+        assert symbolic_vector(extent, avx512) == lanes
+
+
+def _head_model(classes: int = 6625) -> onnx.ModelProto:
+    """X [T, 24] (T symbolic) -> MatMul [24, classes] + bias: rec's CTC head, shrunk."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((24, classes)).astype(np.float32) * 0.2, "w")
+    b = numpy_helper.from_array(rng.standard_normal(classes).astype(np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["X", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["Y"])]
+    graph = helper.make_graph(nodes, "head", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", 24])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", classes])], [w, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_dynamic_rows_stream_the_weight_in_chunks(tmp_path):
+    """A matmul over a dynamic row count and 6625 columns (no lane tile) runs its columns
+    in chunks of 265, the chunk loop outermost, so a chunk of the weight serves every row;
+    it matches onnxruntime at a few row counts."""
+    from lwc import prepare as prepare_stage
+    from lwc.schedules import CpuFacts, apply_rules
+    from lwc.tuning.apply import prepare as lower
+
+    model = _head_model()
+    prepared = prepare_stage.prepare(model, "host", {"X": ["1..200", 24]})
+    avx2 = CpuFacts(vector_bits=256, vector_regs=16, cores=2)
+    scheduled, _ = apply_rules(lower(prepared.mod, prepared.tvm_target), avx2)
+    [head] = [f.script() for gv, f in scheduled.functions_items() if "matmul" in gv.name_hint
+              and isinstance(f, tvm.tirx.PrimFunc)]
+    assert "T.int64(265)" in head and "* T.int64(25)" in head, head
+
+    result = driver.compile(model, "host", {"X": ["1..200", 24]}, use_tuning_logs=False)
+    art = artifact.load(result.export(tmp_path / "head.so"))
+    for rows in (1, 37, 200):
+        x = np.random.default_rng(rows).standard_normal((rows, 24)).astype(np.float32)
+        np.testing.assert_allclose(art.run({"X": x})[0], _ort(model, {"X": x})[0], rtol=1e-4, atol=1e-4)
+
 def test_fixed_shape_manifest_has_no_dims():
     result = driver.compile(_width_model(), "host", {"X": [1, 4, 6, 16]})
     assert "dims" not in result.describe()["inputs"][0]

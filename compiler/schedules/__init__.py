@@ -84,7 +84,7 @@ def apply_rules(mod: tvm.IRModule, facts: CpuFacts, rules=None, only=None) -> tu
     """
     report: dict = {"declined": []}
     updates = {}
-    with symbolic_loops(dim_plan(mod)):
+    with symbolic_loops(dim_plan(mod), dim_bounds(mod)):
         _schedule_all(mod, facts, rules, only, report, updates)
     out = mod.clone()
     for gv, func in updates.items():
@@ -110,6 +110,21 @@ def dim_plan(mod: tvm.IRModule) -> dict[str, int] | None:
             lo = int(lower[name]) if name in lower else 1
             plan[str(name)] = max(1, round((max(lo, 1) * int(hi)) ** 0.5))
     return plan
+
+
+def dim_bounds(mod: tvm.IRModule) -> dict[str, tuple[int, int]] | None:
+    """The accepted range ``(lo, hi)`` of each symbolic dim of a dynamic-dims compile (its
+    ``tir_var_lower_bound``, 1 where it has none, and ``tir_var_upper_bound``), None for a
+    fixed-shape compile."""
+    bounds = None
+    for _, f in mod.functions_items():
+        if isinstance(f, tvm.tirx.PrimFunc) or f.attrs is None or "tir_var_upper_bound" not in f.attrs:
+            continue
+        lower = dict(f.attrs).get("tir_var_lower_bound", {})
+        bounds = bounds or {}
+        for name, hi in f.attrs["tir_var_upper_bound"].items():
+            bounds[str(name)] = (max(1, int(lower[name])) if name in lower else 1, int(hi))
+    return bounds
 
 
 def _schedule_all(mod, facts, rules, only, report: dict, updates: dict) -> None:

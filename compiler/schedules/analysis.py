@@ -37,10 +37,11 @@ REDUCE = tirx.IterVar.CommReduce  # 2
 SYMBOLIC_EXTENT = 512
 
 _SYMBOLIC_LOOPS = contextvars.ContextVar("lwc_symbolic_loops", default=None)
+_SYMBOLIC_BOUNDS = contextvars.ContextVar("lwc_symbolic_bounds", default=None)
 
 
 @contextlib.contextmanager
-def symbolic_loops(plan: dict[str, int] | None = None):
+def symbolic_loops(plan: dict[str, int] | None = None, bounds: dict[str, tuple[int, int]] | None = None):
     """Within the block, :func:`nest` describes loops over symbolic dims (a dynamic-dims
     compile) instead of returning None for them. Off by default (``plan`` None), so a
     fixed-shape compile's data-dependent kernels (NonZero's outputs) are declined as before.
@@ -49,11 +50,14 @@ def symbolic_loops(plan: dict[str, int] | None = None):
         plan: the value to plan each symbol with, by name (a PrimFunc's symbolic params are
             named like the Relax function's dims): a loop over ``(W - 5) // 8 + 1`` plans
             with that expression at ``plan["W"]``.
+        bounds: each symbol's accepted range ``(lo, hi)`` (:func:`extent_range`), by name.
     """
     token = _SYMBOLIC_LOOPS.set(plan)
+    bounds_token = _SYMBOLIC_BOUNDS.set(bounds)
     try:
         yield
     finally:
+        _SYMBOLIC_BOUNDS.reset(bounds_token)
         _SYMBOLIC_LOOPS.reset(token)
 
 
@@ -87,6 +91,29 @@ def planned_extent(extent) -> int:
         if value is not None and value >= 1:
             return value
     return SYMBOLIC_EXTENT
+
+
+def extent_range(extent) -> tuple[int, int] | None:
+    """A symbolic loop extent at the smallest and at the largest accepted value of each
+    of its symbols (the ``bounds`` of :func:`symbolic_loops`), None where they do not make
+    it constant. Taken as the extent's range: lwc's kernels' extents grow with their
+    symbols (an output width ``(W - 5) // 8 + 1``)."""
+    value = const_extent(extent)
+    if value is not None:
+        return value, value
+    bounds = _SYMBOLIC_BOUNDS.get()
+    free = undefined_vars(extent)
+    if not bounds or not free or not all(v.name in bounds for v in free):
+        return None
+    from tvm.sym.analyzer import Analyzer
+
+    ends = []
+    for end in (0, 1):
+        analyzer = Analyzer()
+        for v in free:
+            analyzer.bind(v, tirx.const(bounds[v.name][end], "int64"))
+        ends.append(const_extent(analyzer.simplify(extent)))
+    return None if None in ends else (ends[0], ends[1])
 
 
 def const_extent(extent) -> int | None:

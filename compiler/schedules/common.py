@@ -21,6 +21,7 @@ from tvm.tirx import IndexMap
 from .analysis import (
     Nest,
     const_extent,
+    extent_range,
     is_reduction,
     nest,
     planned_extent,
@@ -250,6 +251,46 @@ def _after(sch: s_tir.Schedule, main) -> list:
     return [sch.get_sblock(n) for n in names[i + 1 :]]
 
 
+#: Elements of a plain row tile (a constant axis beside a symbolic one, left to LLVM's
+#: loop vectorizer) at most: the row is split into chunks that divide it (rec's 6625
+#: classes: 25 chunks of 265), 2 KB of fp32 per row of the streamed operand.
+PLAIN_CHUNK = 512
+
+#: Time of one element of a symbolic axis' partial tile (run scalar) in units of one
+#: element of a full vector tile: "~20x slower per element" (docs/dynamic_dims.md,
+#: PP-OCRv4 rec on a znver3).
+TAIL_ELEMENT_COST = 20
+
+
+def symbolic_vector(extent, facts: CpuFacts) -> int:
+    """Lanes of the vector tile over a symbolic axis (the dynamic width, split with a
+    partitioned tail by :func:`register_tile`): of the CPU's fp32 lanes and its halves
+    down to 4, the one with the least modeled time, relative to all-vector time, summed
+    over the axis' smallest, planned and largest extents (:func:`analysis.extent_range`,
+    :func:`analysis.planned_extent`).
+
+    Model, per extent E and tile v (L the CPU's lanes): ``E // v`` full tiles of
+    ``max(v, L/2)`` element-times each (half a register costs about as much as a full one
+    per element: Zen 4 splits 512-bit operations in two, and a narrower tile keeps
+    more accumulators), plus ``E % v`` tail elements of :data:`TAIL_ELEMENT_COST` each.
+    A wide tile leaves up to ``v - 1`` columns scalar at every width: PP-OCRv4 rec
+    (``96..1280``) at width 96 has 24 columns in its late stages, 16 + 8 scalar with
+    AVX-512's 16 lanes, and the artifact ran 5.0x a fixed build there (znver4); with 8
+    lanes, 1.25x (docs/dynamic_dims.md). Ties go to the wider tile.
+    """
+    lanes = facts.lanes(32)
+    ends = extent_range(extent)
+    if ends is None:
+        return lanes
+    extents = {ends[0], planned_extent(extent), ends[1]}
+
+    def modeled(v: int) -> float:
+        return sum(((e // v) * max(v, lanes / 2) + (e % v) * TAIL_ELEMENT_COST) / e for e in extents if e > 0)
+
+    candidates = [v for v in (lanes, lanes // 2, lanes // 4) if v >= 4] or [lanes]
+    return min(candidates, key=lambda v: (modeled(v), -v))
+
+
 def register_tile(
     sch: s_tir.Schedule,
     main: Nest,
@@ -297,15 +338,20 @@ def register_tile(
     peel = vloop.symbolic and main.spatial[-1] is vloop
     v_extent = vloop.extent
     if vloop.symbolic:  # one vector: the scalar tail (the last partial tile) stays short
-        v_extent = facts.lanes(32) if peel else 1
+        v_extent = symbolic_vector(sch.get(vloop.rv).extent, facts) if peel else 1
     u_extent = 1 if uloop is None or uloop.symbolic else uloop.extent
     vi, ui = choose_tile(v_extent, u_extent, facts)
     # dynamic dims, no lane tile (rec's head: 6625 classes x a symbolic sequence): the whole
     # constant axis is the tile, left to LLVM's loop vectorizer (remainder loop included),
     # so the operand it indexes streams contiguously: acc[t, :] += a[t, k] * b[k, :]
     plain = vi == 1 and not vloop.symbolic and vloop.extent > 1 and any(lp.symbolic for lp in main.loops)
+    chunked = False
     if plain:
-        vi, ui = vloop.extent, 1
+        # in chunks of at most PLAIN_CHUNK, the chunk loop outermost: each chunk of the
+        # streamed operand then serves every row from L2 (rec's head at width 1280: 160
+        # rows x a 3.2 MB weight, read once per row unchunked: 6.6 ms vs 1.9 fixed)
+        vi, ui = largest_divisor(vloop.extent, PLAIN_CHUNK), 1
+        chunked = vi < vloop.extent
     # a symbolic vector axis that is not the innermost loop: the whole row, unsplit, is
     # the tile, for LLVM's loop vectorizer; the accumulator is rows x the width
     row = vloop.symbolic and not peel
@@ -335,7 +381,8 @@ def register_tile(
         prepacked = {"dim": packed[1],
                      "tile": vi, "buffer": main.reads[packed[0]][0]}
         packed = None
-    if packed is not None:  # the vector axis' outer loop first: the pack is per channel tile
+    if packed is not None or chunked:  # the vector axis' outer loop first: the pack is per
+        # channel tile; a chunk of a plain row is reused by every row
         vo = outer[[lp is vloop for lp in main.spatial].index(True)]
         outer = [vo] + [lp for lp in outer if lp != vo]
     if reuse_outer is not None and packed is None and not vloop.symbolic and _reuse_operand_fits(main, vec_var, reuse_var, facts):
