@@ -40,6 +40,19 @@ def _ms():
 _INTRIN_MODULES = {"x86_64": "x86", "aarch64": "arm_cpu"}
 
 
+def builder_worker(arch: str, llvm: bool) -> None:
+    """Initializer of MetaSchedule's builder workers (processes that only build this
+    target's candidates): the target's tensor intrinsics (:func:`fast_tensor_intrin`), and
+    on LLVM targets a vector ``isnan`` as :func:`lwc.tvm_compat.build` has
+    (:func:`lwc.tvm_compat.vectorizable_isnan`), so candidates are timed as the compile
+    will build them."""
+    fast_tensor_intrin(arch)
+    if llvm:
+        from lwc import tvm_compat
+
+        tvm_compat.vectorizable_isnan().__enter__()  # for the worker's lifetime
+
+
 def fast_tensor_intrin(arch: str) -> None:
     """Register only the tensor intrinsics of ``arch`` (x86_64, aarch64).
 

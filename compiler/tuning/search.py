@@ -28,8 +28,8 @@ from lwc import tvm_compat
 from lwc.errors import LwcError
 from lwc.tuning.apply import _fixed_rule_funcs, prepare, schedule_fixed, space_generator
 from lwc.tuning.database import (
-    _INVALID_SECS, _arch, _existing, _ms, _with_stored_names, _workload_key, fast_tensor_intrin,
-    import_records, open_database,
+    _INVALID_SECS, _arch, _existing, _ms, _with_stored_names, _workload_key, builder_worker,
+    fast_tensor_intrin, import_records, open_database,
 )
 from lwc.tuning.keys import target_name
 from lwc.tuning.logs import (
@@ -412,7 +412,7 @@ def tune(
     builder = ms.builder.LocalBuilder(
         max_workers=_num_cores(tvm_target),
         timeout_sec=60,
-        initializer=functools.partial(_builder_worker, _arch(tvm_target), tvm_target.kind.name == "llvm"),
+        initializer=functools.partial(builder_worker, _arch(tvm_target), tvm_target.kind.name == "llvm"),
         f_export=None if preset.is_native else _partial_export(preset.cross_compiler),
     )
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=runner_min_repeat_ms)
@@ -485,16 +485,6 @@ def _runs_here(tvm_target) -> bool:
     or absent. A named CPU other than this one may use instructions this one lacks."""
     mcpu = str(tvm_target.attrs.get("mcpu") or "")
     return mcpu in ("", "generic", tvm_compat.system_cpu()) or mcpu.startswith("x86-64")
-
-
-def _builder_worker(arch: str, llvm: bool) -> None:
-    """Initializer of MetaSchedule's builder workers (processes that only build this
-    target's candidates): the target's tensor intrinsics, and on LLVM targets a vector
-    ``isnan`` as :func:`lwc.tvm_compat.build` has (:func:`lwc.tvm_compat.vectorizable_isnan`),
-    so candidates are timed as the compile will build them."""
-    fast_tensor_intrin(arch)
-    if llvm:
-        tvm_compat.vectorizable_isnan().__enter__()  # for the worker's lifetime
 
 
 def _partial_export(cxx: str):
