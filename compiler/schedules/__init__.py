@@ -99,17 +99,10 @@ def dim_plan(mod: tvm.IRModule) -> dict[str, int] | None:
     geometric mean of its range (96..1280 plans with 350), a typical size rather than the
     extremes. None for a fixed-shape compile: the rules then decline symbolic loops
     (:func:`analysis.symbolic_loops`)."""
-    plan = None
-    for _, f in mod.functions_items():
-        if isinstance(f, tvm.tirx.PrimFunc) or f.attrs is None or "tir_var_upper_bound" not in f.attrs:
-            continue
-        upper = f.attrs["tir_var_upper_bound"]
-        lower = dict(f.attrs).get("tir_var_lower_bound", {})
-        plan = plan or {}
-        for name, hi in upper.items():
-            lo = int(lower[name]) if name in lower else 1
-            plan[str(name)] = max(1, round((max(lo, 1) * int(hi)) ** 0.5))
-    return plan
+    bounds = dim_bounds(mod)
+    if bounds is None:
+        return None
+    return {name: max(1, round((lo * hi) ** 0.5)) for name, (lo, hi) in bounds.items()}
 
 
 def dim_bounds(mod: tvm.IRModule) -> dict[str, tuple[int, int]] | None:

@@ -41,7 +41,8 @@ _SYMBOLIC_BOUNDS = contextvars.ContextVar("lwc_symbolic_bounds", default=None)
 
 
 @contextlib.contextmanager
-def symbolic_loops(plan: dict[str, int] | None = None, bounds: dict[str, tuple[int, int]] | None = None):
+def symbolic_loops(plan: dict[str, int] | None = None,
+                   bounds: dict[str, tuple[int, int]] | None = None):
     """Within the block, :func:`nest` describes loops over symbolic dims (a dynamic-dims
     compile) instead of returning None for them. Off by default (``plan`` None), so a
     fixed-shape compile's data-dependent kernels (NonZero's outputs) are declined as before.

@@ -285,7 +285,8 @@ def symbolic_vector(extent, facts: CpuFacts) -> int:
     extents = {ends[0], planned_extent(extent), ends[1]}
 
     def modeled(v: int) -> float:
-        return sum(((e // v) * max(v, lanes / 2) + (e % v) * TAIL_ELEMENT_COST) / e for e in extents if e > 0)
+        tile = max(v, lanes / 2)
+        return sum(((e // v) * tile + (e % v) * TAIL_ELEMENT_COST) / e for e in extents if e > 0)
 
     candidates = [v for v in (lanes, lanes // 2, lanes // 4) if v >= 4] or [lanes]
     return min(candidates, key=lambda v: (modeled(v), -v))
@@ -341,9 +342,9 @@ def register_tile(
         v_extent = symbolic_vector(sch.get(vloop.rv).extent, facts) if peel else 1
     u_extent = 1 if uloop is None or uloop.symbolic else uloop.extent
     vi, ui = choose_tile(v_extent, u_extent, facts)
-    # dynamic dims, no lane tile (rec's head: 6625 classes x a symbolic sequence): the whole
-    # constant axis is the tile, left to LLVM's loop vectorizer (remainder loop included),
-    # so the operand it indexes streams contiguously: acc[t, :] += a[t, k] * b[k, :]
+    # dynamic dims, no lane tile (rec's head: 6625 classes x a symbolic sequence): a chunk
+    # of the constant axis is the tile, left to LLVM's loop vectorizer (remainder loop
+    # included), so the operand it indexes streams contiguously: acc[t, c] += a[t, k] * b[k, c]
     plain = vi == 1 and not vloop.symbolic and vloop.extent > 1 and any(lp.symbolic for lp in main.loops)
     chunked = False
     if plain:

@@ -412,7 +412,8 @@ def tune(
     builder = ms.builder.LocalBuilder(
         max_workers=_num_cores(tvm_target),
         timeout_sec=60,
-        initializer=functools.partial(builder_worker, _arch(tvm_target), tvm_target.kind.name == "llvm"),
+        initializer=functools.partial(builder_worker, _arch(tvm_target),
+                                      tvm_target.kind.name == "llvm"),
         f_export=None if preset.is_native else _partial_export(preset.cross_compiler),
     )
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=runner_min_repeat_ms)
