@@ -134,7 +134,6 @@ def test_rpi5_short_1x1_reduction_keeps_the_seeded_space(channels, blocked):
     assert tvm.compile(mod, target=rpi5.tvm_target()) is not None
 
 
-
 @pytest.mark.parametrize("case, interleaved", [(((1, 16, 4, 32), (8, 16, 1, 1), [0, 0, 0, 0]), True),
                                                (((1, 12, 5, 16), (16, 12, 3, 3), [1, 1, 1, 1]), False)],
                          ids=["1x1-plain-copy", "3x3-padded"])
@@ -157,6 +156,7 @@ def test_pixel_lane_copy_interleaves_rows_and_the_conv_stays_exact(case, interle
     out = tvm.runtime.tensor(np.zeros(out_shape, np.int32))
     lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight_pixels(w)), out)
     np.testing.assert_array_equal(out.numpy(), _reference(x, w, pads, 9))
+
 
 @pytest.mark.qemu
 def test_rpi5_register_blocked_conv_under_qemu_matches_onnxruntime(tmp_path):
@@ -217,10 +217,10 @@ def test_broadcast_epilogue_vectorized_along_the_width_and_matches_onnxruntime(t
     import onnxruntime as ort
 
     from lwc import artifact, driver
+    from lwc.kernels.int8_conv2d import SCHEDULED_LOOP_ATTR
     from lwc.options import CompileOptions
     from lwc.prepare import prepare
     from lwc.quantize.options import QuantizeOptions
-    from lwc.kernels.int8_conv2d import SCHEDULED_LOOP_ATTR
     from lwc.tuning.apply import apply_records
 
     model = _squeeze_excitation_model()
