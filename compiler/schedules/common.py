@@ -216,7 +216,7 @@ def inline_neighbours(sch: s_tir.Schedule, main) -> tuple[list, object | None]:
     changed = True
     while changed:
         changed = False
-        after = _after(sch, main)
+        after = blocks_after(sch, main)
         for block in after[:-1]:
             try:
                 sch.compute_inline(block)
@@ -224,7 +224,7 @@ def inline_neighbours(sch: s_tir.Schedule, main) -> tuple[list, object | None]:
                 break
             except Exception:  # noqa: BLE001, S112 - TVM raises its own error types
                 continue
-    after = _after(sch, main)
+    after = blocks_after(sch, main)
     if len(after) > 1:
         raise ValueError(f"{len(after)} blocks after the main block")
     main = sch.get_sblock(main_name)
@@ -245,7 +245,8 @@ def _before(sch: s_tir.Schedule, block, main) -> bool:
     return names.index(sch.get(block).name_hint) < names.index(sch.get(main).name_hint)
 
 
-def _after(sch: s_tir.Schedule, main) -> list:
+def blocks_after(sch: s_tir.Schedule, main) -> list:
+    """The blocks after ``main`` in program order (SBlock RVs)."""
     names = _order(sch)
     i = names.index(sch.get(main).name_hint)
     return [sch.get_sblock(n) for n in names[i + 1 :]]

@@ -249,12 +249,12 @@ def write_back_in_tile(sch) -> bool:
 def _inline_after(sch, name: str) -> None:
     """Reverse-inline the blocks after block ``name`` into their producers while one can be
     (elementwise consumers; a broadcast or a reduction cannot)."""
+    from .common import blocks_after
+
     changed = True
     while changed:
         changed = False
-        blocks = sblocks(sch)
-        names = [sch.get(b).name_hint for b in blocks]
-        for block in blocks[names.index(name) + 1:]:
+        for block in blocks_after(sch, sch.get_sblock(name)):
             try:
                 sch.reverse_compute_inline(block)
             except Exception:  # noqa: BLE001, S112 - TVM's ScheduleError: not inlinable
