@@ -48,6 +48,7 @@ def _entry(cls, applies: Callable[[Preset, CompileOptions], bool] = _always) -> 
 
 
 def _lwc_passes() -> list[PassEntry]:
+    from lwc.passes.affine_symbolic_reshape import AffineSymbolicReshape
     from lwc.passes.canonicalize_clip import CanonicalizeClip
     from lwc.passes.canonicalize_min_max import CanonicalizeMinMax
     from lwc.passes.conv1d_to_conv2d import Conv1dToConv2d
@@ -93,8 +94,11 @@ def _lwc_passes() -> list[PassEntry]:
         # conv layout per target, as measured (before PreserveNaN: ConvertLayout has no rule for where)
         PassEntry("ConvertConvLayout", lambda preset, options: ConvertConvLayout(
             layout_for(preset.features, options.conv_layout))),
-        # last: NaN guards around the max/min-based ops that remain
+        # NaN guards around the max/min-based ops that remain
         _entry(PreserveNaN),
+        # last (the passes above match relax.reshape): reshapes of symbolic shapes as
+        # kernels TVM can fuse and turn into views (a dynamic-dims compile)
+        _entry(AffineSymbolicReshape),
     ]
 
 
