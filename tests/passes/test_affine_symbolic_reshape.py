@@ -103,7 +103,8 @@ def test_symbolic_reshape_kernel_is_injective(src, dst):
     for y in (reshape_compute(x, dst), topi.reshape(x, dst)):
         func = te.create_prim_func([x, y])
         assert tvm.relax.analysis.has_reshape_pattern(func)
-        patterns.append(int(AnnotateTIROpPattern()(tvm.IRModule({"main": func}))["main"].attrs["op_pattern"]))
+        annotated = AnnotateTIROpPattern()(tvm.IRModule({"main": func}))["main"]
+        patterns.append(int(annotated.attrs["op_pattern"]))
     assert patterns[0] <= 2 and patterns[1] == 8  # kInjective or finer; kOpaque
 
 
