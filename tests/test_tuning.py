@@ -661,6 +661,29 @@ def test_a_trace_that_does_not_replay_on_the_workload_is_not_seeded():
     assert replayed is None and "does not replay" in why
 
 
+def test_a_rule_trace_with_a_layout_transform_replays():
+    """The conv rule re-lays out tiles and pre-packed weights with ``transform_layout``; TVM's
+    ``TuningRecord.as_json`` raises on the IndexMap in such a trace, which left 18 of det's
+    64 tasks unseeded. The record's JSON (``record_json``) round-trips to the same kernel."""
+    import tvm
+    from lwc.schedules import CpuFacts
+    from lwc.tuning.seed import replay, rule_schedule
+    from tvm import te, topi
+    from tvm.s_tir import meta_schedule as ms
+
+    x = te.placeholder((1, 64, 28, 28), "float32", name="x")
+    w = te.placeholder((64, 64, 3, 3), "float32", name="w")
+    func = te.create_prim_func([x, w, topi.nn.conv2d_nchw(x, w, 1, 1, 1)])
+    func = func.with_attr("layout_free_buffers", [1])
+    sch, rule = rule_schedule(func, CpuFacts(vector_bits=512, vector_regs=32, cores=2))
+    assert rule == "conv2d" and "TransformLayout" in {str(i.kind.name) for i in sch.trace.insts}
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+    args = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+    workload = ms.database.Workload(tvm.IRModule({"main": func}))
+    replayed, why = replay(ms, sch, workload, target, args)
+    assert replayed is not None, why
+
+
 def test_compacted_log_gives_the_same_kernel_and_resumes(tuned, tmp_path, monkeypatch):
     """Issue 24 item 4: `lwc compact-logs` keeps the best record per workload (the one
     compile picks), xz-compresses the workloads, and a rerun of `lwc tune` neither loses

@@ -210,6 +210,35 @@ def open_database(folder: Path, *, writable: bool = False):
         return load()
 
 
+def record_json(record) -> list:
+    """A TuningRecord as plain JSON-able Python (lists, dicts, str, int, float).
+
+    TVM's ``TuningRecord.as_json`` raises TypeError on a trace holding a
+    ``TransformLayout`` (its IndexMap operand stays an object); TVM's JSON database writes
+    that operand as the IndexMap's JSON graph in a string, which ``from_json`` parses
+    back. This writes it the same way (``tvm.ir.save_json``).
+    """
+    from tvm.s_tir.meta_schedule import _ffi_api
+    from tvm.tirx import IndexMap
+
+    def plain(obj):
+        if isinstance(obj, IndexMap):
+            import tvm
+
+            return tvm.ir.save_json(obj)
+        if isinstance(obj, (str, bool, int, float)) or obj is None:
+            return obj
+        if hasattr(obj, "items"):
+            return {str(k): plain(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)) or hasattr(obj, "__len__"):
+            return [plain(v) for v in obj]
+        if hasattr(obj, "value"):  # IntImm / FloatImm
+            return obj.value
+        return obj
+
+    return plain(_ffi_api.TuningRecordAsJSON(record))
+
+
 def _record_secs(record) -> float:
     secs = [float(s) for s in (record.run_secs or [])]
     return sum(secs) / len(secs) if secs else math.inf
@@ -341,7 +370,7 @@ def _rebind(record, workload, target):
     ms = _ms()
     theirs = _SBLOCK.findall(record.workload.mod.script())
     mine = _SBLOCK.findall(workload.mod.script())
-    trace, *rest = record.as_json()
+    trace, *rest = record_json(record)
     if theirs != mine and len(theirs) == len(mine):
         names = {a: b for a, b in zip(theirs, mine) if a != b}
         prefixes = sorted(names, key=len, reverse=True)

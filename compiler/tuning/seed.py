@@ -23,7 +23,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from lwc.tuning.database import _INVALID_SECS, _workload_key
+from lwc.tuning.database import _INVALID_SECS, _workload_key, record_json
 
 #: Manifest key: {workload hash: :meth:`Seed.to_json`} of the tasks seeded with their rule
 #: schedule (each once; the rule's record is in the database when ``committed``).
@@ -111,7 +111,7 @@ def replay(ms, sch, workload, target, args_info):
 
     record = ms.database.TuningRecord(sch.trace, workload, [1.0], target, args_info)
     try:
-        text = json.dumps(_plain(record.as_json()))
+        text = json.dumps(record_json(record))
         parsed = ms.database.TuningRecord.from_json(json.loads(text), workload)
         again = s_tir.Schedule(workload.mod)
         parsed.trace.apply_to_schedule(again, remove_postproc=False)
@@ -120,19 +120,6 @@ def replay(ms, sch, workload, target, args_info):
     if not tvm_ffi.structural_equal(again.mod, sch.mod):
         return None, "its trace replays to another kernel"
     return again, None
-
-
-def _plain(obj):
-    """A TVM JSON-style object (Array/Map/str/int/float) as plain Python for json.dumps."""
-    if isinstance(obj, (str, bool, int, float)) or obj is None:
-        return obj
-    if hasattr(obj, "items"):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)) or hasattr(obj, "__len__"):
-        return [_plain(v) for v in obj]
-    if hasattr(obj, "value"):  # IntImm / FloatImm
-        return obj.value
-    return obj
 
 
 def _device_type(target) -> str:
