@@ -36,7 +36,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from lwc.kernels.int8_depthwise import depthwise_kernel
+from lwc.kernels.int8_depthwise import (depthwise_kernel, depthwise_quad_kernel, pack_weight_quads,
+                                        quad_rows)
 from lwc.passes._qdq import const_value, rewrite_matches
 from lwc.kernels.cache import KernelCache
 from lwc.passes.pack_int8_conv2d import _pattern, _unpad, conv_geometry, int8_conv_preconditions
@@ -66,9 +67,11 @@ class Int8DepthwiseConv2d:
     convs are named there too: they are PackInt8Conv2d's or TOPI's).
     """
 
-    def __init__(self):
+    def __init__(self, dot=None):
+        self.dot = dot  # the CPU's int8 dot product (lwc.kernels.int8_conv2d), None: none
         self.declined: list[tuple[str, str]] = []
         self.lowered = 0
+        self.quad_rows = 0  # of ``lowered``: on the row-quad kernel (x86 VNNI, tall images)
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         conv_p, data_p = _pattern()
@@ -86,8 +89,14 @@ class Int8DepthwiseConv2d:
     def _rewrite(self, conv: relax.Call, data, var2val: dict, kernels: KernelCache) -> relax.Expr:
         source, weight, key = conv_geometry(conv, data, var2val)
         source_shape, (channels, _, kh, kw), out_shape, strides, dilation, pads, pad_value = key
-        gvar = kernels.get(key, lambda: depthwise_kernel(
-            source_shape, (kh, kw), out_shape, strides, dilation, list(pads), pad_value))
         packed = np.ascontiguousarray(weight.reshape(channels, kh, kw))
+        if quad_rows(self.dot, strides, dilation, out_shape):
+            self.quad_rows += 1
+            gvar = kernels.get(("quad", *key), lambda: depthwise_quad_kernel(
+                source_shape, (kh, kw), out_shape, strides, list(pads), pad_value))
+            packed = pack_weight_quads(packed)
+        else:
+            gvar = kernels.get(key, lambda: depthwise_kernel(
+                source_shape, (kh, kw), out_shape, strides, dilation, list(pads), pad_value))
         return relax.call_tir(gvar, relax.Tuple([source, relax.const(packed)]),
                               relax.TensorType(out_shape, "int32"))

@@ -39,6 +39,10 @@ channels (``B[j, k] = A[k, j]``, 64 bytes: one ``vpdpbusd`` operand of the pixel
 kernel) as four 16-byte loads and one shuffle (LLVM: byte unpacks); TVM's vectorizer would
 read the 64 bytes one by one (a gather: ``vpinsrb`` per byte).
 
+``lwc_interleave_rows_4x16_u8`` is the same copy of 4 consecutive rows of one plane
+(``B[j, k] = A[k, j]``): the row quads of the int8 depthwise kernel on VNNI
+(:func:`lwc.kernels.int8_depthwise.depthwise_quad_kernel`).
+
 Registered once, on import; :func:`register` is idempotent.
 """
 
@@ -48,11 +52,12 @@ VNNI_INTRIN = "lwc_dot_16x4_vnni"
 VNNI_PIXELS_INTRIN = "lwc_dot_16x4_vnni_pixels"
 AVX2_INTRIN = "lwc_dot_8x2_avx2"
 INTERLEAVE_INTRIN = "lwc_interleave_4x16_u8"
+INTERLEAVE_ROWS_INTRIN = "lwc_interleave_rows_4x16_u8"
 
 
 def register() -> str:
-    """Register :data:`VNNI_INTRIN`, :data:`VNNI_PIXELS_INTRIN`, :data:`AVX2_INTRIN` and
-    :data:`INTERLEAVE_INTRIN` with TVM (once).
+    """Register :data:`VNNI_INTRIN`, :data:`VNNI_PIXELS_INTRIN`, :data:`AVX2_INTRIN`,
+    :data:`INTERLEAVE_INTRIN` and :data:`INTERLEAVE_ROWS_INTRIN` with TVM (once).
 
     Returns:
         :data:`VNNI_INTRIN`.
@@ -60,7 +65,8 @@ def register() -> str:
     from tvm.s_tir import TensorIntrin
 
     for name, make in ((VNNI_INTRIN, _vnni_funcs), (VNNI_PIXELS_INTRIN, _vnni_pixels_funcs),
-                       (AVX2_INTRIN, _avx2_funcs), (INTERLEAVE_INTRIN, _interleave_funcs)):
+                       (AVX2_INTRIN, _avx2_funcs), (INTERLEAVE_INTRIN, _interleave_funcs),
+                       (INTERLEAVE_ROWS_INTRIN, _interleave_rows_funcs)):
         if TensorIntrin.get(name, allow_missing=True) is None:
             TensorIntrin.register(name, *make())
     return VNNI_INTRIN
@@ -213,6 +219,38 @@ def _interleave_funcs():
             T.reads(A[0:4, 0:1, 0:16])
             T.writes(B[0:16, 0:4])
             rows = [A.vload([k, 0, 0], "uint8x16") for k in range(4)]
+            B.vstore([0, 0], T.Shuffle(rows, [16 * k + j for j in range(16) for k in range(4)]))
+
+    return desc, impl
+
+
+def _interleave_rows_funcs():
+    """``B[j, k] = A[k, j]``, j < 16, k < 4 (uint8): A is 4 consecutive rows of one plane
+    (any row stride), B 16 columns x 4 rows."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle) -> None:
+        s0 = T.int32()
+        A = T.match_buffer(a, (4, 16), "uint8", strides=[s0, 1], offset_factor=1)
+        B = T.match_buffer(b, (16, 4), "uint8", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(A[0:4, 0:16])
+            T.writes(B[0:16, 0:4])
+            for j, k in T.grid(16, 4):
+                with T.sblock("copy"):
+                    vj, vk = T.axis.remap("SS", [j, k])
+                    B[vj, vk] = A[vk, vj]
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle) -> None:
+        s0 = T.int32()
+        A = T.match_buffer(a, (4, 16), "uint8", strides=[s0, 1], offset_factor=1)
+        B = T.match_buffer(b, (16, 4), "uint8", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(A[0:4, 0:16])
+            T.writes(B[0:16, 0:4])
+            rows = [A.vload([k, 0], "uint8x16") for k in range(4)]
             B.vstore([0, 0], T.Shuffle(rows, [16 * k + j for j in range(16) for k in range(4)]))
 
     return desc, impl

@@ -31,9 +31,9 @@ def lowering_passes(preset=None) -> list:
 
     passes = [QuantizeBeforeConcat(), LowerQdqConv2d(), LowerQdqMatmul(), FuseRequantize()]
     cpu = preset is not None and not preset.is_gpu
-    if cpu:
-        passes.append(Int8DepthwiseConv2d())
     dot = dot_product_for(preset.arch, preset.features) if cpu else None
+    if cpu:
+        passes.append(Int8DepthwiseConv2d(dot))
     if dot is not None:
         passes.append(PackInt8Conv2d(dot))
     passes.append(LiftQuantParams())  # last: no kernel's TIR holds a calibration value
@@ -70,6 +70,8 @@ def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None, dump=None) -> tu
         mod, record = pass_records.run_pass("int8", name, p, mod, dump)
         records.append(record)
         summary[name] = getattr(p, "lowered", getattr(p, "fused", getattr(p, "moved", 0)))
+        if hasattr(p, "quad_rows"):
+            summary["depthwise_row_quads"] = p.quad_rows
         declined += [{"pass": name, "op": op, "reason": reason} for op, reason in p.declined]
     summary["int8_conv2d"] = (_count_int(mod, "relax.nn.conv2d") + summary.get("PackInt8Conv2d", 0)
                               + summary.get("Int8DepthwiseConv2d", 0))

@@ -112,6 +112,8 @@ def describe(report: QuantizationReport | None, lowering: dict, preset) -> dict:
         notes.append(f"{packed} int8 conv2d on the CPU's dot-product instruction (PackInt8Conv2d); "
                      f"{left} not" + (f" ({', '.join(reasons)})" if left and reasons else ""))
     if depthwise:
-        notes.append(f"{depthwise} int8 depthwise conv2d on lwc's depthwise kernel (Int8DepthwiseConv2d)")
+        quads = lowering.get("depthwise_row_quads", 0)
+        notes.append(f"{depthwise} int8 depthwise conv2d on lwc's depthwise kernel (Int8DepthwiseConv2d)"
+                     + (f"; {quads} with 4 kernel rows per vpdpbusd" if quads else ""))
     info["notes"] = notes
     return info

@@ -194,3 +194,90 @@ def test_compile_notes_name_the_depthwise_kernel_and_not_grouped_convs_as_fp32()
     grouped = driver.compile(conv_model(groups=2, stride=2), "host", use_tuning_logs=False)
     assert grouped.quantization["lowering"]["int8_conv2d"] == 1
     assert not any("not lowered to int8" in n for n in grouped.notes), grouped.notes
+
+
+# --------------------------------------------------------------------------- row quads (x86 VNNI)
+
+#: An AVX-512 VNNI CPU (Zen 4) as a JSON target: the row-quad kernel's structure is checked
+#: for it on any host; it runs only where the host has VNNI.
+VNNI_TARGET = '{"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4", "num-cores": 2}'
+
+#: (input shape, kh x kw, strides, pads, zero point): det's 5x5 at 40x40 (whole vectors);
+#: a 3x3 with rows strided by 2 and a cropped row (37 -> 48 columns); 7 kernel rows (two
+#: quads, the second with 1 row of weights); no padding.
+QUAD_GEOMETRIES = [
+    ((1, 16, 40, 40), (5, 5), (1, 1), [2, 2, 2, 2], 10),
+    ((1, 8, 66, 37), (3, 3), (2, 1), [1, 0, 1, 2], 131),
+    ((2, 3, 38, 16), (7, 3), (1, 1), [0, 1, 0, 1], 255),
+    ((1, 4, 34, 48), (3, 3), (1, 1), [0, 0, 0, 0], 0),
+]
+QUAD_IDS = ["det-5x5", "3x3-rows-stride2-crop", "7x3-two-quads-batch2", "nopad"]
+
+
+def _host_has_vnni() -> bool:
+    from lwc.kernels.int8_conv2d import VNNI, dot_product_for
+    from lwc.targets import resolve
+
+    host = resolve("host")
+    return dot_product_for(host.arch, host.features) == VNNI
+
+
+@pytest.mark.parametrize("geometry", QUAD_GEOMETRIES, ids=QUAD_IDS)
+def test_quad_kernel_fixed_schedule_is_tensorized_and_exact(geometry):
+    """The row-quad kernel as schedule_fixed schedules it for a VNNI CPU: one parallel loop
+    (plane, quads and taps per channel), the quads built with the row interleave, every tap
+    one vpdpbusd; bit-exact against the numpy integer conv where the host has VNNI."""
+    from lwc.kernels.int8_depthwise import depthwise_quad_kernel, pack_weight_quads
+    from lwc.targets import resolve
+
+    shape, (kh, kw), strides, pads, zp = geometry
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    w = rng.integers(-128, 128, (shape[1], 1, kh, kw)).astype(np.int8)
+    ref = _reference(x, w, strides, pads, zp, (1, 1))
+    func = depthwise_quad_kernel(shape, (kh, kw), ref.shape, strides, pads, zp)
+    vnni = resolve(VNNI_TARGET)
+    mod = _fixed_schedule(func, vnni)
+    text = mod.script()
+    assert text.count("T.parallel") == 1 and "llvm.x86.avx512.vpdpbusd.512" in text
+    assert "T.Shuffle" in text  # the row interleave
+    lib = tvm.compile(mod, target=vnni.tvm_target())
+    if not _host_has_vnni():
+        pytest.skip("built for VNNI; this host has no VNNI to run it")
+    out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight_quads(w[:, 0])), out)
+    np.testing.assert_array_equal(out.numpy(), ref)
+
+
+def test_quad_kernel_taken_on_vnni_for_tall_images_only():
+    from lwc.kernels.int8_conv2d import SDOT, VNNI
+    from lwc.kernels.int8_depthwise import QUAD_RULE
+
+    tall = LowerQdqConv2d()(import_model(conv_model(hw=40)).mod)
+    for dot, quads in ((VNNI, 1), (SDOT, 0), (None, 0)):
+        p = Int8DepthwiseConv2d(dot)
+        [kernel] = _kernels(p(tall))
+        assert p.lowered == 1 and p.quad_rows == quads
+        assert (f'"schedule_rule": "{QUAD_RULE}"' in kernel.script()) == bool(quads)
+    p = Int8DepthwiseConv2d(VNNI)
+    p(_lowered(hw=16))  # 16 output rows: the widening kernel
+    assert p.lowered == 1 and p.quad_rows == 0
+
+
+def test_quad_kernel_compile_matches_onnxruntime_and_the_widening_kernel():
+    """A 40x40 QDQ depthwise conv compiled for the host (no tuning records): on a VNNI host
+    the row-quad kernel, bit-equal to the build with the pass disabled (TOPI's conv) and
+    within one output step of onnxruntime."""
+    from lwc import driver
+
+    model = conv_model(hw=40, x_zp=3)
+    fast = driver.compile(model, "host", use_tuning_logs=False)
+    assert fast.quantization["lowering"]["Int8DepthwiseConv2d"] == 1
+    assert fast.quantization["lowering"]["depthwise_row_quads"] == int(_host_has_vnni())
+    plain = driver.compile(model, "host", use_tuning_logs=False, disabled_passes=("Int8DepthwiseConv2d",))
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        x = rng.uniform(-2.7, 2.7, (1, 8, 40, 40)).astype(np.float32)
+        got = fast.run({"x": x})[0]
+        np.testing.assert_array_equal(got, plain.run({"x": x})[0])
+        assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
