@@ -97,7 +97,7 @@ def _lwc_passes() -> list[PassEntry]:
         # NaN guards around the max/min-based ops that remain
         _entry(PreserveNaN),
         # last (the passes above match relax.reshape): reshapes of symbolic shapes as
-        # kernels TVM can fuse and turn into views (a dynamic-dims compile)
+        # injective kernels, which TVM fuses (a dynamic-dims compile)
         _entry(AffineSymbolicReshape),
     ]
 

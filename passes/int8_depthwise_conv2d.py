@@ -14,7 +14,9 @@ leaving it to the search.
 
 This pass rewrites the conv into one ``call_tir`` of lwc's depthwise kernel
 (:mod:`lwc.kernels.int8_depthwise`: the math, the loop layout, its fixed schedule rule and
-the measurements are there), the exact integer conv2d of
+the measurements are there; on x86 VNNI, images of at least ``QUAD_MIN_ROWS`` output rows
+take its row-quad kernel, with the weights packed ``[C, ceil(kh/4), kw, 4]``), the exact
+integer conv2d of
 ``conv2d(pad(x, z_x), W, groups=C, out_dtype="int32")``::
 
     y[n, c, i, j] = sum_{r,q} int32(xp[n, c, i*sh + r*dh, j*sw + q*dw]) * int32(W[c, r, q])
