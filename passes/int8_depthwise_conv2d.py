@@ -14,9 +14,9 @@ leaving it to the search.
 
 This pass rewrites the conv into one ``call_tir`` of lwc's depthwise kernel
 (:mod:`lwc.kernels.int8_depthwise`: the math, the loop layout, its fixed schedule rule and
-the measurements are there; on x86 VNNI, images of at least ``QUAD_MIN_ROWS`` output rows
-take its row-quad kernel, with the weights packed ``[C, ceil(kh/4), kw, 4]``), the exact
-integer conv2d of
+the measurements are there; on x86 VNNI, 5 kernel columns take its row-window kernel and
+other images of at least ``QUAD_MIN_ROWS`` output rows its row-quad kernel, each with the
+weights packed 4 to a broadcast int32), the exact integer conv2d of
 ``conv2d(pad(x, z_x), W, groups=C, out_dtype="int32")``::
 
     y[n, c, i, j] = sum_{r,q} int32(xp[n, c, i*sh + r*dh, j*sw + q*dw]) * int32(W[c, r, q])
@@ -38,8 +38,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from lwc.kernels.int8_depthwise import (depthwise_kernel, depthwise_quad_kernel, pack_weight_quads,
-                                        quad_rows)
+from lwc.kernels.int8_depthwise import (depthwise_kernel, depthwise_quad_kernel, depthwise_window_kernel,
+                                        pack_weight_quads, pack_weight_windows, quad_rows, row_windows)
 from lwc.passes._qdq import const_value, rewrite_matches
 from lwc.kernels.cache import KernelCache
 from lwc.passes.pack_int8_conv2d import _pattern, _unpad, conv_geometry, int8_conv_preconditions
@@ -74,6 +74,7 @@ class Int8DepthwiseConv2d:
         self.declined: list[tuple[str, str]] = []
         self.lowered = 0
         self.quad_rows = 0  # of ``lowered``: on the row-quad kernel (x86 VNNI, tall images)
+        self.row_windows = 0  # of ``lowered``: on the row-window kernel (x86 VNNI, 5 columns)
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
         conv_p, data_p = _pattern()
@@ -92,7 +93,12 @@ class Int8DepthwiseConv2d:
         source, weight, key = conv_geometry(conv, data, var2val)
         source_shape, (channels, _, kh, kw), out_shape, strides, dilation, pads, pad_value = key
         packed = np.ascontiguousarray(weight.reshape(channels, kh, kw))
-        if quad_rows(self.dot, strides, dilation, out_shape):
+        if row_windows(self.dot, strides, dilation, (kh, kw)):
+            self.row_windows += 1
+            gvar = kernels.get(("window", *key), lambda: depthwise_window_kernel(
+                source_shape, (kh, kw), out_shape, strides, list(pads), pad_value))
+            packed = pack_weight_windows(packed)
+        elif quad_rows(self.dot, strides, dilation, out_shape):
             self.quad_rows += 1
             gvar = kernels.get(("quad", *key), lambda: depthwise_quad_kernel(
                 source_shape, (kh, kw), out_shape, strides, list(pads), pad_value))

@@ -43,6 +43,13 @@ read the 64 bytes one by one (a gather: ``vpinsrb`` per byte).
 (``B[j, k] = A[k, j]``): the row quads of the int8 depthwise kernel on VNNI
 (:func:`lwc.kernels.int8_depthwise.depthwise_quad_kernel`).
 
+``lwc_dot_16x4_vnni_window`` is ``vpdpbusd`` over a sliding window: 16 outputs of a row,
+lane ``i`` over bytes ``i .. i + 3`` of a 19-byte window, permuted in a register from one
+32-byte load (``vpermb`` on AVX512-VBMI CPUs); the int8 depthwise kernel's 4 kernel
+columns per instruction (:func:`lwc.kernels.int8_depthwise.depthwise_window_kernel`)::
+
+    C[i] += sum_k int32(A[i + k]) * int32(B[k])      i < 16, k < 4     (one vpdpbusd)
+
 Registered once, on import; :func:`register` is idempotent.
 """
 
@@ -53,6 +60,7 @@ VNNI_PIXELS_INTRIN = "lwc_dot_16x4_vnni_pixels"
 AVX2_INTRIN = "lwc_dot_8x2_avx2"
 INTERLEAVE_INTRIN = "lwc_interleave_4x16_u8"
 INTERLEAVE_ROWS_INTRIN = "lwc_interleave_rows_4x16_u8"
+VNNI_WINDOW_INTRIN = "lwc_dot_16x4_vnni_window"
 
 
 def register() -> str:
@@ -66,7 +74,8 @@ def register() -> str:
 
     for name, make in ((VNNI_INTRIN, _vnni_funcs), (VNNI_PIXELS_INTRIN, _vnni_pixels_funcs),
                        (AVX2_INTRIN, _avx2_funcs), (INTERLEAVE_INTRIN, _interleave_funcs),
-                       (INTERLEAVE_ROWS_INTRIN, _interleave_rows_funcs)):
+                       (INTERLEAVE_ROWS_INTRIN, _interleave_rows_funcs),
+                       (VNNI_WINDOW_INTRIN, _vnni_window_funcs)):
         if TensorIntrin.get(name, allow_missing=True) is None:
             TensorIntrin.register(name, *make())
     return VNNI_INTRIN
@@ -252,5 +261,52 @@ def _interleave_rows_funcs():
             T.writes(B[0:16, 0:4])
             rows = [A.vload([k, 0], "uint8x16") for k in range(4)]
             B.vstore([0, 0], T.Shuffle(rows, [16 * k + j for j in range(16) for k in range(4)]))
+
+    return desc, impl
+
+
+def _vnni_window_funcs():
+    """``C[i] += sum_k int32(A[i + k]) * int32(B[k])``, i < 16, k < 4: 16 outputs of a row
+    conv, each over 4 consecutive bytes of a 19-byte window (uint8), with 4 int8 weights.
+    One 32-byte load, one byte permute (``vpermb`` with AVX512-VBMI) into 16 overlapping
+    4-byte groups, one ``vpdpbusd``. The load reads 13 bytes past the window: the caller's
+    buffer must have them."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((19,), "uint8", offset_factor=1),
+        B: T.Buffer((4,), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:19], B[0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vi + vk], "int32") * T.cast(B[vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((19,), "uint8", offset_factor=1),
+        B: T.Buffer((4,), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:19], B[0:4])
+            T.writes(C[0:16])
+            row = A.vload([0], "uint8x32")
+            window = T.Shuffle([row, row], [i + k for i in range(16) for k in range(4)])
+            b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+            b_i8x64 = T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                window,
+                b_i8x64,
+                dtype="int32x16",
+            )
 
     return desc, impl

@@ -29,11 +29,22 @@ the output block and runs on each vector right after its taps; where the row is 
 once per row, its remainder a shorter vector (a predicate inside a vectorized loop
 scalarizes it: 0.6 ms instead of 0.1 for det's 5x5 convs over 192 channels at 40x40).
 
-On x86 VNNI, convs with stride 1 along the row, no dilation and at least
-:data:`QUAD_MIN_ROWS` output rows take the row-quad kernel instead
-(:func:`depthwise_quad_kernel`, :func:`schedule_depthwise_quad`): ``vpdpbusd`` over 4
-kernel rows at a time, 10 instructions per 16 outputs of a 5x5 conv where the widening
-kernel above runs 75.
+On x86 VNNI (column stride 1, no dilation) two kernels use ``vpdpbusd``, 4 products per
+int32 lane, instead:
+
+- 5 kernel columns: the row-window kernel (:func:`depthwise_window_kernel`,
+  :func:`schedule_depthwise_window`): a lane's 4 bytes are 4 neighbouring plane columns,
+  permuted from one 32-byte load in a register; a 5x5 conv is 10 (load, permute,
+  ``vpdpbusd``) per 16 outputs where the widening kernel runs 75 instructions;
+- others with at least :data:`QUAD_MIN_ROWS` output rows: the row-quad kernel
+  (:func:`depthwise_quad_kernel`, :func:`schedule_depthwise_quad`): a lane's 4 bytes are 4
+  plane rows, interleaved into a buffer per channel.
+
+Measured (znver4, 2 threads, kernel alone, MetaSchedule's postprocessors applied; window /
+quad / widening): cls's 5x5 over 200 channels at 2x96 17.2 / 31.0 / 17.3 us, over 88 at
+3x96 10.1 / 26.6 / 14.3; det's 5x5 over 96 at 40x40 35.8 / 59.2 / 66.3; a 3x3 over 32
+at 160x160 183-333 / 113-124 / 134-142 (the window kernel is slower there, for a reason
+not found: 3x3 keeps the other two). PP-OCR cls int8 went from 0.60 to 0.50 ms.
 """
 
 from __future__ import annotations
@@ -367,21 +378,29 @@ def schedule_depthwise_quad(sch, block):
     for loop in (g, q, inner):  # annotated: the postprocessor leaves annotated loops alone
         sch.unroll(loop)
         sch.annotate(loop, "pragma_unroll_explicit", 1)
+    _place_epilogue(sch, out, local, i, blocks, width, lanes)
+    return [sch]
+
+
+def _place_epilogue(sch, out, local, row, blocks, width: int, lanes: int) -> None:
+    """The row kernels' output block (``to_int32`` and the epilogue FuseOps appended):
+    where the row is not cropped, on each block of accumulators right after its taps (the
+    accumulators never leave registers); else the row's accumulators, then the epilogue
+    per row with its remainder a shorter vector (:func:`_vectorize_row`)."""
     whole = bool(out) and int(sch.get(sch.get_loops(out[0])[-1]).extent) == width
-    if whole:  # the block's outputs and the epilogue right after its taps, in registers
+    if whole:
         sch.reverse_compute_at(out[0], blocks)
         _epilogue_into(sch, out[0])
         _, vec = sch.split(sch.get_loops(out[0])[-1], [None, lanes])
         sch.vectorize(vec)
         sch.compute_inline(local)
-    else:  # a cropped row: the accumulators of the row, then the epilogue per row
-        _, vec = sch.split(sch.get_loops(local)[-1], [None, lanes])
-        sch.vectorize(vec)
-        if out:
-            sch.reverse_compute_at(out[0], i)
-            _epilogue_into(sch, out[0])
-            _vectorize_row(sch, sch.get_loops(out[0])[-1])
-    return [sch]
+        return
+    _, vec = sch.split(sch.get_loops(local)[-1], [None, lanes])
+    sch.vectorize(vec)
+    if out:
+        sch.reverse_compute_at(out[0], row)
+        _epilogue_into(sch, out[0])
+        _vectorize_row(sch, sch.get_loops(out[0])[-1])
 
 
 def _register_quad_rules() -> None:
@@ -392,3 +411,146 @@ def _register_quad_rules() -> None:
 
 
 _register_quad_rules()
+
+
+# --------------------------------------------------------------------------- row windows (VNNI)
+
+#: Custom rule of the row-window kernel's accumulation block (:func:`schedule_depthwise_window`).
+WINDOW_RULE = "lwc_int8_depthwise_window"
+#: Bytes the window intrinsic loads past its 19-byte window (one 32-byte load).
+WINDOW_SLACK = 13
+
+
+def row_windows(dot, strides, dilation, kernel_hw) -> bool:
+    """Whether an int8 depthwise conv takes the row-window kernel (:func:`depthwise_window_kernel`):
+    x86 VNNI, column stride 1, no dilation, 5 kernel columns."""
+    from lwc.kernels.int8_conv2d import VNNI
+
+    return (dot == VNNI and int(strides[1]) == 1 and tuple(int(d) for d in dilation) == (1, 1)
+            and int(kernel_hw[1]) == 5)
+
+
+def pack_weight_windows(weight: np.ndarray) -> np.ndarray:
+    """[C, kh, kw] int8 -> [C, kh, G, 4] (G = ceil(kw / 4)): the row-window kernel's
+    weights, 4 consecutive kernel columns contiguous (one broadcast int32), columns past
+    kw zero."""
+    channels, kh, kw = weight.shape
+    groups = -(-kw // QUAD)
+    padded = np.zeros((channels, kh, groups * QUAD), np.int8)
+    padded[:, :, :kw] = weight
+    return np.ascontiguousarray(padded.reshape(channels, kh, groups, QUAD))
+
+
+def depthwise_window_kernel(data_shape, kernel_hw, out_shape, strides, pads,
+                            pad_value: int) -> tirx.PrimFunc:
+    """The int8 depthwise conv on x86 VNNI: 4 kernel columns per ``vpdpbusd``.
+
+    ``vpdpbusd`` adds 4 uint8 x int8 products into each int32 lane. For 16 outputs of a
+    row, the 4 bytes of lane ``j`` are the 4 plane bytes ``j + 4g .. j + 4g + 3`` under
+    kernel columns ``4g .. 4g + 3``: one byte permute of a 32-byte load builds them in a
+    register (:data:`lwc.kernels.dot_intrin.VNNI_WINDOW_INTRIN`), nothing is written to
+    memory::
+
+        acc[n, c, i, j] = sum_{r, g, k} int32(plane[n, c, i*sh + r, j + 4g + k])
+                                        * int32(W4[c, r, g, k])
+
+    with ``W4`` as :func:`pack_weight_windows` (columns past kw zero). A 5x5 conv is 5 x 2
+    (load, permute, ``vpdpbusd``) per 16 outputs where the widening kernel runs 25 x
+    (widen, multiply, add).
+
+    Args:
+        data_shape: (N, C, H, W) of the uint8 input (unpadded).
+        kernel_hw: (kh, kw).
+        out_shape: (N, C, OH, OW).
+        strides: (sh, sw), sw == 1.
+        pads: [top, left, bottom, right] padding, filled with ``pad_value`` (the zero point).
+    Returns:
+        PrimFunc (x uint8 [N, C, H, W], w int8 [C, kh, G, 4], y int32 [N, C, OH, OW]).
+    """
+    from lwc.kernels.int8_conv2d import VNNI_PIXELS
+
+    n, c, h, w = data_shape
+    kh, kw = kernel_hw
+    _, _, oh, ow = out_shape
+    sh = strides[0]
+    top, left = pads[0], pads[1]
+    groups = -(-kw // QUAD)
+    width = round_up(ow, VNNI_PIXELS.lanes)  # accumulator columns; those past OW are dropped
+    # the last window starts at width - 16 + 4 (G - 1) and its load reads 32 bytes
+    wp = round_up(width + QUAD * (groups - 1) + 3 + WINDOW_SLACK, PLANE_VECTOR)
+    hp = (oh - 1) * sh + kh
+    i64 = lambda v: tirx.IntImm("int64", v)  # noqa: E731  (Relax shapes are int64)
+    x = te.placeholder([i64(d) for d in data_shape], "uint8", name="x")
+    weight = te.placeholder([i64(d) for d in (c, kh, groups, QUAD)], "int8", name="w")
+
+    def padded(b, ch, i, j):
+        ih, iw = i - top, j - left
+        inside = tirx.all(ih >= 0, ih < h, iw >= 0, iw < w)
+        return tirx.if_then_else(inside, x[b, ch, ih, iw], tirx.const(pad_value, "uint8"))
+
+    plane = te.compute([i64(d) for d in (n, c, hp, wp)], padded, name="plane",
+                       attrs={"meta_schedule.inline_rule": "disable", "schedule_rule": PLANE_RULE})
+    r = te.reduce_axis((i64(0), i64(kh)), name="r")
+    g = te.reduce_axis((i64(0), i64(groups)), name="g")
+    k = te.reduce_axis((i64(0), i64(QUAD)), name="k")
+    acc = te.compute(
+        [i64(d) for d in (n, c, oh, width)],
+        lambda b, ch, i, j: te.sum(plane[b, ch, i * sh + r, j + g * QUAD + k].astype("int32")
+                                   * weight[ch, r, g, k].astype("int32"), axis=[r, g, k]),
+        name="depthwise", attrs={"schedule_rule": WINDOW_RULE})
+    y = te.compute([i64(d) for d in out_shape], lambda b, ch, i, j: acc[b, ch, i, j],
+                   name="to_int32")
+    return te.create_prim_func([x, weight, y])
+
+
+def schedule_depthwise_window(sch, block):
+    """MetaSchedule custom rule for the row-window kernel's accumulation block (loops n, c,
+    i, j | r, g, k as :func:`depthwise_window_kernel` makes them): per (n, c), under one
+    parallel loop, the channel's padded plane (16 bytes per vector) and, per output row,
+    blocks of up to :data:`QUAD_BLOCK` accumulator vectors held over the unrolled taps
+    (MetaSchedule's RewriteTensorize emits the window intrinsic), the epilogue on each block
+    right after its taps.
+
+    Returns:
+        [sch] (one design space).
+    """
+    from lwc.kernels.dot_intrin import VNNI_WINDOW_INTRIN
+    from lwc.kernels.int8_conv2d import VNNI_PIXELS
+
+    plane = [p for p in sch.get_producers(block) if sch.get(p).name_hint == "plane"]
+    out = [p for p in sch.get_consumers(block) if sch.get(p).name_hint == "to_int32"]
+    b, ch, i, j, r, g, k = sch.get_loops(block)
+    width = int(sch.get(j).extent)
+    lanes = VNNI_PIXELS.lanes
+    channels = [sch.fuse(b, ch)]
+    if plane:
+        pb, pc, _, columns = sch.get_loops(plane[0])
+        channels.insert(0, sch.fuse(pb, pc))
+        _, columns = sch.split(columns, [None, PLANE_VECTOR])
+        sch.vectorize(columns)
+    channel = sch.merge(*channels) if len(channels) > 1 else channels[0]
+    sch.parallel(channel)
+    sch.annotate(channel, "lwc_scheduled", 1)  # see schedule_depthwise_quad
+    vectors = width // lanes
+    per_block = max(d for d in range(1, min(vectors, QUAD_BLOCK) + 1) if vectors % d == 0)
+    j0, j1 = sch.split(j, [None, lanes])
+    blocks, inner = sch.split(j0, [None, per_block])
+    sch.reorder(i, blocks, r, g, inner, j1, k)
+    dot = sch.blockize(j1)
+    sch.annotate(dot, "meta_schedule.auto_tensorize", VNNI_WINDOW_INTRIN)
+    local = sch.cache_write(dot, 0, "global")  # "global": see lwc.schedules.common.register_tile
+    sch.reverse_compute_at(local, blocks)
+    for loop in (r, g, inner):  # annotated: the postprocessor leaves annotated loops alone
+        sch.unroll(loop)
+        sch.annotate(loop, "pragma_unroll_explicit", 1)
+    _place_epilogue(sch, out, local, i, blocks, width, lanes)
+    return [sch]
+
+
+def _register_window_rules() -> None:
+    name = f"s_tir.meta_schedule.cpu.{WINDOW_RULE}"
+    if tvm.get_global_func(name, allow_missing=True) is None:
+        tvm.register_global_func(name, schedule_depthwise_window)
+
+
+_register_window_rules()

@@ -72,6 +72,7 @@ def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None, dump=None) -> tu
         summary[name] = getattr(p, "lowered", getattr(p, "fused", getattr(p, "moved", 0)))
         if hasattr(p, "quad_rows"):
             summary["depthwise_row_quads"] = p.quad_rows
+            summary["depthwise_row_windows"] = p.row_windows
         declined += [{"pass": name, "op": op, "reason": reason} for op, reason in p.declined]
     summary["int8_conv2d"] = (_count_int(mod, "relax.nn.conv2d") + summary.get("PackInt8Conv2d", 0)
                               + summary.get("Int8DepthwiseConv2d", 0))

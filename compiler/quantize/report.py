@@ -113,7 +113,9 @@ def describe(report: QuantizationReport | None, lowering: dict, preset) -> dict:
                      f"{left} not" + (f" ({', '.join(reasons)})" if left and reasons else ""))
     if depthwise:
         quads = lowering.get("depthwise_row_quads", 0)
+        windows = lowering.get("depthwise_row_windows", 0)
         notes.append(f"{depthwise} int8 depthwise conv2d on lwc's depthwise kernel (Int8DepthwiseConv2d)"
+                     + (f"; {windows} with 4 kernel columns per vpdpbusd" if windows else "")
                      + (f"; {quads} with 4 kernel rows per vpdpbusd" if quads else ""))
     info["notes"] = notes
     return info

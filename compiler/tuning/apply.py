@@ -181,7 +181,7 @@ def _with_single_thread(fused, applied, folder, info: dict, preset, rules: bool)
 
 #: Block annotations (``schedule_rule``) of lwc kernels whose MetaSchedule rule is one
 #: fixed schedule (no sampled decision worth a search): applied even without a record.
-FIXED_SCHEDULE_RULES = ("lwc_int8_depthwise", "lwc_int8_depthwise_quad")
+FIXED_SCHEDULE_RULES = ("lwc_int8_depthwise", "lwc_int8_depthwise_quad", "lwc_int8_depthwise_window")
 
 
 #: Prefix of every lwc kernel's ``schedule_rule`` annotation (:mod:`lwc.kernels`).

@@ -16,20 +16,20 @@ def _qdq(name: str, scale: float, zp: int, dtype) -> tuple[list, list]:
 
 
 def conv_model(channels=8, groups=8, x_zp=128, x_dtype=np.uint8, stride=1, pads=1, relu=True,
-               w_zp=0, hw=16, seed=0) -> onnx.ModelProto:
+               w_zp=0, hw=16, seed=0, k=3) -> onnx.ModelProto:
     """Case Q1 by default: uint8 input (scale 0.02, zp 128) -> per-channel int8 depthwise
     conv (scales 0.001..0.05, bias) -> Relu -> uint8 output QDQ (scale 0.05)."""
     rng = np.random.default_rng(seed)
     w_scale = np.geomspace(0.001, 0.05, channels).astype(np.float32)
-    w_q = rng.integers(-127, 128, size=(channels, channels // groups, 3, 3)).astype(np.int8)
+    w_q = rng.integers(-127, 128, size=(channels, channels // groups, k, k)).astype(np.int8)
     inits, nodes = _qdq("x", 0.02, x_zp, x_dtype)
     inits += [nh.from_array(w_q, "w_q"), nh.from_array(w_scale, "w_s"),
               nh.from_array(np.full(channels, w_zp, np.int8), "w_z"),
               nh.from_array(rng.normal(0, 0.5, channels).astype(np.float32), "bias")]
     nodes.append(helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w_dq"], axis=0))
     nodes.append(helper.make_node("Conv", ["x_dq", "w_dq", "bias"], ["c"], group=groups,
-                                  pads=[pads] * 4, strides=[stride, stride], kernel_shape=[3, 3]))
-    out_hw = (hw + 2 * pads - 3) // stride + 1
+                                  pads=[pads] * 4, strides=[stride, stride], kernel_shape=[k, k]))
+    out_hw = (hw + 2 * pads - k) // stride + 1
     last = "c"
     if relu:
         nodes.append(helper.make_node("Relu", ["c"], ["r"]))

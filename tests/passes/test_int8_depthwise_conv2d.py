@@ -222,36 +222,57 @@ def _host_has_vnni() -> bool:
     return dot_product_for(host.arch, host.features) == VNNI
 
 
-@pytest.mark.parametrize("geometry", QUAD_GEOMETRIES, ids=QUAD_IDS)
-def test_quad_kernel_fixed_schedule_is_tensorized_and_exact(geometry):
-    """The row-quad kernel as schedule_fixed schedules it for a VNNI CPU: one parallel loop
-    (plane, quads and taps per channel), the quads built with the row interleave, every tap
-    one vpdpbusd; bit-exact against the numpy integer conv where the host has VNNI."""
-    from lwc.kernels.int8_depthwise import depthwise_quad_kernel, pack_weight_quads
-    from lwc.targets import resolve
+#: The row-window kernel's cases (5 kernel columns): cls's 5x5 at 2x96; rows strided by
+#: 2 with a cropped row (37 -> 48 columns); batch 2 without padding.
+WINDOW_GEOMETRIES = [
+    ((1, 24, 2, 96), (5, 5), (1, 1), [2, 2, 2, 2], 10),
+    ((1, 8, 21, 37), (5, 5), (2, 1), [1, 2, 2, 2], 131),
+    ((2, 3, 9, 20), (3, 5), (1, 1), [0, 0, 0, 0], 255),
+]
+WINDOW_IDS = ["cls-5x5", "5x5-rows-stride2-crop", "3x5-batch2-nopad"]
+
+
+def _row_kernel_case(kind: str, geometry):
+    from lwc.kernels import int8_depthwise as dw
 
     shape, (kh, kw), strides, pads, zp = geometry
     rng = np.random.default_rng(5)
     x = rng.integers(0, 256, shape).astype(np.uint8)
     w = rng.integers(-128, 128, (shape[1], 1, kh, kw)).astype(np.int8)
     ref = _reference(x, w, strides, pads, zp, (1, 1))
-    func = depthwise_quad_kernel(shape, (kh, kw), ref.shape, strides, pads, zp)
+    make, pack = ((dw.depthwise_quad_kernel, dw.pack_weight_quads) if kind == "quad"
+                  else (dw.depthwise_window_kernel, dw.pack_weight_windows))
+    return x, pack(w[:, 0]), ref, make(shape, (kh, kw), ref.shape, strides, pads, zp)
+
+
+@pytest.mark.parametrize("kind, geometry", [("quad", g) for g in QUAD_GEOMETRIES]
+                         + [("window", g) for g in WINDOW_GEOMETRIES], ids=QUAD_IDS + WINDOW_IDS)
+def test_vnni_row_kernels_fixed_schedule_is_tensorized_and_exact(kind, geometry):
+    """The row-quad and row-window kernels as schedule_fixed schedules them for a VNNI CPU:
+    one parallel loop (plane, quads and taps per channel), every tap one vpdpbusd on
+    interleaved or permuted bytes; bit-exact against the numpy integer conv where the host
+    has VNNI."""
+    from lwc.targets import resolve
+
+    x, packed, ref, func = _row_kernel_case(kind, geometry)
     vnni = resolve(VNNI_TARGET)
     mod = _fixed_schedule(func, vnni)
     text = mod.script()
     assert text.count("T.parallel") == 1 and "llvm.x86.avx512.vpdpbusd.512" in text
-    assert "T.Shuffle" in text  # the row interleave
+    assert "T.Shuffle" in text  # the row interleave, or the window's byte permute
     lib = tvm.compile(mod, target=vnni.tvm_target())
     if not _host_has_vnni():
         pytest.skip("built for VNNI; this host has no VNNI to run it")
     out = tvm.runtime.tensor(np.zeros(ref.shape, np.int32))
-    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_weight_quads(w[:, 0])), out)
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(packed), out)
     np.testing.assert_array_equal(out.numpy(), ref)
 
 
-def test_quad_kernel_taken_on_vnni_for_tall_images_only():
+def test_row_kernels_taken_on_vnni_only():
+    """VNNI: 5 kernel columns take the row-window kernel; otherwise 32 output rows or more
+    the row-quad kernel; the widening kernel elsewhere and on every other CPU."""
     from lwc.kernels.int8_conv2d import SDOT, VNNI
-    from lwc.kernels.int8_depthwise import QUAD_RULE
+    from lwc.kernels.int8_depthwise import QUAD_RULE, row_windows
 
     tall = LowerQdqConv2d()(import_model(conv_model(hw=40)).mod)
     for dot, quads in ((VNNI, 1), (SDOT, 0), (None, 0)):
@@ -261,23 +282,27 @@ def test_quad_kernel_taken_on_vnni_for_tall_images_only():
         assert (f'"schedule_rule": "{QUAD_RULE}"' in kernel.script()) == bool(quads)
     p = Int8DepthwiseConv2d(VNNI)
     p(_lowered(hw=16))  # 16 output rows: the widening kernel
-    assert p.lowered == 1 and p.quad_rows == 0
+    assert p.lowered == 1 and p.quad_rows == 0 and p.row_windows == 0
+    assert row_windows(VNNI, (2, 1), (1, 1), (5, 5)) and row_windows(VNNI, (1, 1), (1, 1), (3, 5))
+    assert not row_windows(VNNI, (1, 2), (1, 1), (5, 5)) and not row_windows(VNNI, (1, 1), (1, 1), (3, 3))
+    assert not row_windows(SDOT, (1, 1), (1, 1), (5, 5)) and not row_windows(None, (1, 1), (1, 1), (5, 5))
 
 
-def test_quad_kernel_compile_matches_onnxruntime_and_the_widening_kernel():
-    """A 40x40 QDQ depthwise conv compiled for the host (no tuning records): on a VNNI host
-    the row-quad kernel, bit-equal to the build with the pass disabled (TOPI's conv) and
-    within one output step of onnxruntime."""
+@pytest.mark.parametrize("k, hw, kind", [(3, 40, "depthwise_row_quads"), (5, 20, "depthwise_row_windows")])
+def test_row_kernels_compile_matches_onnxruntime_and_the_widening_kernel(k, hw, kind):
+    """A QDQ depthwise conv compiled for the host (no tuning records): on a VNNI host the
+    row-quad kernel (3x3 at 40x40) or the row-window kernel (5x5), bit-equal to the build
+    with the pass disabled (TOPI's conv) and within one output step of onnxruntime."""
     from lwc import driver
 
-    model = conv_model(hw=40, x_zp=3)
+    model = conv_model(hw=hw, x_zp=3, k=k, pads=k // 2)
     fast = driver.compile(model, "host", use_tuning_logs=False)
     assert fast.quantization["lowering"]["Int8DepthwiseConv2d"] == 1
-    assert fast.quantization["lowering"]["depthwise_row_quads"] == int(_host_has_vnni())
+    assert fast.quantization["lowering"][kind] == int(_host_has_vnni())
     plain = driver.compile(model, "host", use_tuning_logs=False, disabled_passes=("Int8DepthwiseConv2d",))
     rng = np.random.default_rng(4)
     for _ in range(2):
-        x = rng.uniform(-2.7, 2.7, (1, 8, 40, 40)).astype(np.float32)
+        x = rng.uniform(-2.7, 2.7, (1, 8, hw, hw)).astype(np.float32)
         got = fast.run({"x": x})[0]
         np.testing.assert_array_equal(got, plain.run({"x": x})[0])
         assert np.abs(got - ort_run(model, {"x": x})[0]).max() <= 0.05 + 1e-6  # one output step
