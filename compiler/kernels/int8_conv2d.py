@@ -290,15 +290,16 @@ _register_rules()
 def dot_product_for(arch: str, features) -> DotProduct | None:
     """The dot-product geometry MetaSchedule tensorizes to on this CPU, or None.
 
-    x86 with ``vnni`` (AVX512-VNNI or AVX-VNNI: ``vpdpbusd``), aarch64 with ``dotprod``
-    (``sdot``), other x86 with ``avx2`` (lwc's ``vpmaddwd`` intrinsic on int16-widened
-    activations, :mod:`lwc.kernels.dot_intrin`; AVX-512F without VNNI, e.g. Skylake-SP,
-    takes this one too: ``vpdpbusd`` would fault). Never TVM's ``dot_16x4_avx512``
+    x86 with ``vnni`` and ``avx512`` (AVX512-VNNI: the 512-bit ``vpdpbusd`` lwc's
+    intrinsics call), aarch64 with ``dotprod`` (``sdot``), other x86 with ``avx2`` (lwc's
+    ``vpmaddwd`` intrinsic on int16-widened activations, :mod:`lwc.kernels.dot_intrin`;
+    AVX-512F without VNNI, e.g. Skylake-SP, and AVX-VNNI without AVX-512, e.g. Alder Lake,
+    take this one too: the 512-bit ``vpdpbusd`` would fault there). Never TVM's ``dot_16x4_avx512``
     (``vpmaddubsw``): it saturates its int16 pair sums (255 * 127 * 2 > 32767), which would
     change results. Others (Cortex-A72, pre-AVX2 x86) get None and the pass is not run.
     """
     features = set(features)
-    if arch in ("x86_64", "amd64") and "vnni" in features:
+    if arch in ("x86_64", "amd64") and {"vnni", "avx512"} <= features:
         return VNNI
     if arch in ("x86_64", "amd64") and "avx2" in features:
         return AVX2

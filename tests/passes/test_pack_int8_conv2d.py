@@ -130,6 +130,7 @@ def test_negative_int8_data_is_declined():
 def test_dot_product_geometry_follows_the_preset_features():
     assert dot_product_for("x86_64", ("avx2", "avx512", "vnni")) == VNNI
     assert dot_product_for("x86_64", ("avx2", "avx512")) == AVX2  # Skylake-SP: vpdpbusd would fault
+    assert dot_product_for("x86_64", ("avx2", "fma", "vnni")) == AVX2  # Alder Lake: AVX-VNNI, 256-bit only
     assert dot_product_for("x86_64", ("avx2", "fma")) == AVX2  # Zen 3: 16-bit vpmaddwd
     assert dot_product_for("x86_64", ("sse4",)) is None
     assert dot_product_for("aarch64", ("neon", "dotprod")) == SDOT
