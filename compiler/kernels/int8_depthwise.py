@@ -53,7 +53,7 @@ import numpy as np
 import tvm
 from tvm import te, tirx
 
-from lwc.kernels.int8_conv2d import round_up
+from lwc.kernels.int8_conv2d import SCHEDULED_LOOP_ATTR, round_up
 
 
 #: Custom MetaSchedule rule of the accumulation block (:func:`schedule_depthwise`).
@@ -358,12 +358,12 @@ def schedule_depthwise_quad(sch, block):
         channels.insert(len(channels) - 1, sch.fuse(qb, qc))
         outer, columns = sch.split(columns, [None, lanes])
         sch.tensorize(columns, INTERLEAVE_ROWS_INTRIN)
-        sch.annotate(outer, "lwc_scheduled", 1)  # else the postprocessor vectorizes it
+        sch.annotate(outer, SCHEDULED_LOOP_ATTR, 1)  # else the postprocessor vectorizes it
     channel = sch.merge(*channels) if len(channels) > 1 else channels[0]
     sch.parallel(channel)
     # MetaSchedule's postprocessor would fuse and parallelize the loops above each block
     # again: on a loop shared by three blocks that fails, and the kernel stays unscheduled
-    sch.annotate(channel, "lwc_scheduled", 1)
+    sch.annotate(channel, SCHEDULED_LOOP_ATTR, 1)
     vectors = width // lanes
     per_block = max(d for d in range(1, min(vectors, QUAD_BLOCK) + 1) if vectors % d == 0)
     j0, j1 = sch.split(j, [None, lanes])
@@ -402,15 +402,6 @@ def _place_epilogue(sch, out, local, row, blocks, width: int, lanes: int) -> Non
         _epilogue_into(sch, out[0])
         _vectorize_row(sch, sch.get_loops(out[0])[-1])
 
-
-def _register_quad_rules() -> None:
-    for rule, function in ((QUAD_RULE, schedule_depthwise_quad), (QUAD_ROWS_RULE, _schedule_plane)):
-        name = f"s_tir.meta_schedule.cpu.{rule}"
-        if tvm.get_global_func(name, allow_missing=True) is None:
-            tvm.register_global_func(name, function)
-
-
-_register_quad_rules()
 
 
 # --------------------------------------------------------------------------- row windows (VNNI)
@@ -530,7 +521,7 @@ def schedule_depthwise_window(sch, block):
         sch.vectorize(columns)
     channel = sch.merge(*channels) if len(channels) > 1 else channels[0]
     sch.parallel(channel)
-    sch.annotate(channel, "lwc_scheduled", 1)  # see schedule_depthwise_quad
+    sch.annotate(channel, SCHEDULED_LOOP_ATTR, 1)  # see schedule_depthwise_quad
     vectors = width // lanes
     per_block = max(d for d in range(1, min(vectors, QUAD_BLOCK) + 1) if vectors % d == 0)
     j0, j1 = sch.split(j, [None, lanes])
@@ -547,10 +538,12 @@ def schedule_depthwise_window(sch, block):
     return [sch]
 
 
-def _register_window_rules() -> None:
-    name = f"s_tir.meta_schedule.cpu.{WINDOW_RULE}"
-    if tvm.get_global_func(name, allow_missing=True) is None:
-        tvm.register_global_func(name, schedule_depthwise_window)
+def _register_row_rules() -> None:
+    for rule, function in ((QUAD_RULE, schedule_depthwise_quad), (QUAD_ROWS_RULE, _schedule_plane),
+                           (WINDOW_RULE, schedule_depthwise_window)):
+        name = f"s_tir.meta_schedule.cpu.{rule}"
+        if tvm.get_global_func(name, allow_missing=True) is None:
+            tvm.register_global_func(name, function)
 
 
-_register_window_rules()
+_register_row_rules()
