@@ -26,6 +26,10 @@ from lwc.kernels.reshape import dim_groups, has_symbolic_dim, reshape_compute
 from lwc.passes._support import Bindings, PassStats, rewrite_functions
 
 
+#: TVM's OpPatternKind::kInjective (relax/op_attr_types.h).
+OP_PATTERN_INJECTIVE = 2
+
+
 def _shape(expr):
     ty = getattr(expr, "ty", None)
     shape = getattr(ty, "shape", None)
@@ -61,7 +65,10 @@ class AffineSymbolicReshape:
                 return expr
             prim, args, out_ty = gen_call_tir_inputs(reshape_compute, m[data], relax.ShapeExpr(dst))
             key = (str(src), str(dst), str(expr.ty.dtype))
-            gvar = cache.get(key, lambda: prim)
+            # kInjective, as TOPI's reshape is with static shapes: AnnotateTIROpPattern would
+            # call a reshape that only drops unit dims kBroadcast, and FuseOps would then fold
+            # it into a matmul's epilogue (rec's 6625-class head: 1.04 vs 0.62 ms on AVX2)
+            gvar = cache.get(key, lambda: prim.with_attr("op_pattern", OP_PATTERN_INJECTIVE))
             self.stats.changed["symbolic reshape made affine"] += 1
             return relax.call_tir(gvar, args, out_ty)
 
