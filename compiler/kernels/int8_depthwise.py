@@ -350,36 +350,59 @@ def schedule_depthwise_quad(sch, block):
     if quad:  # plane and quads per channel, under the one parallel loop (merged below)
         plane = [p for p in sch.get_producers(quad[0]) if sch.get(p).name_hint == "plane"]
         if plane:
-            pb, pc, _, columns = sch.get_loops(plane[0])
-            channels.insert(0, sch.fuse(pb, pc))
-            _, columns = sch.split(columns, [None, PLANE_VECTOR])
-            sch.vectorize(columns)
+            channels.insert(0, _plane_per_channel(sch, plane[0]))
         qb, qc, _, columns, _ = sch.get_loops(quad[0])
         channels.insert(len(channels) - 1, sch.fuse(qb, qc))
         outer, columns = sch.split(columns, [None, lanes])
         sch.tensorize(columns, INTERLEAVE_ROWS_INTRIN)
         sch.annotate(outer, SCHEDULED_LOOP_ATTR, 1)  # else the postprocessor vectorizes it
+    _parallel_channels(sch, channels)
+    _tap_blocks(sch, (i, j, k), (g, q), width, lanes, VNNI_PIXELS_INTRIN, out)
+    return [sch]
+
+
+def _plane_per_channel(sch, plane):
+    """The padded plane's loops: (n, c) fused (returned, for :func:`_parallel_channels`),
+    the columns :data:`PLANE_VECTOR` bytes per vector."""
+    pb, pc, _, columns = sch.get_loops(plane)
+    channel = sch.fuse(pb, pc)
+    _, columns = sch.split(columns, [None, PLANE_VECTOR])
+    sch.vectorize(columns)
+    return channel
+
+
+def _parallel_channels(sch, channels) -> None:
+    """Merge the per-channel loops of the kernel's blocks into one parallel loop."""
     channel = sch.merge(*channels) if len(channels) > 1 else channels[0]
     sch.parallel(channel)
     # MetaSchedule's postprocessor would fuse and parallelize the loops above each block
-    # again: on a loop shared by three blocks that fails, and the kernel stays unscheduled
+    # again: on a loop shared by several blocks that fails, and the kernel stays unscheduled
     sch.annotate(channel, SCHEDULED_LOOP_ATTR, 1)
+
+
+def _tap_blocks(sch, row_column_lane, taps, width: int, lanes: int, intrin: str, out) -> None:
+    """Per output row ``i``, blocks of up to :data:`QUAD_BLOCK` accumulator vectors of
+    ``lanes`` columns over the unrolled ``taps`` loops; the (column, lane-byte) loops
+    blockized for MetaSchedule's postprocessors to tensorize with ``intrin``
+    (RewriteReductionBlock puts the init before the taps, RewriteTensorize vectorizes it),
+    as lwc's packed int8 convs are; then the epilogue (:func:`_place_epilogue`).
+
+    ``row_column_lane``: the accumulation block's loops (i, j, k).
+    """
+    i, j, k = row_column_lane
     vectors = width // lanes
     per_block = max(d for d in range(1, min(vectors, QUAD_BLOCK) + 1) if vectors % d == 0)
     j0, j1 = sch.split(j, [None, lanes])
     blocks, inner = sch.split(j0, [None, per_block])
-    sch.reorder(i, blocks, g, q, inner, j1, k)
-    # tensorized by MetaSchedule's postprocessors (RewriteReductionBlock puts the init
-    # before g, RewriteTensorize vectorizes it), as lwc's packed int8 convs are
+    sch.reorder(i, blocks, *taps, inner, j1, k)
     dot = sch.blockize(j1)
-    sch.annotate(dot, "meta_schedule.auto_tensorize", VNNI_PIXELS_INTRIN)
+    sch.annotate(dot, "meta_schedule.auto_tensorize", intrin)
     local = sch.cache_write(dot, 0, "global")  # "global": see lwc.schedules.common.register_tile
     sch.reverse_compute_at(local, blocks)
-    for loop in (g, q, inner):  # annotated: the postprocessor leaves annotated loops alone
+    for loop in (*taps, inner):  # annotated: the postprocessor leaves annotated loops alone
         sch.unroll(loop)
         sch.annotate(loop, "pragma_unroll_explicit", 1)
     _place_epilogue(sch, out, local, i, blocks, width, lanes)
-    return [sch]
 
 
 def _place_epilogue(sch, out, local, row, blocks, width: int, lanes: int) -> None:
@@ -515,26 +538,9 @@ def schedule_depthwise_window(sch, block):
     lanes = VNNI_PIXELS.lanes
     channels = [sch.fuse(b, ch)]
     if plane:
-        pb, pc, _, columns = sch.get_loops(plane[0])
-        channels.insert(0, sch.fuse(pb, pc))
-        _, columns = sch.split(columns, [None, PLANE_VECTOR])
-        sch.vectorize(columns)
-    channel = sch.merge(*channels) if len(channels) > 1 else channels[0]
-    sch.parallel(channel)
-    sch.annotate(channel, SCHEDULED_LOOP_ATTR, 1)  # see schedule_depthwise_quad
-    vectors = width // lanes
-    per_block = max(d for d in range(1, min(vectors, QUAD_BLOCK) + 1) if vectors % d == 0)
-    j0, j1 = sch.split(j, [None, lanes])
-    blocks, inner = sch.split(j0, [None, per_block])
-    sch.reorder(i, blocks, r, g, inner, j1, k)
-    dot = sch.blockize(j1)
-    sch.annotate(dot, "meta_schedule.auto_tensorize", VNNI_WINDOW_INTRIN)
-    local = sch.cache_write(dot, 0, "global")  # "global": see lwc.schedules.common.register_tile
-    sch.reverse_compute_at(local, blocks)
-    for loop in (r, g, inner):  # annotated: the postprocessor leaves annotated loops alone
-        sch.unroll(loop)
-        sch.annotate(loop, "pragma_unroll_explicit", 1)
-    _place_epilogue(sch, out, local, i, blocks, width, lanes)
+        channels.insert(0, _plane_per_channel(sch, plane[0]))
+    _parallel_channels(sch, channels)
+    _tap_blocks(sch, (i, j, k), (r, g), width, lanes, VNNI_WINDOW_INTRIN, out)
     return [sch]
 
 
