@@ -14,7 +14,8 @@ A 1-element constant is a buffer parameter instead (TVM reads ``scale[0]``, its
 is unchanged (the same IEEE division and integer ops, on a loaded instead of an
 immediate operand); LLVM hoists the load out of the loops (kernels are ``noalias``).
 
-Rewritten: the scale and zero point of ``quantize`` / ``dequantize``, and 0-d constant
+Rewritten: the scale and zero point of ``quantize`` / ``dequantize`` (not the unit scale
+of a quantize that ReciprocalQuantize rewrote), and 0-d constant
 operands of elementwise binary ops whose other operand has rank >= 1 (so no output
 shape changes). Runs last in the int8 stage.
 """
@@ -27,6 +28,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lwc.passes._qdq import Constant
 from lwc.passes._support import FunctionRewrite, PassStats
+from lwc.passes.reciprocal_quantize import UNIT_SCALE
 
 NAME = "LiftQuantParams"
 
@@ -41,6 +43,12 @@ def _scalar_const(expr) -> bool:
     """A 0-d tensor constant (not a shape or PrimValue constant)."""
     value = getattr(expr, "value", None) if isinstance(expr, Constant) else None
     return hasattr(value, "numpy") and len(value.shape) == 0
+
+
+def _unit_scale(op: str, index: int, expr) -> bool:
+    """The scale 1.0 of a quantize that ReciprocalQuantize rewrote: not a calibration value,
+    so it stays an immediate and LLVM drops the division by it."""
+    return op == "relax.quantize" and index == 1 and float(expr.value.numpy()) == UNIT_SCALE
 
 
 def _singleton(expr: Constant) -> Constant:
@@ -65,7 +73,7 @@ class _Lift(PyExprMutator):
         op = getattr(call.op, "name", None)
         if op in _QDQ:
             args = list(call.args)
-            lifted = [i for i in (1, 2) if _scalar_const(args[i])]
+            lifted = [i for i in (1, 2) if _scalar_const(args[i]) and not _unit_scale(op, i, args[i])]
             if not lifted:
                 return call
             for i in lifted:

@@ -66,6 +66,48 @@ def ort(model, x):
     return ort_reference.run(model, {"x": x}, fused=True)[0]
 
 
+def residual_cnn(seed: int = 1) -> onnx.ModelProto:
+    """fp32 conv(3->8) -> relu -> r; conv1x1(r) -> add(r, .) -> conv1x1(8->4): a residual add
+    whose skip input is also a quantized layer's activation."""
+    rng = np.random.default_rng(seed)
+    inits = [nh.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "w1"),
+             nh.from_array(rng.normal(0, 0.3, (8, 8, 1, 1)).astype(np.float32), "w2"),
+             nh.from_array(rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32), "w3")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Add", ["r", "c2"], ["s"], name="skip"),
+             helper.make_node("Conv", ["s", "w3"], ["y"], name="conv3")]
+    graph = helper.make_graph(nodes, "res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def test_residual_add_reads_the_quantized_skip_and_needs_no_quantize_kernel(tmp_path):
+    """As in onnxruntime's QDQ format, the add reads the skip through the DequantizeLinear of
+    conv2's input: conv1's kernel then writes uint8 only, with no float copy and separate
+    quantize kernel (PP-OCR cls: 75 -> 68 kernels)."""
+    from lwc.quantize import rewrite
+
+    model = residual_cnn()
+    layers = rewrite.find_layers(model)
+    ranges = {layer.activation: (-1.0, 3.0) for layer in layers}
+    qdq = rewrite.insert_qdq(model, layers, ranges)
+    skip = next(n for n in qdq.graph.node if n.name == "skip")
+    assert list(skip.input) == ["r__dq", "c2"]
+    onnx.checker.check_model(qdq)  # topologically sorted: the Q/DQ pair precedes the add
+    folder = write_samples(tmp_path / "calib", samples(8))
+    result = driver.compile(model, "host", quantize=QuantizeOptions(calib=folder, progress=False),
+                            use_tuning_logs=False)
+    names = [k["name"] for k in result.describe()["report"]["kernels"]]
+    # quantize of x; conv1 + requantize; conv2 + add + quantize; conv3 (with a float skip: 5)
+    assert len(names) == 4 and not any("quantize" in n for n in names[1:2] + names[3:]), names
+    for x in samples(3, seed=5):
+        assert cosine(result.run({"x": x})[0], ort(model, x)) > 0.99
+
+
 # --------------------------------------------------------------------------- calibration data
 
 

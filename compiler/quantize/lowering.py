@@ -28,6 +28,7 @@ def lowering_passes(preset=None) -> list:
     from lwc.passes.lower_qdq_matmul import LowerQdqMatmul
     from lwc.passes.pack_int8_conv2d import PackInt8Conv2d
     from lwc.passes.quantize_before_concat import QuantizeBeforeConcat
+    from lwc.passes.reciprocal_quantize import ReciprocalQuantize
 
     passes = [QuantizeBeforeConcat(), LowerQdqConv2d(), LowerQdqMatmul(), FuseRequantize()]
     cpu = preset is not None and not preset.is_gpu
@@ -36,12 +37,13 @@ def lowering_passes(preset=None) -> list:
         passes.append(Int8DepthwiseConv2d(dot))
     if dot is not None:
         passes.append(PackInt8Conv2d(dot))
+    passes.append(ReciprocalQuantize())
     passes.append(LiftQuantParams())  # last: no kernel's TIR holds a calibration value
     return passes
 
 
 LOWERING_PASS_NAMES = ("QuantizeBeforeConcat", "LowerQdqConv2d", "LowerQdqMatmul", "FuseRequantize", "Int8DepthwiseConv2d",
-                       "PackInt8Conv2d", "LiftQuantParams")
+                       "PackInt8Conv2d", "ReciprocalQuantize", "LiftQuantParams")
 
 
 def lower_qdq(mod, disabled: tuple[str, ...] = (), preset=None, dump=None) -> tuple[object, list, dict]:

@@ -177,30 +177,44 @@ def weight_qparams(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+#: ops whose float inputs read a quantized activation's DequantizeLinear output, as
+#: onnxruntime's QDQ quantizer writes residual adds: the producer then writes uint8 only
+#: (one fused kernel) instead of float plus a separate quantize kernel
+SHARE_DQ_OPS = ("Add",)
+
+
 def insert_qdq(model: onnx.ModelProto, layers: list[Layer], ranges: dict[str, tuple[float, float]],
                exclude: set[str] = frozenset()) -> onnx.ModelProto:
-    """A copy of ``model`` with QuantizeLinear/DequantizeLinear on the layers' inputs."""
+    """A copy of ``model`` with QuantizeLinear/DequantizeLinear on the layers' inputs.
+
+    A quantized activation that also feeds an op of :data:`SHARE_DQ_OPS` (a residual
+    Add) feeds it through the same DequantizeLinear, as in onnxruntime's QDQ format.
+    """
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
     inits = {t.name: t for t in graph.initializer}
     chosen = [layer for layer in layers if layer.name not in exclude]
     by_node = {layer.name: layer for layer in chosen}
+    acts = {layer.activation for layer in chosen}
     new_inits, weight_nodes, act_done, weight_done = [], [], {}, {}
     nodes = []
+
+    def dequantized(base: str) -> str:
+        if base not in act_done:
+            scale, zp = activation_qparams(*ranges[base])
+            new_inits.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{base}__scale"),
+                              numpy_helper.from_array(np.array(zp, np.uint8), f"{base}__zp")])
+            nodes.append(helper.make_node("QuantizeLinear", [base, f"{base}__scale", f"{base}__zp"],
+                                          [f"{base}__q"], name=f"{base}__quantize"))
+            nodes.append(helper.make_node("DequantizeLinear", [f"{base}__q", f"{base}__scale", f"{base}__zp"],
+                                          [f"{base}__dq"], name=f"{base}__dequantize"))
+            act_done[base] = f"{base}__dq"
+        return act_done[base]
+
     for node in graph.node:
         layer = by_node.get(node.name)
         if layer is not None:
-            if layer.activation not in act_done:
-                scale, zp = activation_qparams(*ranges[layer.activation])
-                base = layer.activation
-                new_inits += [numpy_helper.from_array(np.array(scale, np.float32), f"{base}__scale"),
-                              numpy_helper.from_array(np.array(zp, np.uint8), f"{base}__zp")]
-                nodes.append(helper.make_node("QuantizeLinear", [base, f"{base}__scale", f"{base}__zp"],
-                                              [f"{base}__q"], name=f"{base}__quantize"))
-                nodes.append(helper.make_node("DequantizeLinear", [f"{base}__q", f"{base}__scale", f"{base}__zp"],
-                                              [f"{base}__dq"], name=f"{base}__dequantize"))
-                act_done[layer.activation] = f"{base}__dq"
             if layer.weight not in weight_done:
                 w = numpy_helper.to_array(inits[layer.weight])
                 q, scale = weight_qparams(w, layer.weight_axis)
@@ -212,8 +226,12 @@ def insert_qdq(model: onnx.ModelProto, layers: list[Layer], ranges: dict[str, tu
                     "DequantizeLinear", [f"{base}__q", f"{base}__scale", f"{base}__zp"], [f"{base}__dq"],
                     name=f"{base}__dequantize", axis=layer.weight_axis))
                 weight_done[layer.weight] = f"{base}__dq"
-            node.input[0] = act_done[layer.activation]
+            node.input[0] = dequantized(layer.activation)
             node.input[1] = weight_done[layer.weight]
+        elif node.op_type in SHARE_DQ_OPS:
+            for i, name in enumerate(node.input):
+                if name in acts:
+                    node.input[i] = dequantized(name)
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(weight_nodes + nodes)
