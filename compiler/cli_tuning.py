@@ -105,7 +105,20 @@ def cmd_tune(args) -> int:
         print(f"timed alone: {st['kernels_timed']} tuned kernels; {st['single_thread']} run faster on one "
               f"thread, lwc's rule beats the record for {st.get('rule_faster', 0)} "
               f"({st['parallel_us']} us as tuned -> {st['best_us']} us); compile applies both")
+        print(_whole_model_line(st.get("whole_model") or {}))
     return 0
+
+
+def _whole_model_line(timed: dict) -> str:
+    """``lwc tune``'s last line: the whole model with the log against the rules alone."""
+    from lwc.tuning import whole_model
+
+    if "log_ms" not in timed:
+        return f"whole model: not timed ({timed.get('skipped', 'no result')})"
+    verdict = ("compile applies no record of this log (the rules are faster in the model)"
+               if whole_model.rules_win(timed) else "compile applies the records")
+    return (f"whole model, interleaved: {timed['log_ms']} ms with the records, {timed['rules_ms']} ms "
+            f"with lwc's rules alone; {verdict}")
 
 
 def cmd_bench(args) -> int:

@@ -104,6 +104,47 @@ def test_tuning_ends_by_timing_the_kernel_on_one_thread_and_on_all(tuned):
     assert result.single_thread["rule_faster"] == int(threads.rule_wins(entry))
 
 
+def test_tuning_ends_by_timing_the_whole_model_with_and_without_its_records(tuned):
+    """lwc.tuning.whole_model: both builds timed, the result stored in the log folder."""
+    from lwc.tuning import whole_model
+
+    _, _, result = tuned
+    timed = result.single_thread["whole_model"]
+    assert timed["log_ms"] > 0 and timed["rules_ms"] > 0
+    assert whole_model.read(result.log_dir) == {"version": 1, **timed}
+
+
+def test_rules_win_needs_the_margin_and_the_absolute_gain():
+    from lwc.tuning.whole_model import rules_win
+
+    assert rules_win({"log_ms": 50.5, "rules_ms": 42.9})
+    assert not rules_win({"log_ms": 50.5, "rules_ms": 49.5})  # within 3 %
+    assert not rules_win({"log_ms": 0.010, "rules_ms": 0.005})  # 5 us: noise
+    assert not rules_win({"skipped": "the model has symbolic input dims"}) and not rules_win({})
+
+
+def test_compile_applies_no_record_where_the_rules_won_the_whole_model(use_logs, tmp_path):
+    """A log whose model ran faster on the rules alone (as lwc tune timed resnet50's) is not
+    applied; the build is the rules' and still matches onnxruntime."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from lwc.tuning import whole_model
+
+    model, _, result = use_logs
+    folder = tmp_path / result.log_dir.name
+    shutil.copytree(result.log_dir, folder)
+    whole_model._write(folder, {"log_ms": 2.0, "rules_ms": 1.0})
+    compiled = driver.compile(str(model), "host", {"x": [1, 64]}, tuning_log=str(folder))
+    info = compiled.extra["tuning"]
+    assert info["tuned_tasks"] == 0 and "not applied" in info["message"] and "1.0 ms" in info["message"]
+    x = np.random.default_rng(2).standard_normal((1, 64)).astype(np.float32)
+    [got] = compiled.run({"x": x})
+    [want] = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 def test_compile_applies_records_and_matches_onnxruntime(use_logs):
     import onnxruntime as ort
 

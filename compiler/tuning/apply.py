@@ -84,6 +84,8 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
         enabled: False skips records (``--no-tuning-log``).
         model_key: :func:`model_key` of the model, to find its folder under tuning_logs/.
         rules: False leaves kernels without a record unscheduled (``--no-schedule-rules``).
+            No record applies where ``lwc tune`` timed the whole model faster on the rules
+            alone (:mod:`lwc.tuning.whole_model`).
     Returns:
         (module, info): info has ``status`` (tuned/untuned), ``tasks``, ``tuned_tasks``,
         ``untuned_tasks``, ``log`` (folder or None) and ``message`` (one line for the
@@ -91,6 +93,8 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     Raises:
         LwcError: ``tuning_log`` does not exist or was tuned for another target/TVM.
     """
+    from lwc.tuning import whole_model
+
     if preset.is_gpu:
         return mod, _info(None, 0, 0, "tuning records are not applied to GPU targets yet")
     fused = prepare(mod, tvm_target)
@@ -104,6 +108,12 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
         return _untuned(fused, preset, tvm_target, rules,
                         _info(choice.folder, total, 0, f"{choice.why_not}; {_tasks_word(total)} untuned"))
     folder, substitute, records_target = choice.folder, choice.substitute, choice.records_target
+    timed = whole_model.read(folder)
+    if whole_model.rules_win(timed):
+        return _untuned(fused, preset, tvm_target, rules, _info(folder, total, 0, (
+            f"tuning: records of {_short(folder)} not applied: lwc tune timed the model faster "
+            f"with lwc's rules alone ({timed['rules_ms']} ms) than with them ({timed['log_ms']} ms; "
+            f"{whole_model.FILE}); {_tasks_word(total)} untuned")))
     database, kept, foreign = valid_records_for(folder, records_target)
     if kept == 0:
         note = f" ({foreign} records for other targets ignored)" if foreign else ""

@@ -37,6 +37,7 @@ from lwc.tuning.logs import (
     read_manifest,
 )
 from lwc.tuning.seed import RULE_SEEDS, restore, seed_from_rules
+from lwc.tuning.whole_model import measure_after_tuning
 
 _MS_LOGGER = "tvm.s_tir.meta_schedule"
 
@@ -334,6 +335,13 @@ def tune(
                                      input_values=input_values)
     mod, tvm_target, key = prepared.mod, prepared.tvm_target, prepared.model_key
     folder = Path(log_root or default_log_root()) / f"{key}-{target_name(preset)}"
+
+    def build(use_log: bool):  # the model as `lwc compile` builds it, with or without the log
+        from lwc import driver
+
+        return driver.compile(model, preset, input_shapes, options, tuning_log=str(folder) if use_log else None,
+                              use_tuning_logs=use_log, input_values=input_values).executable
+
     folder.mkdir(parents=True, exist_ok=True)
     old_manifest = read_manifest(folder)
     if old_manifest:
@@ -405,7 +413,7 @@ def tune(
         manifest[RULE_SEEDS] = seeds
     _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     if not todo:
-        threads_info = _measure_threads(mod, fused, preset, tvm_target, folder, database, rpc)
+        threads_info = measure_after_tuning(mod, fused, preset, tvm_target, folder, database, rpc, build)
         return TuneResult(folder, stats, 0, time.perf_counter() - started, "every task already has "
                           f"{per_task} trials (raise --trials to tune more)", resumed, manifest, threads_info)
 
@@ -454,30 +462,10 @@ def tune(
             manifest["tuning_time_s"] = round((old_manifest or {}).get("tuning_time_s", 0) + elapsed, 1)
             _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
     reason = callback_state.stop_reason or "all planned trials done"
-    threads_info = {} if reason.startswith("interrupted") else _measure_threads(
-        mod, fused, preset, tvm_target, folder, database, rpc)
+    threads_info = {} if reason.startswith("interrupted") else measure_after_tuning(
+        mod, fused, preset, tvm_target, folder, database, rpc, build)
     return TuneResult(folder, stats, callback_state.trials_done, time.perf_counter() - started, reason,
                       resumed, manifest, threads_info)
-
-
-def _measure_threads(mod, fused, preset, tvm_target, folder: Path, database, rpc) -> dict:
-    """Time the tuned kernels of ``mod`` (``fused``: :func:`prepare` of it, unscheduled) on
-    one thread and on all and store the decisions (:mod:`lwc.tuning.threads`) in ``folder``; only
-    where the kernels run on this machine."""
-    from lwc.tuning import threads
-
-    if rpc is not None or not preset.is_native:
-        return {}
-    if not _runs_here(tvm_target):  # e.g. znver5 (AVX-512) kernels on a znver3: SIGILL
-        return {"skipped": f"{tvm_target.attrs.get('mcpu')} kernels do not run on this "
-                           f"{tvm_compat.system_cpu()}: not timed"}
-    from lwc import schedules
-
-    facts = schedules.CpuFacts.from_preset(preset)
-    applied, _ = schedule_fixed(prepare(mod, tvm_target, database), preset, tvm_target, facts=facts)
-    decisions = threads.measure(fused, applied, tvm_target, facts=facts)
-    threads.write(folder, decisions, machine_cpu())
-    return threads.summary(decisions)
 
 
 def _runs_here(tvm_target) -> bool:
