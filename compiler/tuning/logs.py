@@ -249,3 +249,13 @@ def locate_log(preset, tvm_target, *, tuning_log=None, model_key=None) -> LogCho
     if why:
         return LogChoice(folder, why_not=f"tuning log {folder.name} not applied ({why})")
     return LogChoice(folder, substitute, _records_target(manifest) if substitute else tvm_target)
+
+
+def runs_here(tvm_target) -> bool:
+    """Whether kernels built for ``tvm_target`` (a native preset) run on this CPU: its
+    ``mcpu`` is this machine's (LLVM's name), a generic level (``x86-64-v3``, ``generic``)
+    or absent. A named CPU other than this one may use instructions this one lacks."""
+    from lwc import tvm_compat
+
+    mcpu = str(tvm_target.attrs.get("mcpu") or "")
+    return mcpu in ("", "generic", tvm_compat.system_cpu()) or mcpu.startswith("x86-64")

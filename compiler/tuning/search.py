@@ -33,11 +33,11 @@ from lwc.tuning.database import (
 )
 from lwc.tuning.keys import target_name
 from lwc.tuning.logs import (
-    MANIFEST, _manifest, _write_json_atomic, default_log_root, machine_cpu, manifest_mismatch,
+    MANIFEST, _manifest, _write_json_atomic, default_log_root, machine_cpu, manifest_mismatch, runs_here,
     read_manifest,
 )
 from lwc.tuning.seed import RULE_SEEDS, restore, seed_from_rules
-from lwc.tuning.whole_model import measure_after_tuning
+from lwc.tuning.finish import measure_after_tuning
 
 _MS_LOGGER = "tvm.s_tir.meta_schedule"
 
@@ -426,7 +426,7 @@ def tune(
     )
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=runner_min_repeat_ms)
     runner = _runner(ms, rpc, evaluator)
-    if trials > 0 and seed_from_rules(ms, preset, rpc is not None or _runs_here(tvm_target), contexts,
+    if trials > 0 and seed_from_rules(ms, preset, rpc is not None or runs_here(tvm_target), contexts,
                                       stats, todo, database, builder, runner, seeds, started, time_budget_s):
         manifest[RULE_SEEDS] = seeds  # the rules' schedules first, once per task (lwc.tuning.seed)
         _write_json_atomic(folder / MANIFEST, {**manifest, "tasks": [s.to_json() for s in stats]})
@@ -466,14 +466,6 @@ def tune(
         mod, fused, preset, tvm_target, folder, database, rpc, build)
     return TuneResult(folder, stats, callback_state.trials_done, time.perf_counter() - started, reason,
                       resumed, manifest, threads_info)
-
-
-def _runs_here(tvm_target) -> bool:
-    """Whether kernels built for ``tvm_target`` (a native preset) run on this CPU: its
-    ``mcpu`` is this machine's (LLVM's name), a generic level (``x86-64-v3``, ``generic``)
-    or absent. A named CPU other than this one may use instructions this one lacks."""
-    mcpu = str(tvm_target.attrs.get("mcpu") or "")
-    return mcpu in ("", "generic", tvm_compat.system_cpu()) or mcpu.startswith("x86-64")
 
 
 def _partial_export(cxx: str):

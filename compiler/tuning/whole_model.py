@@ -53,35 +53,6 @@ def _inputs(func) -> list[np.ndarray] | None:
     return arrays
 
 
-def measure_after_tuning(mod, fused, preset, tvm_target, folder: Path, database, rpc,
-                         build: Callable[[bool], object]) -> dict:
-    """``lwc tune``'s last step: time the tuned kernels of ``mod`` (``fused``: the same,
-    fused and unscheduled) on one thread, on all and by the rule (:mod:`lwc.tuning.threads`),
-    then the whole model (:func:`measure`), and store both in ``folder``. Only where the
-    kernels run on this machine.
-
-    Returns:
-        :func:`lwc.tuning.threads.summary` with ``"whole_model"``: :func:`measure`'s result;
-        ``{}`` over RPC or for a cross target, ``{"skipped": reason}`` for another CPU's.
-    """
-    from lwc import schedules, tvm_compat
-    from lwc.tuning import threads
-    from lwc.tuning.apply import prepare, schedule_fixed
-    from lwc.tuning.logs import machine_cpu
-    from lwc.tuning.search import _runs_here
-
-    if rpc is not None or not preset.is_native:
-        return {}
-    if not _runs_here(tvm_target):  # e.g. znver5 (AVX-512) kernels on a znver3: SIGILL
-        return {"skipped": f"{tvm_target.attrs.get('mcpu')} kernels do not run on this "
-                           f"{tvm_compat.system_cpu()}: not timed"}
-    facts = schedules.CpuFacts.from_preset(preset)
-    applied, _ = schedule_fixed(prepare(mod, tvm_target, database), preset, tvm_target, facts=facts)
-    decisions = threads.measure(fused, applied, tvm_target, facts=facts)
-    threads.write(folder, decisions, machine_cpu())
-    return {**threads.summary(decisions), "whole_model": measure(mod["main"], folder, build)}
-
-
 def measure(main, folder: Path, build: Callable[[bool], object]) -> dict:
     """Time the model built with the log in ``folder`` and with lwc's rules alone.
 
