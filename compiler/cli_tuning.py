@@ -117,8 +117,8 @@ def _whole_model_line(timed: dict) -> str:
         return f"whole model: not timed ({timed.get('skipped', 'no result')})"
     verdict = ("compile applies no record of this log (the rules are faster in the model)"
                if whole_model.rules_win(timed) else "compile applies the records")
-    return (f"whole model, interleaved: {timed['log_ms']} ms with the records, {timed['rules_ms']} ms "
-            f"with lwc's rules alone; {verdict}")
+    return (f"whole model, interleaved: {timed['log_ms']} ms with the records, "
+            f"{timed['rules_ms']} ms with lwc's rules alone; {verdict}")
 
 
 def cmd_bench(args) -> int:

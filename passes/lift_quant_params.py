@@ -73,7 +73,8 @@ class _Lift(PyExprMutator):
         op = getattr(call.op, "name", None)
         if op in _QDQ:
             args = list(call.args)
-            lifted = [i for i in (1, 2) if _scalar_const(args[i]) and not _unit_scale(op, i, args[i])]
+            lifted = [i for i in (1, 2)
+                      if _scalar_const(args[i]) and not _unit_scale(op, i, args[i])]
             if not lifted:
                 return call
             for i in lifted:

@@ -87,7 +87,8 @@ class _Rewrite(PyExprMutator):
             return call
         out = reciprocal_quantize(call, self.builder_.emit)
         if out is None:
-            self.stats.declined.append((str(call.args[0]), "not a per-tensor int8/uint8 quantize with constant scale and zero point"))
+            self.stats.declined.append((str(call.args[0]), "not a per-tensor int8/uint8 quantize "
+                                        "with constant scale and zero point"))
             return call
         self.stats.changed["quantize by reciprocal"] += 1
         return out

@@ -203,12 +203,13 @@ def insert_qdq(model: onnx.ModelProto, layers: list[Layer], ranges: dict[str, tu
     def dequantized(base: str) -> str:
         if base not in act_done:
             scale, zp = activation_qparams(*ranges[base])
-            new_inits.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{base}__scale"),
-                              numpy_helper.from_array(np.array(zp, np.uint8), f"{base}__zp")])
-            nodes.append(helper.make_node("QuantizeLinear", [base, f"{base}__scale", f"{base}__zp"],
-                                          [f"{base}__q"], name=f"{base}__quantize"))
-            nodes.append(helper.make_node("DequantizeLinear", [f"{base}__q", f"{base}__scale", f"{base}__zp"],
-                                          [f"{base}__dq"], name=f"{base}__dequantize"))
+            s, z = f"{base}__scale", f"{base}__zp"
+            new_inits.extend([numpy_helper.from_array(np.array(scale, np.float32), s),
+                              numpy_helper.from_array(np.array(zp, np.uint8), z)])
+            nodes.append(helper.make_node("QuantizeLinear", [base, s, z], [f"{base}__q"],
+                                          name=f"{base}__quantize"))
+            nodes.append(helper.make_node("DequantizeLinear", [f"{base}__q", s, z], [f"{base}__dq"],
+                                          name=f"{base}__dequantize"))
             act_done[base] = f"{base}__dq"
         return act_done[base]
 

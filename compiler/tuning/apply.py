@@ -112,8 +112,8 @@ def apply_records(mod, preset, tvm_target, *, tuning_log=None, enabled=True, mod
     if whole_model.rules_win(timed):
         return _untuned(fused, preset, tvm_target, rules, _info(folder, total, 0, (
             f"tuning: records of {_short(folder)} not applied: lwc tune timed the model faster "
-            f"with lwc's rules alone ({timed['rules_ms']} ms) than with them ({timed['log_ms']} ms; "
-            f"{whole_model.FILE}); {_tasks_word(total)} untuned")))
+            f"with lwc's rules alone ({timed['rules_ms']} ms) than with them "
+            f"({timed['log_ms']} ms; {whole_model.FILE}); {_tasks_word(total)} untuned")))
     database, kept, foreign = valid_records_for(folder, records_target)
     if kept == 0:
         note = f" ({foreign} records for other targets ignored)" if foreign else ""

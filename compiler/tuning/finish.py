@@ -16,8 +16,9 @@ def measure_after_tuning(mod, fused, preset, tvm_target, folder: Path, database,
                          build: Callable[[bool], object]) -> dict:
     """``lwc tune``'s last step: time the tuned kernels of ``mod`` (``fused``: the same,
     fused and unscheduled) on one thread, on all and by the rule (:mod:`lwc.tuning.threads`),
-    then the whole model (:func:`lwc.tuning.whole_model.measure`), and store both in ``folder``. Only where the
-    kernels run on this machine.
+    then the whole model (:func:`lwc.tuning.whole_model.measure`; ``build(use_log)`` builds
+    it as ``lwc compile`` does), and store both in ``folder``. Only where the kernels run on
+    this machine.
 
     Returns:
         :func:`lwc.tuning.threads.summary` with ``"whole_model"``: that function's result;
@@ -37,4 +38,5 @@ def measure_after_tuning(mod, fused, preset, tvm_target, folder: Path, database,
     applied, _ = schedule_fixed(prepare(mod, tvm_target, database), preset, tvm_target, facts=facts)
     decisions = threads.measure(fused, applied, tvm_target, facts=facts)
     threads.write(folder, decisions, machine_cpu())
-    return {**threads.summary(decisions), "whole_model": whole_model.measure(mod["main"], folder, build)}
+    timed = whole_model.measure(mod["main"], folder, build)
+    return {**threads.summary(decisions), "whole_model": timed}

@@ -339,8 +339,9 @@ def tune(
     def build(use_log: bool):  # the model as `lwc compile` builds it, with or without the log
         from lwc import driver
 
-        return driver.compile(model, preset, input_shapes, options, tuning_log=str(folder) if use_log else None,
-                              use_tuning_logs=use_log, input_values=input_values).executable
+        return driver.compile(model, preset, input_shapes, options, use_tuning_logs=use_log,
+                              tuning_log=str(folder) if use_log else None,
+                              input_values=input_values).executable
 
     folder.mkdir(parents=True, exist_ok=True)
     old_manifest = read_manifest(folder)
