@@ -47,7 +47,7 @@ def _scalar_const(expr) -> bool:
 
 def _unit_scale(op: str, index: int, expr) -> bool:
     """The scale 1.0 of a quantize that ReciprocalQuantize rewrote: not a calibration value,
-    so it stays an immediate and LLVM drops the division by it."""
+    so it stays an immediate and TVM's legalization drops the division by it."""
     return op == "relax.quantize" and index == 1 and float(expr.value.numpy()) == UNIT_SCALE
 
 

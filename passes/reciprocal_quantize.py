@@ -14,8 +14,8 @@ kernels do, and leaves TVM a quantize with a unit scale::
     quantize(x, s, z)  ->  quantize(x * (1 / s), 1.0, z)
 
 The unit scale stays an immediate (LiftQuantParams leaves it: it does not depend on the
-calibration), so LLVM drops the division by 1.0 (exact in IEEE arithmetic) and the
-rounding and saturation are TVM's own. ``x * (1/s)`` differs from ``x / s`` by at most
+calibration), so TVM's legalization drops the division by 1.0 (exact in IEEE arithmetic)
+and the rounding and saturation are TVM's own. ``x * (1/s)`` differs from ``x / s`` by at most
 one ulp, so an output can differ by one quantization step, and only where ``x / s`` lies
 within an ulp of a rounding tie (``k + 0.5``). The int8 kernels already differ from
 onnxruntime by up to a step (the fixed-point requantization of FuseRequantize); the

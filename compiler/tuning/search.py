@@ -33,8 +33,8 @@ from lwc.tuning.database import (
 )
 from lwc.tuning.keys import target_name
 from lwc.tuning.logs import (
-    MANIFEST, _manifest, _write_json_atomic, default_log_root, machine_cpu, manifest_mismatch, runs_here,
-    read_manifest,
+    MANIFEST, _manifest, _write_json_atomic, default_log_root, machine_cpu, manifest_mismatch,
+    read_manifest, runs_here,
 )
 from lwc.tuning.seed import RULE_SEEDS, restore, seed_from_rules
 from lwc.tuning.finish import measure_after_tuning
