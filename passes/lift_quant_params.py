@@ -27,7 +27,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lwc.passes._qdq import Constant
-from lwc.passes._support import FunctionRewrite, PassStats
+from lwc.passes._support import FunctionRewrite, PassStats, rewrite_functions
 from lwc.passes.reciprocal_quantize import UNIT_SCALE
 
 NAME = "LiftQuantParams"
@@ -99,12 +99,7 @@ class LiftQuantParams(FunctionRewrite):
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.stats = PassStats()
-        lift = _Lift(mod, self.stats)
-        out = mod.clone()
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                out[gvar] = lift.visit_expr(func)
-        return out
+        return rewrite_functions(mod, _Lift(mod, self.stats).visit_expr)
 
     @property
     def lowered(self) -> int:

@@ -35,7 +35,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from lwc.passes._qdq import Constant
-from lwc.passes._support import PassStats
+from lwc.passes._support import FunctionRewrite, PassStats, rewrite_functions
 
 NAME = "ReciprocalQuantize"
 
@@ -95,20 +95,14 @@ class _Rewrite(PyExprMutator):
 
 
 @tvm.transform.module_pass(opt_level=0, name=NAME)
-class ReciprocalQuantize:
+class ReciprocalQuantize(FunctionRewrite):
     """Per-tensor quantize as a multiply by ``1 / scale`` (see the module docstring)."""
-
-    def __init__(self):
-        self.stats = PassStats()
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         self.stats = PassStats()
         rewrite = _Rewrite(mod, self.stats)
-        out = mod.clone()
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                out[gvar] = relax.analysis.remove_all_unused(rewrite.visit_expr(func))
-        return out
+        return rewrite_functions(
+            mod, lambda func: relax.analysis.remove_all_unused(rewrite.visit_expr(func)))
 
     @property
     def lowered(self) -> int:

@@ -92,10 +92,9 @@ def measure(main, folder: Path, build: Callable[[bool], object]) -> dict:
 
 
 def _write(folder: Path, result: dict) -> dict:
-    path = Path(folder) / FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"version": 1, **result}, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    from lwc.tuning.logs import _write_json_atomic
+
+    _write_json_atomic(Path(folder) / FILE, {"version": 1, **result})
     return result
 
 
