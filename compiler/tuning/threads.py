@@ -183,11 +183,11 @@ def summary(decisions: dict) -> dict:
 
 def write(folder: Path, decisions: dict, machine: str) -> Path:
     """Write ``decisions`` (from :func:`measure`) into a tuning log folder, atomically."""
+    from lwc.tuning.logs import _write_json_atomic
+
     path = Path(folder) / DECISIONS
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"version": 1, "measured_on": machine, "margin": MARGIN,
-                               "kernels": decisions}, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    _write_json_atomic(path, {"version": 1, "measured_on": machine, "margin": MARGIN,
+                              "kernels": decisions})
     return path
 
 
